@@ -1,0 +1,1 @@
+"""Rollout engine: sampling groups of completions from a policy (see DESIGN.md)."""
