@@ -1,0 +1,1 @@
+"""Sandboxes: run untrusted code and decide verdicts. Must not import torch or transformers."""
