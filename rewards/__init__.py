@@ -1,9 +1,11 @@
 """Rewards: callables with TRL's reward signature, plus a registry of names for recipes.
 
-Importing this package registers the built-in rewards.
+Importing this package registers the built-in rewards; third-party ones come from the
+``k2rl.rewards`` entry-point group when first needed (see :mod:`k2rl.rewards.plugins`).
 """
 
 from k2rl.rewards import answer as _answer  # noqa: F401  (registers "exact_answer")
-from k2rl.rewards.registry import get_reward, register_reward, registered_rewards
+from k2rl.rewards.composition import build_reward_funcs
+from k2rl.rewards.registry import available_rewards, get_reward, register_reward, registered_rewards
 
-__all__ = ["get_reward", "register_reward", "registered_rewards"]
+__all__ = ["available_rewards", "build_reward_funcs", "get_reward", "register_reward", "registered_rewards"]

@@ -12,6 +12,7 @@ to the dataset columns.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -35,21 +36,59 @@ def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
 
 
 def registered_rewards() -> dict[str, RewardFunc]:
-    """All registered rewards by name (built-ins are imported by ``k2rl.rewards``)."""
+    """Rewards registered so far by name (built-ins are imported by ``k2rl.rewards``; plugins not loaded)."""
     return dict(_REGISTRY)
+
+
+def available_rewards() -> dict[str, RewardFunc]:
+    """Every reward a recipe can name: built-ins, decorated functions and all entry-point plugins."""
+    from k2rl.rewards.plugins import load_plugins
+
+    load_plugins()
+    return dict(_REGISTRY)
+
+
+def reward_options(fn: RewardFunc) -> list[str] | None:
+    """Names a recipe may set as options for ``fn``; None when ``fn``'s signature cannot be read."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    reserved = {"prompts", "completions", "completion_ids"}
+    return [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in reserved
+    ]
 
 
 def get_reward(name: str, **options: Any) -> RewardFunc:
     """The reward registered as ``name`` with ``options`` bound as keyword arguments.
 
-    The result keeps a ``__name__`` (TRL uses it to label logged metrics).
+    Names not registered yet are looked up among entry-point plugins (the plugin of that name first,
+    then all of them, since a plugin module may register several names). Options must be named
+    parameters of the reward, so a typo in a recipe fails here rather than vanishing into
+    ``**kwargs``. The result keeps a ``__name__`` (TRL uses it to label logged metrics).
     """
+    if name not in _REGISTRY:
+        from k2rl.rewards.plugins import load_plugins
+
+        load_plugins(name)
+        if name not in _REGISTRY:
+            load_plugins()
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise K2RLError(f"unknown reward {name!r} (known rewards: {known})")
     fn = _REGISTRY[name]
     if not options:
         return fn
+    accepted = reward_options(fn)
+    if accepted is not None:
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise K2RLError(
+                f"reward {name!r} has no option(s) {unknown} (its options: {', '.join(accepted) or 'none'})"
+            )
     bound = functools.partial(fn, **options)
     functools.update_wrapper(bound, fn)
     bound.__name__ = name
