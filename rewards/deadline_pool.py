@@ -1,0 +1,252 @@
+"""A small process pool whose per-task deadline holds from any thread.
+
+Checkers such as math-verify protect themselves with ``signal.alarm``, which only works on the main
+thread of the main interpreter — not inside a trainer's reward thread or an async event loop. Here
+the *parent* enforces the deadline instead: each worker runs one task at a time, the parent waits on
+all worker pipes with a timeout, and a worker that overruns is killed and replaced. One hostile input
+therefore costs at most one timeout and one cheap restart, and never blocks later tasks.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot kill the one worker running a stuck
+task (``cancel`` only works for tasks that have not started), so a hang poisons the pool.
+
+Workers start lazily on first use as fresh interpreters (``python -c``), talking over a socket pair
+with ``multiprocessing.connection`` framing. Forking a parent that holds torch threads and CUDA
+state is unsafe, and ``multiprocessing``'s spawn/forkserver contexts re-run the parent's
+``__main__`` in each child — for a training script without a main guard, that would start training
+again inside the checker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+
+OK, TIMEOUT, ERROR = "ok", "timeout", "error"
+STARTUP_TIMEOUT_S = 120.0  # a worker that cannot even import its checker in this long is broken
+
+
+def _serve(conn: Connection, func: Callable, memory_limit_mb: int | None) -> None:
+    """Worker loop: receive one task, send back ``(status, value)``, until told to stop."""
+    if memory_limit_mb:
+        try:
+            import resource
+
+            limit = memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):
+            pass  # best effort: the deadline still bounds a runaway task
+    conn.send(("ready", None))  # start-up (imports) is not charged to the first task's deadline
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            reply = (OK, func(task))
+        except BaseException as exc:  # noqa: BLE001  (a MemoryError or RecursionError is still a verdict)
+            reply = (ERROR, f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            conn.send(reply)
+        except (EOFError, OSError):
+            return
+
+
+def _worker_main() -> None:
+    """Entry point of a worker interpreter: ``argv = [fd, "module:function", memory_limit_mb]``."""
+    fd, target, memory = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    module_name, _, attr = target.partition(":")
+    func = getattr(importlib.import_module(module_name), attr)
+    _serve(Connection(int(fd)), func, memory or None)
+
+
+def _function_path(func: Callable) -> str:
+    module, name = getattr(func, "__module__", None), getattr(func, "__qualname__", "")
+    if not module or module == "__main__" or "<" in name or "." in name:
+        raise ValueError(f"{func!r} must be a top-level function of an importable module")
+    return f"{module}:{name}"
+
+
+class _Worker:
+    def __init__(self, target: str, memory_limit_mb: int | None):
+        ours, theirs = socket.socketpair()
+        code = "from k2rl.rewards.deadline_pool import _worker_main; _worker_main()"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, str(theirs.fileno()), target, str(memory_limit_mb or 0)],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.ready = False
+        self.task_index: int | None = None
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+            self.process.wait(timeout=1)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+
+class DeadlinePool:
+    """Run ``func`` (a top-level function of an importable module) on tasks in worker processes, each task bounded by
+    ``timeout_s`` seconds of wall time.
+
+    :meth:`map` returns one ``(status, value)`` per task in order: ``("ok", result)``,
+    ``("timeout", None)`` or ``("error", message)``. It is safe to call from any thread; calls are
+    serialised, each spreading its tasks over all workers.
+    """
+
+    def __init__(
+        self,
+        func: Callable,
+        *,
+        workers: int = 2,
+        timeout_s: float = 5.0,
+        memory_limit_mb: int | None = None,
+    ):
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        self.target = _function_path(func)
+        self.size = workers
+        self.timeout_s = timeout_s
+        self.memory_limit_mb = memory_limit_mb
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.restarts = 0
+        self._finalizer = weakref.finalize(self, DeadlinePool._shutdown, self._workers)
+        atexit.register(self._finalizer)
+
+    @staticmethod
+    def _shutdown(workers: list[_Worker]) -> None:
+        for worker in workers:
+            worker.stop()
+        workers.clear()
+
+    def close(self) -> None:
+        """Stop all workers; the pool starts fresh ones if used again."""
+        with self._lock:
+            self._shutdown(self._workers)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._workers]
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self.target, self.memory_limit_mb)
+
+    def map(self, tasks: Sequence, keys: Sequence | None = None) -> list[tuple[str, object]]:
+        """Outcomes for ``tasks`` in order. Tasks with equal ``keys`` go to the same worker when the
+        load allows, so a worker's own caches see all of them (e.g. every sample of one prompt)."""
+        with self._lock:
+            return self._map(tasks, keys)
+
+    def _queues(self, tasks: Sequence, keys: Sequence | None) -> list[collections.deque]:
+        """Task indices per worker: each key's tasks on one worker, keys spread by load."""
+        queues = [collections.deque() for _ in self._workers]
+        if keys is None:
+            for index in range(len(tasks)):
+                queues[index % len(queues)].append(index)
+            return queues
+        groups: dict = {}
+        for index, key in enumerate(keys):
+            groups.setdefault(key, []).append(index)
+        for indices in groups.values():
+            min(queues, key=len).extend(indices)
+        return queues
+
+    def _map(self, tasks: Sequence, keys: Sequence | None) -> list[tuple[str, object]]:
+        results: list = [None] * len(tasks)
+        while len(self._workers) < min(self.size, max(len(tasks), 1)):
+            self._workers.append(self._spawn())
+        queues = self._queues(tasks, keys)
+        # Every worker we are waiting on: starting up (task_index None) or running one task.
+        waiting: dict[Connection, _Worker] = {}
+
+        def take(slot: int) -> int | None:
+            if queues[slot]:
+                return queues[slot].popleft()
+            longest = max(queues, key=len)  # idle: help the busiest worker from the far end of its queue
+            return longest.pop() if longest else None
+
+        def dispatch(worker: _Worker) -> None:
+            slot = self._workers.index(worker)
+            if not any(queues):
+                return  # a worker still starting up is picked up by a later map()
+            if not worker.ready:
+                waiting[worker.conn] = worker
+                return
+            index = take(slot)
+            try:
+                worker.conn.send(tasks[index])
+            except (OSError, ValueError):  # died between tasks: replace it and give the task back
+                queues[slot].appendleft(index)
+                dispatch(self._replace(worker))
+                return
+            worker.task_index = index
+            worker.deadline = time.monotonic() + self.timeout_s
+            waiting[worker.conn] = worker
+
+        def settle(worker: _Worker, outcome: tuple[str, object]) -> None:
+            if worker.task_index is None:  # it never came up
+                raise RuntimeError(f"checker worker failed to start: {outcome[1]}")
+            results[worker.task_index] = outcome
+            worker.task_index = None
+
+        for worker in list(self._workers):
+            dispatch(worker)
+        while waiting:
+            nearest = min(w.deadline for w in waiting.values())
+            for conn in wait(list(waiting), timeout=max(0.0, nearest - time.monotonic())):
+                worker = waiting.pop(conn)
+                try:
+                    message = conn.recv()
+                except (EOFError, OSError):  # crashed, e.g. on the memory limit
+                    settle(worker, (ERROR, "worker process died"))
+                    dispatch(self._replace(worker))
+                    continue
+                if message[0] == "ready":
+                    worker.ready = True
+                else:
+                    settle(worker, message)
+                dispatch(worker)
+            now = time.monotonic()
+            for conn, worker in list(waiting.items()):
+                # poll(): a reply that arrived after wait() returned is not a timeout
+                if worker.deadline <= now and not conn.poll():
+                    del waiting[conn]
+                    settle(worker, (TIMEOUT, None))
+                    dispatch(self._replace(worker))
+        return results
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        worker.kill()
+        self.restarts += 1
+        fresh = self._spawn()
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
