@@ -1,0 +1,496 @@
+"""The trusted harness: owns one sandbox and decides verdicts where the candidate cannot reach.
+
+One harness process per pool slot (``python -m k2rl.sandboxes.harness``), started by
+:class:`k2rl.sandboxes.pool.Sandbox`. It starts its sandbox (bubblewrap or a container) once and
+keeps it warm; for every job it forks a fresh harness child, so state a test leaves behind (imports,
+patched modules, memory) never leaks into the next verdict and a hung test can be killed.
+
+Why verdicts cannot be forged: the tests run *here*, in a process outside the sandbox's namespaces,
+with names from the program replaced by proxies. Calling a proxy sends plain data to the candidate
+and gets plain data back (see :mod:`k2rl.sandboxes.wire`); the expected values never leave this
+process, and nothing the candidate does -- exiting early, patching its own builtins, printing
+"PASSED", returning objects with a forged ``__eq__`` -- is evidence here. A verdict is "passed" only
+when the test source ran to its end, no call was cut short (timeout, death, a non-plain result),
+and the program loaded. Exit codes and output are never read as success.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import json
+import os
+import resource
+import select
+import signal
+import sys
+import time
+
+from k2rl.sandboxes.wire import FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
+
+STARTUP_S = 120.0  # a container can take a while to start on a loaded machine
+GRACE_S = 2.0
+
+
+class Abort(BaseException):
+    """A call that cannot yield a value; BaseException so ``except Exception`` in tests cannot hide it."""
+
+    status = "failed"
+
+
+class ProgramTimeout(Abort):
+    status = "timeout"
+
+
+class ProgramGone(Abort):
+    status = "crashed"
+
+
+class NotPlainResult(Abort):
+    status = "not_plain"
+
+
+class Unsupported(Abort):
+    status = "unsupported"
+
+
+class SandboxLost(Abort):
+    status = "sandbox_error"
+
+
+# ---------------------------------------------------------------- the channel to the sandbox
+
+class Channel:
+    """Frames to/from the zygote over pipes (bubblewrap) or a Docker attach socket (demultiplexed)."""
+
+    def __init__(self, read_fd: int, write_fd: int, docker: bool = False):
+        self.read_fd, self.write_fd, self.docker = read_fd, write_fd, docker
+        self.frames = FrameReader()
+        self.pending: list = []
+        self._raw = bytearray()  # docker stream headers not yet parsed
+
+    def send(self, kind: bytes, obj) -> None:
+        data = pack_frame(kind, obj if isinstance(obj, bytes) else json.dumps(obj).encode())
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.write_fd, view):]
+        except OSError as exc:
+            raise SandboxLost(f"sandbox channel closed ({exc.strerror})") from None
+
+    def _demux(self, data: bytes) -> bytes:
+        self._raw += data
+        out = bytearray()
+        while len(self._raw) >= 8:
+            size = int.from_bytes(self._raw[4:8], "big")
+            if len(self._raw) < 8 + size:
+                break
+            if self._raw[0] == 1:  # stdout; stderr (2) is the zygote's own noise
+                out += self._raw[8:8 + size]
+            del self._raw[:8 + size]
+        return bytes(out)
+
+    def recv(self, deadline: float):
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ProgramTimeout("no answer from the sandbox in time")
+            ready, _, _ = select.select([self.read_fd], [], [], left)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.read_fd, 1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                raise SandboxLost("the sandbox closed its channel")
+            if self.docker:
+                data = self._demux(data)
+            try:
+                self.pending.extend(self.frames.feed(data))
+            except FrameError as exc:
+                raise SandboxLost(f"protocol violation: {exc}") from None
+        return self.pending.pop(0)
+
+
+# ---------------------------------------------------------------- one job, in a forked child
+
+class Session:
+    """The harness's side of one program run: calls, events, and whether anything went wrong."""
+
+    def __init__(self, channel: Channel, deadline: float):
+        self.channel = channel
+        self.deadline = deadline
+        self.calls = 0
+        self.gone: Abort | None = None
+        self.broken: Abort | None = None  # first aborted call; a verdict with one never passes
+        self.memory = False
+        self.done: dict | None = None
+
+    def _event(self, event: dict) -> None:
+        kind = event.get("ev") if type(event) is dict else None
+        if kind == "timeout":
+            self.gone = ProgramTimeout("the program exceeded its time limit")
+        elif kind == "exit":
+            sig, code = event.get("signal"), event.get("exit")
+            self.gone = ProgramGone(f"the program ended during the tests (exit={code}, signal={sig})")
+        elif kind in ("gone", "violation"):
+            self.gone = ProgramGone(f"the program's channel failed ({event.get('detail', kind)})")
+        elif kind == "done":
+            self.done = event
+        else:
+            raise SandboxLost(f"unexpected sandbox event {str(event)[:100]}")
+
+    def candidate_message(self) -> dict:
+        """The next frame the candidate sent, or the Abort that ended it."""
+        while True:
+            if self.gone is not None:
+                raise self.gone
+            try:
+                kind, body = self.channel.recv(self.deadline + GRACE_S)
+            except Abort as exc:
+                raise exc
+            if kind == b"Z":
+                self._event(json.loads(body))
+                continue
+            try:
+                message = json.loads(body)
+            except ValueError:
+                raise ProgramGone("the program sent a malformed message") from None
+            if type(message) is not dict:
+                raise ProgramGone("the program sent a malformed message")
+            return message
+
+    def call(self, name: str, args: tuple, kwargs: dict):
+        if self.broken is not None:
+            raise self.broken
+        try:
+            try:
+                payload = {"id": self.calls + 1, "call": name, "args": dump_value(args), "kwargs": dump_value(kwargs)}
+            except NotPlain as exc:
+                raise Unsupported(f"tests pass a non-plain argument to {name}(): {exc}") from None
+            self.calls += 1
+            if self.gone is not None:
+                raise self.gone
+            self.channel.send(b"C", payload)
+            message = self.candidate_message()
+            if message.get("id") != self.calls:
+                raise ProgramGone("the program answered out of turn")
+            if "ok" in message:
+                try:
+                    return load_value(message["ok"])
+                except (ValueError, TypeError) as exc:
+                    raise NotPlainResult(f"{name}() returned malformed data: {exc}") from None
+            if "unplain" in message:
+                raise NotPlainResult(f"{name}() returned a value that is not plain data: {str(message['unplain'])[:200]}")
+            raised = message.get("raise")
+            if type(raised) is list and len(raised) == 2 and all(type(x) is str for x in raised):
+                raise _remote_exception(self, *raised)
+            raise ProgramGone("the program sent a malformed reply")
+        except Abort as exc:
+            self.broken = self.broken or exc
+            raise
+
+    def finish(self) -> dict:
+        """End the run (kill the candidate's tree) and return the zygote's closing report."""
+        if self.done is None:
+            self.channel.send(b"Z", {"op": "end"})
+        while self.done is None:
+            kind, body = self.channel.recv(time.monotonic() + 10.0)
+            if kind == b"Z":
+                event = json.loads(body)
+                if type(event) is dict and event.get("ev") in ("timeout", "exit", "gone", "violation", "done"):
+                    self._event(event)
+        return self.done
+
+
+class RemoteError(Exception):
+    """An exception raised in the program whose type is not a builtin ``Exception`` subclass."""
+
+
+def _remote_exception(session: Session, name: str, text: str) -> BaseException:
+    if name == "MemoryError":
+        session.memory = True
+    cls = getattr(builtins, name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception) and cls is not MemoryError:
+        return cls(text)
+    if name == "MemoryError":
+        return RemoteError(text)
+    return RemoteError(f"{name}: {text}")
+
+
+class RemoteFunction:
+    """Stands for one of the program's functions; calling it runs the function in the sandbox."""
+
+    def __init__(self, session: Session, name: str):
+        self._session, self.__name__ = session, name
+
+    def __call__(self, *args, **kwargs):
+        return self._session.call(self.__name__, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<sandboxed function {self.__name__}>"
+
+
+class Opaque:
+    """A program object that is neither a function nor plain data (a class, an instance)."""
+
+    def __init__(self, name: str, kind: str):
+        self._name, self._kind = name, kind
+
+    def _refuse(self, *args, **kwargs):
+        raise Unsupported(f"tests use {self._kind} {self._name!r}; only functions and plain data cross the sandbox")
+
+    __call__ = __getattr__ = __iter__ = __eq__ = __hash__ = __bool__ = _refuse
+
+
+def _check_never_called(tree: ast.Module) -> bool:
+    defines = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
+    if not defines:
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "check":
+            continue
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "check":
+                return False
+    return True
+
+
+def _verdict(status: str, detail: str = "", done: dict | None = None, start: float = 0.0) -> dict:
+    done = done or {}
+    return {"passed": status == "passed", "status": status, "detail": detail[:2000],
+            "stdout": str(done.get("stdout", ""))[-8192:], "stderr": str(done.get("stderr", ""))[-8192:],
+            "duration_s": time.monotonic() - start}
+
+
+def run_tests_job(channel: Channel, job: dict) -> dict:
+    start = time.monotonic()
+    try:
+        tree = ast.parse(job["tests"], "tests.py")
+        code = compile(tree, "tests.py", "exec")
+    except (SyntaxError, ValueError) as exc:
+        return _verdict("error", f"the tests do not compile: {exc}", start=start)
+    if _check_never_called(tree):
+        return _verdict("error", "the tests define check() but never call it (append check(<entry_point>))",
+                        start=start)
+    session = Session(channel, start + job["timeout"])
+    channel.send(b"Z", {"op": "run", "mode": "tests", "program": job["program"],
+                        "timeout": job["timeout"], "limits": job["limits"]})
+    status, detail = "passed", ""
+    try:
+        first = session.candidate_message()
+        if "load_error" in first:
+            error = first["load_error"]
+            status, detail = "error", f"the program failed to load: {str(error[-1] if type(error) is list else error)}"
+            if type(error) is list and error and error[0] == "MemoryError":
+                status = "memory"
+        elif type(first.get("ready")) is dict and type(first.get("values")) is dict:
+            namespace = {"__name__": "__main__", "__builtins__": builtins}
+            for name, kind in first["ready"].items():
+                if type(name) is not str or not name.isidentifier():
+                    continue
+                if kind == "function":
+                    namespace[name] = RemoteFunction(session, name)
+                elif kind == "value" and name in first["values"]:
+                    try:
+                        namespace[name] = load_value(first["values"][name])
+                    except (ValueError, TypeError):
+                        namespace[name] = Opaque(name, "object")
+                else:
+                    namespace[name] = Opaque(name, "class" if kind == "class" else "object")
+            exec(code, namespace)
+        else:
+            status, detail = "crashed", "the program sent a malformed greeting"
+    except Abort as exc:
+        status, detail = exc.status, str(exc)
+    except BaseException as exc:  # noqa: BLE001 - the tests failed; say how
+        status, detail = "failed", f"{type(exc).__name__}: {exc}"
+    if status == "passed" and session.broken is not None:  # an aborted call was swallowed by the tests
+        status, detail = session.broken.status, str(session.broken)
+    try:
+        done = session.finish()
+    except Abort as exc:
+        return {**_verdict(exc.status if status == "passed" else status, detail or str(exc), start=start),
+                "clean": False}
+    if status != "passed" and session.memory:
+        status = "memory"
+    if done.get("timeout") and status != "passed":
+        status = "timeout"
+    return {**_verdict(status, detail, done, start), "clean": True}
+
+
+def _same_output(got: str, expected: str) -> bool:
+    def lines(text: str) -> list[str]:
+        out = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+        while out and not out[-1]:
+            out.pop()
+        return out
+    return lines(got) == lines(expected)
+
+
+def run_io_job(channel: Channel, job: dict) -> dict:
+    start = time.monotonic()
+    done: dict = {}
+    status, detail = "passed", ""
+    for index, (stdin, expected) in enumerate(job["cases"]):
+        channel.send(b"Z", {"op": "run", "mode": "io", "program": job["program"], "stdin": stdin,
+                            "timeout": job["timeout"], "limits": job["limits"]})
+        deadline = time.monotonic() + job["timeout"] + GRACE_S
+        done = {}
+        while done.get("ev") != "done":
+            kind, body = channel.recv(deadline)
+            event = json.loads(body) if kind == b"Z" else {}
+            done = event if type(event) is dict else {}
+        if done.get("timeout"):
+            status, detail = "timeout", f"case {index}: the program exceeded its time limit"
+        elif done.get("signal") is not None or done.get("exit") not in (0, None):
+            status = "crashed"
+            detail = f"case {index}: the program ended with exit={done.get('exit')}, signal={done.get('signal')}"
+        elif not _same_output(str(done.get("stdout", "")), expected):
+            status, detail = "failed", f"case {index}: wrong output"
+        if status != "passed":
+            break
+    if "MemoryError" in str(done.get("stderr", "")) and status != "passed":
+        status = "memory"
+    return {**_verdict(status, detail, done, start), "clean": True}
+
+
+# ---------------------------------------------------------------- the harness process
+
+def _start_sandbox(config: dict):
+    """``(channel, handle)`` of a fresh sandbox whose zygote has said it is ready."""
+    if config["backend"] == "docker":
+        from k2rl.sandboxes.docker_backend import start_container
+
+        handle, sock = start_container(config)
+        channel = Channel(sock.fileno(), sock.fileno(), docker=True)
+        handle._k2rl_sock = sock  # keep the socket object (and its fd) alive
+    else:
+        import subprocess
+
+        from k2rl.sandboxes.local import bwrap_command
+
+        argv, kwargs = bwrap_command(config["limits"]["tmp_mb"])
+        handle = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, **kwargs)
+        channel = Channel(handle.stdout.fileno(), handle.stdin.fileno())
+    kind, body = channel.recv(time.monotonic() + STARTUP_S)
+    hello = json.loads(body)
+    if kind != b"Z" or hello.get("ev") != "ready":
+        raise SandboxLost(f"the sandbox did not start: {body[:200]!r}")
+    return channel, handle
+
+
+def _stop_sandbox(config: dict, handle) -> None:
+    if handle is None:
+        return
+    if config["backend"] == "docker":
+        from k2rl.sandboxes.docker_backend import stop_container
+
+        stop_container(handle)
+    else:
+        handle.kill()
+        handle.wait()
+        handle.stdin.close()
+        handle.stdout.close()
+
+
+def _child(channel: Channel, job: dict, result_fd: int) -> None:
+    """The forked harness child: run one job and write its verdict to ``result_fd``."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # test output must not reach the harness's own protocol stream
+        os.dup2(devnull, fd)
+    memory = job.get("harness_memory_mb", 4096) << 20
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    try:
+        verdict = (run_io_job if job["mode"] == "io" else run_tests_job)(channel, job)
+    except Abort as exc:
+        verdict = {**_verdict(exc.status, str(exc)), "clean": False}
+    except BaseException as exc:  # noqa: BLE001 - a harness bug must still produce a verdict
+        verdict = {**_verdict("sandbox_error", f"harness failure: {type(exc).__name__}: {exc}"), "clean": False}
+    data = json.dumps(verdict).encode()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(result_fd, view):]
+    os._exit(0)
+
+
+def _run_job(channel: Channel, job: dict) -> dict:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _child(channel, job, write_fd)
+    os.close(write_fd)
+    cases = len(job.get("cases") or [None])
+    deadline = time.monotonic() + job["timeout"] * cases + GRACE_S * (1 + cases)
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([read_fd], [], [], max(0.0, left))
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            break
+        data = os.read(read_fd, 1 << 16)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(read_fd)
+    _, status = os.waitpid(pid, 0)
+    if chunks and status == 0:
+        return json.loads(b"".join(chunks))
+    if not ready:
+        return {**_verdict("timeout", "the run exceeded its time limit (harness backstop)"), "clean": False}
+    return {**_verdict("sandbox_error", f"the harness child died (status {status})"), "clean": False}
+
+
+def _read_frame(reader: FrameReader, pending: list):
+    while not pending:
+        data = os.read(0, 1 << 20)
+        if not data:
+            return None
+        pending.extend(reader.feed(data))
+    return json.loads(pending.pop(0)[1])
+
+
+def _write_frame(obj) -> None:
+    data = pack_frame(b"H", json.dumps(obj).encode())
+    view = memoryview(data)
+    while view:
+        view = view[os.write(1, view):]
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool stops us by closing stdin
+    reader, pending = FrameReader(), []
+    config = _read_frame(reader, pending)
+    channel = handle = None
+    try:
+        channel, handle = _start_sandbox(config)
+    except BaseException as exc:  # noqa: BLE001 - reported to the pool as one line
+        _write_frame({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    _write_frame({"ready": True})
+    try:
+        while True:
+            job = _read_frame(reader, pending)
+            if job is None:
+                return
+            if channel is None:
+                try:
+                    channel, handle = _start_sandbox(config)
+                except BaseException as exc:  # noqa: BLE001
+                    _write_frame(_verdict("sandbox_error", f"could not restart the sandbox: {exc}"))
+                    continue
+            verdict = _run_job(channel, {**job, "limits": config["limits"]})
+            if not verdict.pop("clean", False):
+                _stop_sandbox(config, handle)
+                channel = handle = None
+            _write_frame(verdict)
+    finally:
+        _stop_sandbox(config, handle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

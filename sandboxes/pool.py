@@ -1,0 +1,210 @@
+"""The user-facing sandbox: a pool of warm harness processes, each owning one warm sandbox.
+
+``run_tests_many`` fans jobs out over the pool with one thread per slot (the threads only wait on
+pipes; all work happens in the harness and sandbox processes), and returns verdicts in input order.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import select
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+from k2rl.errors import K2RLError
+from k2rl.sandboxes.verdict import Verdict
+from k2rl.sandboxes.wire import FrameError, FrameReader, pack_frame
+
+BACKSTOP_S = 30.0  # beyond the harness's own limits: only a wedged harness process gets here
+
+
+class _Slot:
+    """One harness process (``python -m k2rl.sandboxes.harness``) and its sandbox."""
+
+    def __init__(self, config: dict):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "k2rl.sandboxes.harness"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, start_new_session=True, env=env)
+        self.reader, self.pending = FrameReader(), []
+        self._send(config)
+        reply = self._recv(time.monotonic() + 180.0)
+        if reply is None or "error" in reply:
+            self.close()
+            why = reply["error"] if reply else "the harness process exited"
+            raise K2RLError(f"{config['backend']} sandbox failed to start: {why}")
+
+    def _send(self, obj) -> None:
+        self.proc.stdin.write(pack_frame(b"H", json.dumps(obj).encode()))
+        self.proc.stdin.flush()
+
+    def _recv(self, deadline: float):
+        fd = self.proc.stdout.fileno()
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            data = os.read(fd, 1 << 20)
+            if not data:
+                return None
+            try:
+                self.pending.extend(self.reader.feed(data))
+            except FrameError:
+                return None
+        return json.loads(self.pending.pop(0)[1])
+
+    def run(self, job: dict, budget_s: float) -> Verdict | None:
+        """The verdict, or None when the harness process is unusable (the caller replaces the slot)."""
+        try:
+            self._send(job)
+        except (BrokenPipeError, OSError):
+            return None
+        reply = self._recv(time.monotonic() + budget_s + BACKSTOP_S)
+        return Verdict.from_dict(reply) if reply is not None else None
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _close_all(slots: list) -> None:
+    for slot in slots:
+        slot.close()
+
+
+class Sandbox:
+    """Runs programs against tests in a pool of warm sandboxes of one backend.
+
+    Options (all keyword): ``workers`` (pool size, default: CPU count), ``memory_mb`` (address space
+    per process), ``nproc``, ``fsize_mb``, ``nofile``, ``tmp_mb`` (size of the private /tmp), and for
+    Docker ``image``, ``cpus``, ``container_memory_mb``, ``pids``.
+    """
+
+    def __init__(self, backend: str = "local", *, workers: int | None = None, memory_mb: int = 1024,
+                 nproc: int = 64, fsize_mb: int = 16, nofile: int = 256, tmp_mb: int = 64,
+                 image: str | None = None, cpus: float = 1.0, container_memory_mb: int = 2048, pids: int = 128):
+        self.backend = backend
+        self.workers = int(workers or os.cpu_count() or 1)
+        self._config = {"backend": backend,
+                        "limits": {"memory_mb": memory_mb, "nproc": nproc, "fsize_mb": fsize_mb,
+                                   "nofile": nofile, "tmp_mb": tmp_mb},
+                        "docker": {"image": image, "cpus": cpus, "memory_mb": container_memory_mb, "pids": pids}}
+        self._idle: queue.Queue = queue.Queue()
+        self._slots: list[_Slot] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self._finalizer = weakref.finalize(self, _close_all, self._slots)
+        atexit.register(self._finalizer)
+
+    # -- pool management
+    def start(self) -> "Sandbox":
+        """Start every worker now (otherwise the first call does it)."""
+        with self._lock:
+            if self._started:
+                return self
+            with ThreadPoolExecutor(self.workers) as pool:
+                futures = [pool.submit(_Slot, self._config) for _ in range(self.workers)]
+                errors = []
+                for future in futures:
+                    try:
+                        slot = future.result()
+                    except K2RLError as exc:
+                        errors.append(exc)
+                        continue
+                    self._slots.append(slot)
+                    self._idle.put(slot)
+            if errors:
+                self.close()
+                raise errors[0]
+            self._started = True
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            _close_all(self._slots)
+            self._slots.clear()
+            self._idle = queue.Queue()
+            self._started = False
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self, job: dict, budget_s: float) -> Verdict:
+        self.start()
+        slot = self._idle.get()
+        verdict = slot.run(job, budget_s)
+        if verdict is None:  # the harness process died or wedged: replace it
+            with self._lock:
+                slot.proc.kill()
+                slot.close()
+                self._slots.remove(slot)
+                try:
+                    slot = _Slot(self._config)
+                    self._slots.append(slot)
+                except K2RLError:
+                    slot = None
+            verdict = Verdict(False, "sandbox_error", detail="the harness process failed")
+        if slot is not None:
+            self._idle.put(slot)
+        return verdict
+
+    # -- the contract
+    def run_tests(self, program: str, tests: str, timeout_s: float = 10.0) -> Verdict:
+        """Run ``program`` then ``tests`` (asserts, or ``def check(candidate)`` + ``check(name)``)."""
+        _check_text(program, "program")
+        _check_text(tests, "tests")
+        return self._run({"mode": "tests", "program": program, "tests": tests, "timeout": float(timeout_s)},
+                         float(timeout_s))
+
+    def run_tests_many(self, pairs, timeout_s: float = 10.0) -> list[Verdict]:
+        """``run_tests`` for many ``(program, tests)`` pairs concurrently; verdicts in input order."""
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        self.start()
+        with ThreadPoolExecutor(min(self.workers, len(pairs))) as pool:
+            return list(pool.map(lambda pair: self.run_tests(pair[0], pair[1], timeout_s), pairs))
+
+    def run_io(self, program: str, cases, timeout_s: float = 10.0) -> Verdict:
+        """Run ``program`` as ``__main__`` once per ``(stdin, expected_stdout)`` case; passed if all match.
+
+        Output is compared line by line ignoring trailing whitespace and trailing blank lines; a case
+        that crashes or exits non-zero fails. ``timeout_s`` applies to each case.
+        """
+        _check_text(program, "program")
+        cases = [(str(stdin), str(expected)) for stdin, expected in cases]
+        if not cases:
+            raise K2RLError("run_io needs at least one (stdin, expected_stdout) case")
+        return self._run({"mode": "io", "program": program, "cases": cases, "timeout": float(timeout_s)},
+                         float(timeout_s) * len(cases))
+
+    def run_io_many(self, items, timeout_s: float = 10.0) -> list[Verdict]:
+        """``run_io`` for many ``(program, cases)`` items concurrently; verdicts in input order."""
+        items = list(items)
+        if not items:
+            return []
+        self.start()
+        with ThreadPoolExecutor(min(self.workers, len(items))) as pool:
+            return list(pool.map(lambda item: self.run_io(item[0], item[1], timeout_s), items))
+
+
+def _check_text(value, what: str) -> None:
+    if not isinstance(value, str):
+        raise K2RLError(f"{what} must be a str of Python source, got {type(value).__name__}")

@@ -1,0 +1,410 @@
+"""The warm process inside a sandbox (bubblewrap or a container): forks one candidate per job.
+
+Why a zygote: starting Python costs ~20 ms; forking a started one costs well under one. The zygote
+runs as PID 1 of the sandbox's PID namespace, which buys two properties for free:
+
+* the kernel ignores SIGKILL/SIGTERM sent to PID 1 from inside its own namespace, so a candidate
+  cannot kill the zygote; it is also made non-dumpable, so the candidate (same uid, no capabilities)
+  cannot ptrace it or read its memory or fds through /proc;
+* ``kill(-1, SIGKILL)`` from PID 1 reaches every other process in the namespace, so ending a job
+  kills the candidate's whole tree: double-forked daemons, new sessions, processes ignoring signals.
+
+The zygote decides nothing. It relays frames between the trusted harness (its stdin/stdout) and the
+candidate (a socketpair), keeps bounded tails of the candidate's stdout/stderr, and enforces the
+wall-clock limit. Everything it sends is treated by the harness as untrusted.
+
+This file runs inside the sandbox as ``wire.py``'s source followed by its own, under ``python -I -S``.
+"""
+
+import builtins
+import ctypes
+import errno
+import io
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+
+try:  # outside the sandbox (imports, tests); inside, wire.py's source precedes this file
+    from k2rl.sandboxes.wire import FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
+except ImportError:  # pragma: no cover - inside the sandbox
+    pass
+
+TAIL = 8192  # bytes of stdout/stderr kept for the verdict
+IO_CAP = 4 << 20  # bytes of stdout kept for stdin/stdout comparison
+
+
+def _dumpable(flag: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, flag, 0, 0, 0)  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        pass
+
+
+def _send(fd: int, kind: bytes, obj) -> None:
+    data = pack_frame(kind, json.dumps(obj).encode() if not isinstance(obj, bytes) else obj)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _kill_all(job=None) -> None:
+    """SIGKILL every process in the namespace except ourselves, then reap them all."""
+    if os.getpid() != 1:  # kill(-1) outside a fresh PID namespace would hit the whole host
+        os._exit(70)
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+        if job is not None and pid == job.pid and job.status is None:
+            job.status = status
+
+
+# ---------------------------------------------------------------- candidate side (after fork)
+
+def _apply_limits(limits: dict, timeout: float) -> None:
+    cpu = int(timeout) + 2
+    settings = [
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_AS, (limits["memory_mb"] << 20,) * 2),
+        (resource.RLIMIT_NPROC, (limits["nproc"],) * 2),
+        (resource.RLIMIT_FSIZE, (limits["fsize_mb"] << 20,) * 2),
+        (resource.RLIMIT_NOFILE, (limits["nofile"],) * 2),
+        (resource.RLIMIT_CORE, (0, 0)),
+    ]
+    for which, value in settings:
+        resource.setrlimit(which, value)
+
+
+def _describe(exc: BaseException) -> list:
+    return [type(exc).__name__, "".join(traceback.format_exception_only(type(exc), exc)).strip()[-2000:]]
+
+
+def _candidate(mode: str, program: str, sock_fd: int) -> None:
+    """Runs in the forked child: execute the program, then (tests mode) serve calls on the socket."""
+    namespace = {"__name__": "__main__" if mode == "io" else "solution", "__builtins__": builtins}
+    sys.argv = ["solution.py"]
+    sock = socket.socket(fileno=sock_fd) if sock_fd >= 0 else None
+
+    def reply(obj) -> None:
+        sock.sendall(pack_frame(b"C", json.dumps(obj).encode()))
+
+    try:
+        exec(compile(program, "solution.py", "exec"), namespace)
+    except BaseException as exc:  # noqa: BLE001 - the program's failure is data for the harness
+        if mode == "io":
+            code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
+            if not isinstance(exc, SystemExit):
+                traceback.print_exc()
+            sys.stdout.flush()
+            os._exit(code)
+        traceback.print_exc()
+        reply({"load_error": _describe(exc)})
+        sys.stderr.flush()
+        os._exit(1)
+    if mode == "io":
+        sys.stdout.flush()
+        os._exit(0)
+
+    names, values = {}, {}
+    for name, value in list(namespace.items()):
+        if name.startswith("__") or type(value).__name__ == "module":
+            continue
+        if isinstance(value, type):
+            names[name] = "class"
+        elif callable(value):
+            names[name] = "function"
+        else:
+            try:
+                values[name] = dump_value(value)
+                names[name] = "value"
+            except NotPlain:
+                names[name] = "object"
+    reply({"ready": names, "values": values})
+
+    reader = FrameReader()
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            os._exit(0)
+        for _kind, body in reader.feed(data):
+            request = json.loads(body)
+            call_id = request["id"]
+            try:
+                args = load_value(request["args"])
+                kwargs = load_value(request["kwargs"])
+                result = namespace[request["call"]](*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001
+                reply({"id": call_id, "raise": _describe(exc)})
+                continue
+            try:
+                tree = dump_value(result)
+            except NotPlain as exc:
+                reply({"id": call_id, "unplain": str(exc)[:500]})
+                continue
+            try:
+                reply({"id": call_id, "ok": tree})
+            except (ValueError, FrameError) as exc:  # too many digits, or an oversized frame
+                reply({"id": call_id, "unplain": str(exc)[:500]})
+
+
+# ---------------------------------------------------------------- zygote side
+
+class _Job:
+    def __init__(self, request: dict):
+        self.mode = request["mode"]
+        self.deadline = time.monotonic() + float(request["timeout"])
+        self.stdin = memoryview(request.get("stdin", "").encode())
+        self.pid = 0
+        self.sock = None
+        self.reader = FrameReader()
+        self.expect = 1  # candidate frames the harness is waiting for (first: ready/load_error)
+        self.out = bytearray()
+        self.err = bytearray()
+        self.out_total = 0
+        self.pipes = {}  # fd -> "out" | "err" | "in"
+        self.status = None  # os.waitpid status of the candidate, once reaped
+        self.timed_out = False
+
+
+def _start(request: dict, devnull: int, wake: tuple) -> _Job:
+    job = _Job(request)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    in_r, in_w = os.pipe() if job.mode == "io" else (devnull, -1)
+    parent_sock, child_sock = socket.socketpair() if job.mode == "tests" else (None, None)
+    pid = os.fork()
+    if pid == 0:  # candidate
+        try:
+            os.setsid()
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _dumpable(1)
+            os.dup2(in_r, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            sock_fd = child_sock.fileno() if child_sock else -1
+            if sock_fd >= 0:
+                os.closerange(3, sock_fd)
+                os.closerange(sock_fd + 1, 4096)
+            else:
+                os.closerange(3, 4096)
+            if parent_sock:
+                parent_sock.detach()  # its fd is closed already; never close a reused number later
+            sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
+            _apply_limits(request["limits"], float(request["timeout"]))
+            _candidate(job.mode, request["program"], child_sock.detach() if child_sock else -1)
+        finally:
+            os._exit(1)
+    job.pid = pid
+    for fd in (out_w, err_w) + ((in_r,) if job.mode == "io" else ()):
+        os.close(fd)
+    job.pipes = {out_r: "out", err_r: "err"}
+    if job.mode == "io":
+        os.set_blocking(in_w, False)
+        job.pipes[in_w] = "in"
+        if not job.stdin:
+            os.close(in_w)
+            del job.pipes[in_w]
+    if parent_sock:
+        child_sock.close()
+        job.sock = parent_sock
+    return job
+
+
+def _keep(buf: bytearray, data: bytes, cap: int) -> None:
+    buf += data
+    if len(buf) > cap:
+        del buf[: len(buf) - cap]
+
+
+def _pump(job: _Job, fd: int) -> None:
+    role = job.pipes[fd]
+    if role == "in":
+        try:
+            sent = os.write(fd, job.stdin[:65536])
+        except BrokenPipeError:
+            sent = len(job.stdin)
+        job.stdin = job.stdin[sent:]
+        if not job.stdin:
+            os.close(fd)
+            del job.pipes[fd]
+        return
+    data = os.read(fd, 1 << 16)
+    if not data:
+        os.close(fd)
+        del job.pipes[fd]
+        return
+    if role == "out":
+        job.out_total += len(data)
+        _keep(job.out, data, IO_CAP if job.mode == "io" else TAIL)
+    else:
+        _keep(job.err, data, TAIL)
+
+
+def _finish(job: _Job) -> dict:
+    """Kill everything, drain the pipes, and describe how the candidate ended."""
+    _kill_all(job)
+    for fd, role in list(job.pipes.items()):
+        if role == "in":
+            os.close(fd)
+            del job.pipes[fd]
+        while fd in job.pipes:  # every writer is dead: this reaches EOF
+            _pump(job, fd)
+    if job.sock:
+        job.sock.close()
+    status = job.status
+    done = {"ev": "done", "stdout": job.out.decode("utf-8", "replace"),
+            "stderr": job.err[-TAIL:].decode("utf-8", "replace"), "stdout_total": job.out_total,
+            "timeout": job.timed_out}
+    if status is not None:
+        done["exit"] = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        done["signal"] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    return done
+
+
+def main() -> None:
+    if os.getpid() != 1:
+        sys.exit("zygote: refusing to run outside a fresh PID namespace (must be PID 1)")
+    _dumpable(0)
+    os.chdir("/tmp")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    reader = FrameReader()
+    job = None
+    _send(1, b"Z", {"ev": "ready", "pid": os.getpid(), "uid": os.getuid()})
+    while True:
+        readers, writers = [0, wake_r], []
+        timeout = None
+        if job:
+            if job.sock and job.expect > 0:
+                readers.append(job.sock)
+            for fd, role in job.pipes.items():
+                (writers if role == "in" else readers).append(fd)
+            if not job.timed_out:
+                timeout = max(0.0, job.deadline - time.monotonic())
+        try:
+            ready_r, ready_w, _ = select.select(readers, writers, [], timeout)
+        except InterruptedError:
+            continue
+        if job and not job.timed_out and time.monotonic() >= job.deadline:
+            job.timed_out = True
+            _kill_all(job)
+            _send(1, b"Z", {"ev": "timeout"})
+        for fd in ready_w:
+            if job and fd in job.pipes:
+                _pump(job, fd)
+        for item in ready_r:
+            if item == 0:
+                data = os.read(0, 1 << 20)
+                if not data:
+                    _kill_all()
+                    os._exit(0)
+                for kind, body in reader.feed(data):
+                    job = _control(job, kind, body, devnull, (wake_r, wake_w))
+            elif item == wake_r:
+                try:
+                    os.read(wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                _reap(job)
+            elif job and item is job.sock:
+                _relay(job)
+            elif job and item in job.pipes:
+                _pump(job, item)
+        if job and job.mode == "io" and job.status is not None and not job.pipes:
+            _send(1, b"Z", _finish(job))
+            job = None
+
+
+def _reap(job) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if job and pid == job.pid:
+            job.status = status
+            if job.mode == "tests":
+                if job.sock and job.expect > 0:
+                    _relay(job, final=True)
+                _send(1, b"Z", {"ev": "exit", "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                                "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
+            else:
+                _kill_all(job)  # nothing may outlive the program in stdin/stdout mode
+
+
+def _relay(job: _Job, final: bool = False) -> None:
+    """Forward complete candidate frames to the harness, one per frame it is waiting for."""
+    try:
+        job.sock.setblocking(False)
+        data = job.sock.recv(1 << 20)
+    except (BlockingIOError, InterruptedError):
+        return
+    except OSError:
+        data = b""
+    if not data:
+        job.sock.close()
+        job.sock = None
+        return
+    try:
+        frames = job.reader.feed(data)
+    except FrameError as exc:
+        _kill_all()
+        _send(1, b"Z", {"ev": "violation", "detail": str(exc)})
+        job.sock.close()
+        job.sock = None
+        return
+    for _kind, body in frames:
+        if job.expect <= 0:
+            continue  # unsolicited frames are dropped; the harness matches replies by id anyway
+        job.expect -= 1
+        _send(1, b"C", body)
+    if final and job.sock is not None:
+        _relay(job, final=True)
+
+
+def _control(job, kind: bytes, body: bytes, devnull: int, wake: tuple):
+    if kind == b"C":  # a call from the harness to the candidate
+        if job and job.sock is not None:
+            job.expect += 1
+            try:
+                job.sock.setblocking(True)
+                job.sock.settimeout(max(0.01, job.deadline - time.monotonic()))
+                job.sock.sendall(pack_frame(b"C", body))
+            except OSError:
+                _send(1, b"Z", {"ev": "gone"})
+        else:
+            _send(1, b"Z", {"ev": "gone"})
+        return job
+    request = json.loads(body)
+    if request["op"] == "run":
+        if job:
+            _kill_all(job)
+        return _start(request, devnull, wake)
+    if request["op"] == "end" and job:
+        _send(1, b"Z", _finish(job))
+        return None
+    return job
+
+
+if __name__ == "__main__":
+    main()
