@@ -5,6 +5,8 @@ Importing this package registers the built-in rewards; third-party ones come fro
 """
 
 from k2rl.rewards import answer as _answer  # noqa: F401  (registers "exact_answer")
+from k2rl.rewards import budget as _budget  # noqa: F401  (registers "length_penalty")
+from k2rl.rewards import format as _format  # noqa: F401  (registers "format")
 from k2rl.rewards import math as _math  # noqa: F401  (registers "math")
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rewards.registry import available_rewards, get_reward, register_reward, registered_rewards

@@ -43,12 +43,14 @@ class FailureStats:
     seen: int = 0
     failed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    last_reason: str | None = None  # why the most recent call failed, None if it did not
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, seen: int, failed: int, reason: str | None) -> None:
         with self.lock:
             self.seen += seen
             self.failed += failed
+            self.last_reason = reason if failed else None
             if reason:
                 self.reasons[reason] = self.reasons.get(reason, 0) + failed
 

@@ -1,0 +1,48 @@
+"""Length budget: a penalty for completions that run past a token (or character) budget.
+
+Reasoning RL drifts towards ever longer answers; a budget keeps cost per sample bounded without
+cutting a good answer off. Within the budget the reward is 0 (no opinion on length); past it the
+penalty grows linearly to -1 over ``window`` more units and stays at -1 beyond. Combine it with a
+correctness reward by weight in the recipe.
+"""
+
+from __future__ import annotations
+
+from k2rl.errors import K2RLError
+from k2rl.rewards.answer import completion_text
+from k2rl.rewards.registry import register_reward
+
+
+def overlength_penalty(length: int, budget: int, window: int) -> float:
+    """0 up to ``budget``, then linearly down to -1 at ``budget + window`` (a step when window is 0)."""
+    over = length - budget
+    if over <= 0:
+        return 0.0
+    if window <= 0:
+        return -1.0
+    return -min(1.0, over / window)
+
+
+@register_reward("length_penalty")
+def length_penalty(
+    prompts,
+    completions,
+    completion_ids=None,
+    budget: int = 1024,
+    window: int | None = None,
+    unit: str = "tokens",
+    **kwargs,
+) -> list[float]:
+    """0 within the length budget, down to -1 beyond it (tokens from completion_ids, or characters)."""
+    if budget <= 0:
+        raise K2RLError(f"reward 'length_penalty': budget must be positive, got {budget}")
+    window = budget // 4 if window is None else window
+    if unit == "tokens":
+        if completion_ids is None:
+            raise K2RLError("reward 'length_penalty' with unit 'tokens' needs completion_ids (or set unit: chars)")
+        lengths = [len(ids) for ids in completion_ids]
+    elif unit == "chars":
+        lengths = [len(completion_text(c)) for c in completions]
+    else:
+        raise K2RLError(f"reward 'length_penalty': unit must be 'tokens' or 'chars', got {unit!r}")
+    return [overlength_penalty(n, budget, window) for n in lengths]

@@ -1,0 +1,155 @@
+"""``k2rl rewards``: the reward author's commands.
+
+``list`` shows every reward a recipe can name (built-ins and entry-point plugins). ``check`` runs one
+reward over a JSONL file of samples exactly as training would — same option binding, same failure
+isolation — one sample per call, so each score comes with its own timing and failure reason before
+any GPU time is spent.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import yaml
+
+from k2rl.errors import K2RLError
+
+
+def add_commands(subparsers) -> None:
+    rewards = subparsers.add_parser("rewards", help="list and try out reward functions")
+    commands = rewards.add_subparsers(dest="rewards_command", metavar="COMMAND", required=True)
+
+    listing = commands.add_parser("list", help="rewards available to recipes (built-in and plugins)")
+    listing.set_defaults(func=list_command)
+
+    check = commands.add_parser("check", help="score a JSONL file of samples with one reward")
+    check.add_argument("name", help="reward name, as in a recipe's `rewards:` list")
+    check.add_argument("--samples", required=True, type=Path, help="JSONL: prompt, completion and dataset columns")
+    check.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="reward option (value read as YAML)"
+    )
+    check.add_argument("--timeout", type=float, default=None, help="seconds allowed per call (as timeout_s)")
+    check.set_defaults(func=check_command)
+
+
+def _summary_line(fn) -> str:
+    doc = (getattr(fn, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else "(no docstring)"
+
+
+def _source(name: str, fn) -> str:
+    from k2rl.rewards.plugins import plugin_sources
+
+    sources = plugin_sources()
+    if name in sources:
+        return f"plugin: {sources[name]}"
+    module = getattr(fn, "__module__", "") or ""
+    if module.startswith("k2rl.rewards"):
+        return "built-in"
+    return module
+
+
+def list_command(args) -> int:
+    from k2rl.rewards.registry import available_rewards
+
+    rewards = available_rewards()
+    width = max(map(len, rewards), default=0)
+    for name in sorted(rewards):
+        fn = rewards[name]
+        print(f"{name:<{width}}  {_summary_line(fn)}  [{_source(name, fn)}]")
+    return 0
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """``["budget=512", "unit=chars"]`` -> ``{"budget": 512, "unit": "chars"}``."""
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise K2RLError(f"--option must look like key=value, got {pair!r}")
+        options[key.strip()] = yaml.safe_load(value) if value else ""
+    return options
+
+
+def read_samples(path: Path) -> list[dict]:
+    """The samples in ``path``; any bad line is a K2RLError naming the file and line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise K2RLError(f"cannot read samples file {path}: {exc.strerror or exc}") from exc
+    samples = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise K2RLError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(sample, dict):
+            raise K2RLError(f"{path} line {number}: expected a JSON object, got {type(sample).__name__}")
+        missing = [key for key in ("prompt", "completion") if key not in sample]
+        if missing:
+            raise K2RLError(f"{path} line {number}: missing {' and '.join(repr(k) for k in missing)}")
+        samples.append(sample)
+    if not samples:
+        raise K2RLError(f"{path} has no samples")
+    return samples
+
+
+def _call_kwargs(sample: dict) -> dict:
+    columns = {k: [v] for k, v in sample.items() if k not in ("prompt", "completion", "completion_ids")}
+    ids = sample.get("completion_ids")
+    return {
+        "prompts": [sample["prompt"]],
+        "completions": [sample["completion"]],
+        "completion_ids": [ids] if ids is not None else None,
+        **columns,
+    }
+
+
+def check_command(args) -> int:
+    from k2rl.rewards.isolation import isolate
+    from k2rl.rewards.registry import get_reward
+
+    samples = read_samples(args.samples)
+    reward = isolate(
+        get_reward(args.name, **parse_options(args.option)),
+        args.name,
+        timeout_s=args.timeout,
+        max_failure_fraction=1.0,  # report every failure here rather than stopping at the first few
+    )
+    scores, timings, failures = [], [], {}
+    print(f"reward {args.name!r} on {len(samples)} samples from {args.samples}")
+    for number, sample in enumerate(samples, start=1):
+        start = time.perf_counter()
+        value = reward(**_call_kwargs(sample))[0]
+        elapsed = time.perf_counter() - start
+        timings.append(elapsed)
+        reason = reward.failure_stats.last_reason
+        if reason:
+            failures[number] = reason
+            print(f"  #{number:<4} FAILED  {elapsed * 1000:8.1f} ms  {reason}")
+        else:
+            scores.append(value)
+            shown = "None (abstained)" if value is None else f"{value:.4f}"
+            print(f"  #{number:<4} {shown:>8}  {elapsed * 1000:8.1f} ms")
+    numbers = [s for s in scores if s is not None]
+    print("summary:")
+    print(f"  samples   {len(samples)} ({len(numbers)} scored, {len(scores) - len(numbers)} abstained, "
+          f"{len(failures)} failed)")
+    if numbers:
+        spread = statistics.pstdev(numbers) if len(numbers) > 1 else 0.0
+        print(f"  score     mean {statistics.fmean(numbers):.4f}  std {spread:.4f}  "
+              f"min {min(numbers):.4f}  max {max(numbers):.4f}")
+    print(f"  time      total {sum(timings):.3f} s  mean {statistics.fmean(timings) * 1000:.1f} ms  "
+          f"max {max(timings) * 1000:.1f} ms (first call includes start-up)")
+    if failures:
+        by_reason: dict[str, int] = {}
+        for reason in failures.values():
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        for reason, count in sorted(by_reason.items(), key=lambda item: -item[1]):
+            print(f"  failures  {count} x {reason}")
+    return 1 if failures else 0
