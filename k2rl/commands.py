@@ -1,0 +1,35 @@
+"""Core sub-commands: ``k2rl train`` and ``k2rl init-policy``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _train(args: argparse.Namespace) -> int:
+    from k2rl.config import load_config
+    from k2rl.recipe import train
+
+    config = load_config(args.config, args.overrides)
+    train(config)
+    return 0
+
+
+def _init_policy(args: argparse.Namespace) -> int:
+    from k2rl.policy import init_policy
+
+    out = init_policy(args.preset, args.out_dir, seed=args.seed)
+    print(f"k2rl: saved a {args.preset} policy to {out}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    train = subparsers.add_parser("train", help="run a recipe (YAML) with optional key.path=value overrides")
+    train.add_argument("config", help="path to a YAML recipe, e.g. configs/quickstart.yaml")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.learning_rate=5e-4")
+    train.set_defaults(func=_train)
+
+    init = subparsers.add_parser("init-policy", help="build a randomly initialised K2-architecture policy")
+    init.add_argument("out_dir", help="directory to save the model and tokenizer to")
+    init.add_argument("--preset", default="k2-tiny", help="architecture preset (default: k2-tiny)")
+    init.add_argument("--seed", type=int, default=0)
+    init.set_defaults(func=_init_policy)

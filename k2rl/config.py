@@ -1,0 +1,255 @@
+"""Typed recipes: YAML files plus dotted command-line overrides, validated into dataclasses.
+
+A recipe is one reproducible run. Every key is declared here with its type and default, so a typo or
+a wrong type is caught before any model loads, with one line naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from k2rl.errors import K2RLError
+
+
+@dataclass
+class PolicyConfig:
+    """Where the policy comes from: a fresh preset (built into the run directory) or a checkpoint."""
+
+    preset: str | None = None  # e.g. "k2-tiny": build a random K2-architecture model locally
+    model: str | None = None  # local path or hub id, loaded with from_pretrained
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Task data: the built-in generator or any HF dataset id / JSONL / Parquet file."""
+
+    source: str = "arithmetic"
+    columns: dict[str, str] = field(default_factory=dict)  # k2rl column -> dataset column
+    split: str = "train"
+    eval_split: str | None = None  # a second split of the same source for held-out eval
+    eval_source: str | None = None  # or a second file
+    train_size: int | None = None
+    eval_size: int = 200
+    system_prompt: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # generator options (built-in tasks)
+
+
+@dataclass
+class WarmStartConfig:
+    """A short supervised phase on the answer format, so RL starts from a non-zero reward."""
+
+    enabled: bool = True
+    max_steps: int = 300
+    learning_rate: float = 3e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.05
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters on the MoE experts (PEFT ``target_parameters``)."""
+
+    r: int = 8
+    alpha: int = 16
+    targets: list[str] = field(default_factory=lambda: ["routed_experts"])
+
+
+@dataclass
+class TrainerConfig:
+    """The RL phase (TRL GRPOTrainer and the k2rl variants built on it)."""
+
+    algorithm: Literal["grpo"] = "grpo"
+    loss_type: str = "dapo"
+    max_steps: int = 100
+    learning_rate: float = 5e-4
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    num_generations: int = 8
+    max_completion_length: int = 16
+    temperature: float = 1.0
+    beta: float = 0.0
+    epsilon: float = 0.2
+    num_iterations: int = 1
+    scale_rewards: str = "group"
+    logging_steps: int = 5
+    eval_steps: int = 25
+    max_grad_norm: float = 1.0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class RewardSpec:
+    """One reward in the weighted sum: a registered name, its weight and its options."""
+
+    name: str
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Greedy held-out accuracy, measured before and after RL and every ``trainer.eval_steps``."""
+
+    max_new_tokens: int = 16
+    batch_size: int = 64
+
+
+@dataclass
+class RunConfig:
+    """A whole run. ``policy`` names the starting point; everything else has a default."""
+
+    policy: PolicyConfig
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_answer")])
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if (self.policy.preset is None) == (self.policy.model is None):
+            raise ValueError("policy: set exactly one of policy.preset or policy.model")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; raise ValueError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise ValueError(f"{key}: expected one of {allowed}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, value_tp = typing.get_args(tp)
+        return {str(k): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, key)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (str, bool):
+        if type(value) is not tp:
+            raise ValueError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
+
+
+def _build_dataclass(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ValueError(f"unknown key '{dotted}'")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], dotted)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"missing required key '{dotted}'")
+    return cls(**kwargs)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; recipes mean a number (as YAML 1.2 does)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _apply_override(tree: dict, override: str) -> None:
+    if "=" not in override:
+        raise K2RLError(f"override {override!r} must look like key.path=value")
+    dotted, raw = override.split("=", 1)
+    value = _parse_yaml(raw) if raw.strip() else ""
+    parts = dotted.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise K2RLError(f"override {override!r}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML recipe, apply ``key.path=value`` overrides, validate everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise K2RLError(f"config file not found: {path}")
+    try:
+        tree = _parse_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise K2RLError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(tree, dict):
+        raise K2RLError(f"{path}: a recipe must be a mapping of sections")
+    for override in overrides:
+        _apply_override(tree, override)
+    try:
+        return _build_dataclass(RunConfig, tree, "")
+    except ValueError as exc:
+        raise K2RLError(f"{exc} (in {path})") from None
+
+
+def config_to_dict(config: RunConfig) -> dict:
+    """Plain-data form of a config, for writing the resolved recipe next to a run."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,107 @@
+"""Task data for a run: a built-in generator, an HF dataset id, or a JSONL / Parquet file.
+
+Whatever the source, the result has a conversational ``prompt`` column (TRL's format) and an
+``answer`` column; other columns pass through to the rewards as keyword arguments. Column names in
+the source are mapped with ``data.columns`` (k2rl name -> source name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from datasets import Dataset
+
+from k2rl.config import DataConfig
+from k2rl.errors import K2RLError
+from k2rl.tasks import ANSWER_FORMAT, BUILTIN_TASKS
+
+DEFAULT_TRAIN_SIZE = 4000
+
+
+@dataclass
+class TaskData:
+    train: Dataset
+    eval: Dataset
+
+
+def _load_source(source: str, split: str) -> Dataset:
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".parquet"):
+        if not path.is_file():
+            raise K2RLError(f"dataset file not found: {source}")
+        builder = "parquet" if suffix == ".parquet" else "json"
+        try:
+            return datasets.load_dataset(builder, data_files=str(path), split="train")
+        except Exception as exc:  # datasets raises many types for malformed files
+            raise K2RLError(f"cannot read dataset file {source}: {str(exc).splitlines()[0]}") from exc
+    try:
+        return datasets.load_dataset(source, split=split)
+    except Exception as exc:
+        raise K2RLError(f"cannot load dataset {source!r} split {split!r}: {str(exc).splitlines()[0]}") from exc
+
+
+def _to_task_columns(dataset: Dataset, config: DataConfig, origin: str) -> Dataset:
+    """Rename mapped columns, check the required ones exist, build the chat prompt."""
+    mapping = {"question": "question", "answer": "answer", **config.columns}
+    renames = {}
+    for ours, theirs in mapping.items():
+        if theirs not in dataset.column_names:
+            if ours in ("question", "answer") or ours in config.columns:
+                available = ", ".join(dataset.column_names)
+                raise K2RLError(
+                    f"dataset {origin}: missing column {theirs!r} (for {ours!r}; available: {available}); "
+                    f"map it with data.columns.{ours}=NAME"
+                )
+            continue
+        if theirs != ours:
+            renames[theirs] = ours
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    system = config.system_prompt
+
+    def build_prompt(row):
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": str(row["question"])})
+        return {"prompt": messages, "answer": str(row["answer"])}
+
+    return dataset.map(build_prompt)
+
+
+def load_task_data(config: DataConfig, seed: int) -> TaskData:
+    """Train and held-out splits with ``prompt`` and ``answer`` columns."""
+    if config.source in BUILTIN_TASKS:
+        train, held_out = BUILTIN_TASKS[config.source](
+            train_size=config.train_size or DEFAULT_TRAIN_SIZE,
+            eval_size=config.eval_size,
+            seed=seed,
+            **config.options,
+        )
+        origin = f"built-in task {config.source!r}"
+    else:
+        if config.options:
+            raise K2RLError(f"data.options is only for built-in tasks, not for {config.source!r}")
+        train = _load_source(config.source, config.split)
+        if config.eval_source:
+            held_out = _load_source(config.eval_source, config.eval_split or config.split)
+        elif config.eval_split:
+            held_out = _load_source(config.source, config.eval_split)
+        else:  # carve the held-out set out of the training source
+            parts = train.train_test_split(test_size=min(config.eval_size, len(train) // 5), seed=seed)
+            train, held_out = parts["train"], parts["test"]
+        if config.train_size:
+            train = train.select(range(min(config.train_size, len(train))))
+        held_out = held_out.select(range(min(config.eval_size, len(held_out))))
+        origin = config.source
+    return TaskData(train=_to_task_columns(train, config, origin), eval=_to_task_columns(held_out, config, origin))
+
+
+def sft_dataset(train: Dataset) -> Dataset:
+    """Prompt/completion pairs in the answer format, for the warm start."""
+
+    def to_pair(row):
+        return {"completion": [{"role": "assistant", "content": ANSWER_FORMAT.format(answer=row["answer"])}]}
+
+    return train.map(to_pair).select_columns(["prompt", "completion"])

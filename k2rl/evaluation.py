@@ -1,0 +1,51 @@
+"""Held-out accuracy under greedy decoding: the number a run is judged by.
+
+Accuracy is the share of held-out prompts whose greedy completion earns the full score of a
+correctness reward (``exact_answer`` unless the recipe names another). Generation is batched with
+left padding, the layout ``generate`` expects for decoder-only models.
+"""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from k2rl.rewards import get_reward
+
+
+@torch.no_grad()
+def greedy_completions(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "") -> list[str]:
+    """Greedy completions for chat ``prompts`` (lists of messages)."""
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    outputs: list[str] = []
+    batches = range(0, len(prompts), batch_size)
+    for start in tqdm(batches, desc=desc or "greedy eval", leave=False, disable=len(batches) < 2):
+        chunk = prompts[start : start + batch_size]
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        generated = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = generated[:, enc["input_ids"].shape[1] :]
+        outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    if was_training:
+        model.train()
+    return outputs
+
+
+def heldout_accuracy(
+    model, tokenizer, dataset: Dataset, reward_name: str = "exact_answer", max_new_tokens: int = 16, batch_size: int = 64
+) -> float:
+    """Share of ``dataset`` rows whose greedy completion gets the full reward (>= 1)."""
+    prompts = list(dataset["prompt"])
+    completions = greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
+    columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
+    scores = get_reward(reward_name)(prompts=prompts, completions=completions, **columns)
+    return sum(1 for s in scores if s is not None and s >= 1.0) / max(len(scores), 1)

@@ -1,0 +1,77 @@
+"""LoRA adapters on the MoE experts, and fast generation with them.
+
+Adapters attach through PEFT's ``target_parameters`` to the routed experts' fused 3-D weight tensors
+(``experts.gate_up_proj``: experts x 2*inter x hidden, ``experts.down_proj``: experts x hidden x inter),
+or through ``target_modules`` to the shared expert's linear layers. Attention and router stay frozen.
+
+Why generation needs care: PEFT applies a parameter adapter as a parametrization that rebuilds every
+expert's delta (all experts, both tensors) on *each* forward call. Generation makes one forward call
+per new token, so the rebuild dominates. :func:`merged_expert_adapters` computes the merged weights
+once per generation call, points the expert tensors at them, and points them back at the untouched
+original storage afterwards: the base weights are restored exactly (no add-then-subtract drift), and
+training forwards still see the adapter through PEFT's own path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from peft import LoraConfig
+from peft.tuners.lora.layer import ParamWrapper
+
+from k2rl.errors import K2RLError
+
+# Names PEFT matches against ``<module path>.<parameter name>`` suffixes.
+ROUTED_EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+SHARED_EXPERT_MODULES = ["shared_experts.gate_proj", "shared_experts.up_proj", "shared_experts.down_proj"]
+TARGETS = {"routed_experts", "shared_experts"}
+
+
+def expert_lora_config(targets: list[str], r: int, alpha: int) -> LoraConfig:
+    """A PEFT LoraConfig adapting the chosen expert groups (``routed_experts``, ``shared_experts``)."""
+    unknown = set(targets) - TARGETS
+    if unknown or not targets:
+        raise K2RLError(f"trainer.lora.targets: unknown {sorted(unknown) or 'empty list'}; choose from {sorted(TARGETS)}")
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=0.0,  # PEFT's parameter adapters do not support dropout
+        target_modules=SHARED_EXPERT_MODULES if "shared_experts" in targets else [],
+        target_parameters=ROUTED_EXPERT_PARAMETERS if "routed_experts" in targets else [],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def _parameter_wrappers(model: torch.nn.Module) -> list[ParamWrapper]:
+    return [m for m in model.modules() if isinstance(m, ParamWrapper)]
+
+
+@contextlib.contextmanager
+def merged_expert_adapters(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Within the block, expert adapters are folded into the expert tensors; afterwards, restored exactly.
+
+    Only for no-grad use (generation): the merged tensors are plain data, so no gradient reaches the
+    adapter through them.
+    """
+    wrappers = [w for w in _parameter_wrappers(model) if not w.merged and not w.disable_adapters]
+    originals: list[tuple[ParamWrapper, torch.nn.Parameter, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for wrapper in wrappers:
+                adapters = [a for a in wrapper.active_adapters if a in wrapper.lora_A]
+                if not adapters:
+                    continue
+                param = wrapper.get_param()
+                delta = sum(wrapper.get_delta_weight(a) for a in adapters)
+                originals.append((wrapper, param, param.data))
+                param.data = param.data + delta.to(param.dtype)
+                # PEFT's forward skips its parametrization for merged wrappers.
+                wrapper.merged_adapters.extend(adapters)
+        yield model
+    finally:
+        for wrapper, param, original in reversed(originals):
+            param.data = original
+            wrapper.merged_adapters.clear()

@@ -1,0 +1,137 @@
+"""The training recipe, top to bottom: policy -> warm start -> RL on expert adapters -> outputs.
+
+Read this file to know what ``k2rl train`` does; each phase is one call into a module with one job.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from k2rl.config import RunConfig
+from k2rl.data import load_task_data
+from k2rl.evaluation import heldout_accuracy
+from k2rl.expert_lora import merged_expert_adapters
+from k2rl.policy import count_parameters, init_policy, load_policy
+from k2rl.rewards.composition import build_reward_funcs
+from k2rl.run_outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress
+from k2rl.trainer import build_trainer
+from k2rl.warm_start import warm_start
+
+EVAL_REWARD = "exact_answer"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class HeldOutEvalCallback(TrainerCallback):
+    """Greedy held-out accuracy every ``every`` RL steps, written to the metrics log."""
+
+    def __init__(self, tokenizer, dataset, log: MetricsLog, every: int, eval_config):
+        self.tokenizer, self.dataset, self.log, self.every, self.eval_config = tokenizer, dataset, log, every, eval_config
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self.log.write("eval", state.global_step, accuracy=self.measure(model))
+
+    def measure(self, model) -> float:
+        with merged_expert_adapters(model):
+            return heldout_accuracy(
+                model,
+                self.tokenizer,
+                self.dataset,
+                reward_name=EVAL_REWARD,
+                max_new_tokens=self.eval_config.max_new_tokens,
+                batch_size=self.eval_config.batch_size,
+            )
+
+
+def _say(message: str) -> None:
+    print(f"k2rl: {message}", flush=True)
+
+
+def train(config: RunConfig) -> dict:
+    """Run the whole recipe; returns the summary (also written to the run directory)."""
+    started = time.time()
+    seed_everything(config.seed)
+    reward_funcs, reward_weights = build_reward_funcs([vars(spec) for spec in config.rewards])
+    data = load_task_data(config.data, config.seed)
+    run_dir = make_run_dir(config)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    _say(f"run directory {run_dir}")
+
+    if config.policy.preset:
+        source = str(init_policy(config.policy.preset, run_dir / "initial_policy", seed=config.seed))
+        _say(f"built a {config.policy.preset} policy")
+    else:
+        source = config.policy.model
+    policy = load_policy(source, dtype=config.policy.dtype, trust_remote_code=config.policy.trust_remote_code)
+    model, tokenizer = policy.model, policy.tokenizer
+
+    if config.warm_start.enabled:
+        _say(f"warm start: {config.warm_start.max_steps} supervised steps")
+        model = warm_start(
+            model, tokenizer, data.train, config.warm_start, run_dir / "warm_start_tmp", config.seed,
+            callbacks=[MetricsCallback(metrics, "warm_start")],
+        )
+        base_dir = run_dir / "warm_start"
+        model.save_pretrained(base_dir)
+        tokenizer.save_pretrained(base_dir)
+        model.config.name_or_path = str(base_dir)  # the adapter records where its base model lives
+
+    evaluator = HeldOutEvalCallback(tokenizer, data.eval, metrics, config.trainer.eval_steps, config.eval)
+    before = evaluator.measure(model)
+    metrics.write("eval", 0, accuracy=before)
+    _say(f"held-out accuracy before RL: {before:.3f}")
+
+    seed_everything(config.seed)
+    trainer = build_trainer(
+        model, tokenizer, data.train, reward_funcs, reward_weights, config.trainer, run_dir / "rl_tmp", config.seed,
+        callbacks=[MetricsCallback(metrics, "rl"), evaluator],
+    )
+    trainable, total = count_parameters(trainer.model)
+    _say(f"RL: {config.trainer.max_steps} steps, trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
+    trainer.train()
+
+    after = evaluator.measure(trainer.model)
+    metrics.write("eval", config.trainer.max_steps, accuracy=after)
+    trainer.model.save_pretrained(run_dir / "adapter")
+    plot_progress(metrics.records(), run_dir / "progress.png")
+    wall = time.time() - started
+    summary = {
+        "accuracy_before": before,
+        "accuracy_after": after,
+        "delta_pts": 100 * (after - before),
+        "wall_s": round(wall, 1),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "rl_steps": config.trainer.max_steps,
+        "run_dir": str(run_dir),
+    }
+    _write_summary(run_dir, summary)
+    print(final_line(before, after, wall, run_dir), flush=True)
+    return summary
+
+
+def _write_summary(run_dir: Path, summary: dict) -> None:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    lines = [
+        "# k2rl run summary",
+        "",
+        f"- held-out accuracy (greedy): {summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f} "
+        f"({summary['delta_pts']:+.1f} points)",
+        f"- RL steps: {summary['rl_steps']}; trainable parameters: {summary['trainable_parameters']:,} "
+        f"of {summary['total_parameters']:,}",
+        f"- wall time: {summary['wall_s']:.0f} s",
+        "- files: config.yaml, metrics.jsonl, progress.png, adapter/ (PEFT), warm_start/ (base model)",
+    ]
+    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")

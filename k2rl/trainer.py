@@ -1,0 +1,76 @@
+"""The RL trainer: TRL's GRPOTrainer, extended only at its seams.
+
+What k2rl adds here is small on purpose:
+- generation folds the expert adapters into the expert tensors once per call
+  (:func:`k2rl.expert_lora.merged_expert_adapters`) instead of letting PEFT rebuild every expert's
+  delta on every decoding step;
+- the recipe's ``trainer`` section maps onto ``GRPOConfig`` in one place.
+Loss, advantages, sampling and logging are TRL's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trl import GRPOConfig, GRPOTrainer
+
+from k2rl.config import TrainerConfig
+from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
+
+
+class K2GRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose generation runs with expert adapters merged."""
+
+    def _generate_single_turn(self, *args, **kwargs):
+        with merged_expert_adapters(self.accelerator.unwrap_model(self.model)):
+            return super()._generate_single_turn(*args, **kwargs)
+
+
+def grpo_args(config: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int) -> GRPOConfig:
+    """GRPOConfig from the recipe's ``trainer`` section."""
+    return GRPOConfig(
+        output_dir=str(out_dir),
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=max(config.max_steps // 20, 1),
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        num_iterations=config.num_iterations,
+        loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
+        reward_weights=reward_weights,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        use_cpu=not _has_accelerator(),
+        dataloader_num_workers=0,
+        log_completions=False,
+        disable_tqdm=False,
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def build_trainer(model, tokenizer, train_dataset, reward_funcs, reward_weights, config: TrainerConfig, out_dir, seed, callbacks=()):
+    """A ready K2GRPOTrainer with LoRA on the experts (PEFT wraps ``model`` inside TRL)."""
+    return K2GRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=grpo_args(config, reward_weights, Path(out_dir), seed),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=expert_lora_config(config.lora.targets, config.lora.r, config.lora.alpha),
+        callbacks=list(callbacks),
+    )

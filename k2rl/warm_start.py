@@ -1,0 +1,42 @@
+"""Warm start: a short supervised phase with TRL's SFTTrainer on the task's answer format.
+
+RL from a random policy gets zero reward everywhere and so no signal. A few hundred supervised steps
+teach the answer format and some arithmetic; the phase is kept short on purpose, so RL starts from a
+policy that is right sometimes, not always. The whole model trains here (it is tiny and random); RL
+afterwards trains only expert adapters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trl import SFTConfig, SFTTrainer
+
+from k2rl.config import WarmStartConfig
+from k2rl.data import sft_dataset
+
+
+def warm_start(model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=()):
+    """Supervised fine-tuning on prompt -> "The answer is N." pairs; returns the trained model."""
+    args = SFTConfig(
+        output_dir=str(out_dir),
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        warmup_steps=int(config.warmup_ratio * config.max_steps),
+        lr_scheduler_type="cosine",
+        logging_steps=max(config.max_steps // 10, 1),
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        max_length=128,
+        completion_only_loss=True,
+        disable_tqdm=False,
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=sft_dataset(train), processing_class=tokenizer, callbacks=list(callbacks)
+    )
+    trainer.train()
+    return trainer.model
