@@ -1,0 +1,158 @@
+"""Failure isolation: every way a reward can misbehave becomes None, a count, a log line — or a stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+import pytest
+from trl.trainer.utils import get_callable_name, is_async_callable
+
+from k2rl.errors import K2RLError
+from k2rl.rewards.isolation import isolate
+
+PROMPTS = ["p1", "p2", "p3", "p4"]
+COMPLETIONS = ["a", "b", "c", "d"]
+
+
+def call(fn, **extra):
+    return fn(prompts=PROMPTS, completions=COMPLETIONS, completion_ids=None, **extra)
+
+
+def good(prompts, completions, **kwargs):
+    return [1.0, 0.5, None, 0]
+
+
+def test_good_reward_passes_values_through_and_keeps_none():
+    wrapped = isolate(good, "good")
+    assert call(wrapped) == [1.0, 0.5, None, 0.0]
+    assert wrapped.failure_stats.failed == 0
+    assert wrapped.__name__ == "good" and get_callable_name(wrapped) == "good"
+
+
+def raises(prompts, completions, **kwargs):
+    raise ZeroDivisionError("division by zero in my verifier")
+
+
+def nan_at_1(prompts, completions, **kwargs):
+    return [1.0, float("nan"), 0.0, 1.0]
+
+
+def inf_at_0(prompts, completions, **kwargs):
+    return [math.inf, 1.0, 0.0, -math.inf]
+
+
+def strings(prompts, completions, **kwargs):
+    return [1.0, "0.5", True, 0.0]
+
+
+def too_short(prompts, completions, **kwargs):
+    return [1.0, 1.0]
+
+
+def not_a_list(prompts, completions, **kwargs):
+    return 1.0
+
+
+def hangs(prompts, completions, **kwargs):
+    time.sleep(5)
+    return [1.0] * len(completions)
+
+
+@pytest.mark.parametrize(
+    "fn, expected, failed, reason",
+    [
+        (raises, [None] * 4, 4, "raised ZeroDivisionError: division by zero in my verifier"),
+        (nan_at_1, [1.0, None, 0.0, 1.0], 1, "returned nan"),
+        (inf_at_0, [None, 1.0, 0.0, None], 2, "returned inf"),
+        (strings, [1.0, None, None, 0.0], 2, "returned a non-number (str)"),
+        (too_short, [None] * 4, 4, "returned 2 values for 4 samples"),
+        (not_a_list, [None] * 4, 4, "returned float, not a list"),
+    ],
+)
+def test_each_failure_mode_becomes_none_counted_logged(fn, expected, failed, reason, caplog):
+    wrapped = isolate(fn, fn.__name__)
+    metrics = []
+    with caplog.at_level(logging.WARNING, logger="k2rl.rewards.isolation"):
+        out = call(wrapped, log_metric=lambda name, value: metrics.append((name, value)))
+    assert out == expected
+    assert wrapped.failure_stats.failed == failed and wrapped.failure_stats.seen == 4
+    assert wrapped.failure_stats.last_reason == reason
+    assert metrics == [(f"rewards/{fn.__name__}/failures", float(failed))]
+    assert fn.__name__ in caplog.text and reason in caplog.text
+
+
+def test_sync_timeout_returns_within_deadline():
+    wrapped = isolate(hangs, "hangs", timeout_s=0.2)
+    start = time.monotonic()
+    assert call(wrapped) == [None] * 4
+    assert time.monotonic() - start < 2
+    assert wrapped.failure_stats.last_reason == "timed out after 0.2s"
+
+
+async def async_good(prompts, completions, **kwargs):
+    await asyncio.sleep(0)
+    return [1.0] * len(completions)
+
+
+async def async_hangs(prompts, completions, **kwargs):
+    await asyncio.sleep(5)
+    return [1.0] * len(completions)
+
+
+async def async_raises(prompts, completions, **kwargs):
+    raise RuntimeError("judge unavailable")
+
+
+def test_async_reward_stays_async_for_trl():
+    wrapped = isolate(async_good, "judge")
+    assert is_async_callable(wrapped)
+    assert asyncio.run(call(wrapped)) == [1.0] * 4
+
+
+def test_async_timeout_and_exception_are_contained():
+    slow = isolate(async_hangs, "slow_judge", timeout_s=0.2)
+    start = time.monotonic()
+    assert asyncio.run(call(slow)) == [None] * 4
+    assert time.monotonic() - start < 2
+    broken = isolate(async_raises, "broken_judge")
+    assert asyncio.run(call(broken)) == [None] * 4
+    assert broken.failure_stats.last_reason == "raised RuntimeError: judge unavailable"
+
+
+def test_too_many_failures_stop_the_run_naming_the_reward():
+    wrapped = isolate(raises, "flaky_verifier", max_failure_fraction=0.5, min_samples=8)
+    assert call(wrapped) == [None] * 4  # 4 seen: below the minimum, contained
+    with pytest.raises(K2RLError, match="reward 'flaky_verifier' failed on 8 of 8 samples.*ZeroDivisionError"):
+        call(wrapped)
+
+
+def test_failures_below_the_fraction_do_not_stop():
+    wrapped = isolate(nan_at_1, "mostly_fine", max_failure_fraction=0.3, min_samples=4)
+    for _ in range(5):
+        assert call(wrapped) == [1.0, None, 0.0, 1.0]
+    assert wrapped.failure_stats.fraction == pytest.approx(0.25)
+
+
+def test_abstaining_with_none_is_not_a_failure():
+    wrapped = isolate(lambda prompts, completions, **kw: [None] * len(completions), "abstains", min_samples=1)
+    for _ in range(3):
+        assert call(wrapped) == [None] * 4
+    assert wrapped.failure_stats.failed == 0
+
+
+def test_user_errors_from_a_reward_propagate():
+    def misconfigured(prompts, completions, **kwargs):
+        raise K2RLError("column 'solution' not in dataset")
+
+    with pytest.raises(K2RLError, match="solution"):
+        call(isolate(misconfigured, "misconfigured"))
+
+
+def test_bad_settings_are_user_errors():
+    with pytest.raises(K2RLError, match="max_failure_fraction"):
+        isolate(good, "good", max_failure_fraction=1.5)
+    with pytest.raises(K2RLError, match="timeout_s"):
+        isolate(good, "good", timeout_s=0)
