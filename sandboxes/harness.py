@@ -2,8 +2,7 @@
 
 One harness process per pool slot (``python -m k2rl.sandboxes.harness``), started by
 :class:`k2rl.sandboxes.pool.Sandbox`. It starts its sandbox (bubblewrap or a container) once and
-keeps it warm; for every job it forks a fresh harness child, so state a test leaves behind (imports,
-patched modules, memory) never leaks into the next verdict and a hung test can be killed.
+keeps it warm, and runs each job's tests in a fresh namespace under a SIGALRM watchdog.
 
 Why verdicts cannot be forged: the tests run *here*, in a process outside the sandbox's namespaces,
 with names from the program replaced by proxies. Calling a proxy sends plain data to the candidate
@@ -396,98 +395,86 @@ def _stop_sandbox(config: dict, handle) -> None:
         handle.stdout.close()
 
 
-def _child(channel: Channel, job: dict, result_fd: int) -> None:
-    """The forked harness child: run one job and write its verdict to ``result_fd``."""
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):  # test output must not reach the harness's own protocol stream
-        os.dup2(devnull, fd)
-    memory = job.get("harness_memory_mb", 4096) << 20
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    try:
-        verdict = (run_io_job if job["mode"] == "io" else run_tests_job)(channel, job)
-    except Abort as exc:
-        verdict = {**_verdict(exc.status, str(exc)), "clean": False}
-    except BaseException as exc:  # noqa: BLE001 - a harness bug must still produce a verdict
-        verdict = {**_verdict("sandbox_error", f"harness failure: {type(exc).__name__}: {exc}"), "clean": False}
-    data = json.dumps(verdict).encode()
-    view = memoryview(data)
-    while view:
-        view = view[os.write(result_fd, view):]
-    os._exit(0)
+class _Watchdog(BaseException):
+    """Raised by SIGALRM when a job overruns even its grace period (e.g. a test that loops by itself)."""
+
+
+def _alarm(*_) -> None:
+    raise _Watchdog()
 
 
 def _run_job(channel: Channel, job: dict) -> dict:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        _child(channel, job, write_fd)
-    os.close(write_fd)
+    """One job, run in this process with a watchdog.
+
+    The tests run here rather than in a fork per job: a fork plus its teardown cost as much as the
+    rest of a verdict, and the tests are trusted dataset code. What the candidate controls -- plain
+    data returned by calls -- cannot outlive the job's namespace.
+    """
     cases = len(job.get("cases") or [None])
-    deadline = time.monotonic() + job["timeout"] * cases + GRACE_S * (1 + cases)
-    chunks = []
-    while True:
-        left = deadline - time.monotonic()
-        ready, _, _ = select.select([read_fd], [], [], max(0.0, left))
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-            break
-        data = os.read(read_fd, 1 << 16)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(read_fd)
-    _, status = os.waitpid(pid, 0)
-    if chunks and status == 0:
-        return json.loads(b"".join(chunks))
-    if not ready:
-        return {**_verdict("timeout", "the run exceeded its time limit (harness backstop)"), "clean": False}
-    return {**_verdict("sandbox_error", f"the harness child died (status {status})"), "clean": False}
+    signal.setitimer(signal.ITIMER_REAL, job["timeout"] * cases + GRACE_S * (1 + cases))
+    try:
+        return (run_io_job if job["mode"] == "io" else run_tests_job)(channel, job)
+    except _Watchdog:
+        return {**_verdict("timeout", "the run exceeded its time limit (harness watchdog)"), "clean": False}
+    except Abort as exc:
+        return {**_verdict(exc.status, str(exc)), "clean": False}
+    except BaseException as exc:  # noqa: BLE001 - a harness bug must still produce a verdict
+        return {**_verdict("sandbox_error", f"harness failure: {type(exc).__name__}: {exc}"), "clean": False}
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
-def _read_frame(reader: FrameReader, pending: list):
+def _read_frame(fd: int, reader: FrameReader, pending: list):
     while not pending:
-        data = os.read(0, 1 << 20)
+        data = os.read(fd, 1 << 20)
         if not data:
             return None
         pending.extend(reader.feed(data))
     return json.loads(pending.pop(0)[1])
 
 
-def _write_frame(obj) -> None:
+def _write_frame(fd: int, obj) -> None:
     data = pack_frame(b"H", json.dumps(obj).encode())
     view = memoryview(data)
     while view:
-        view = view[os.write(1, view):]
+        view = view[os.write(fd, view):]
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool stops us by closing stdin
+    signal.signal(signal.SIGALRM, _alarm)
+    # The protocol moves to private fds; 0/1/2 become /dev/null so prints in tests go nowhere.
+    proto_in, proto_out = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    memory = 4096 << 20
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     reader, pending = FrameReader(), []
-    config = _read_frame(reader, pending)
+    config = _read_frame(proto_in, reader, pending)
     channel = handle = None
     try:
         channel, handle = _start_sandbox(config)
     except BaseException as exc:  # noqa: BLE001 - reported to the pool as one line
-        _write_frame({"error": f"{type(exc).__name__}: {exc}"})
+        _write_frame(proto_out, {"error": f"{type(exc).__name__}: {exc}"})
         return
-    _write_frame({"ready": True})
+    _write_frame(proto_out, {"ready": True})
     try:
         while True:
-            job = _read_frame(reader, pending)
+            job = _read_frame(proto_in, reader, pending)
             if job is None:
                 return
             if channel is None:
                 try:
                     channel, handle = _start_sandbox(config)
                 except BaseException as exc:  # noqa: BLE001
-                    _write_frame(_verdict("sandbox_error", f"could not restart the sandbox: {exc}"))
+                    _write_frame(proto_out, _verdict("sandbox_error", f"could not restart the sandbox: {exc}"))
                     continue
             verdict = _run_job(channel, {**job, "limits": config["limits"]})
             if not verdict.pop("clean", False):
                 _stop_sandbox(config, handle)
                 channel = handle = None
-            _write_frame(verdict)
+            _write_frame(proto_out, verdict)
     finally:
         _stop_sandbox(config, handle)
 

