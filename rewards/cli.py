@@ -74,8 +74,8 @@ def parse_options(pairs: list[str]) -> dict:
     return options
 
 
-def read_samples(path: Path) -> list[dict]:
-    """The samples in ``path``; any bad line is a K2RLError naming the file and line."""
+def read_samples(path: Path) -> list[tuple[int, dict]]:
+    """``(line number, sample)`` for each sample in ``path``; a bad line is a K2RLError naming it."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -93,7 +93,7 @@ def read_samples(path: Path) -> list[dict]:
         missing = [key for key in ("prompt", "completion") if key not in sample]
         if missing:
             raise K2RLError(f"{path} line {number}: missing {' and '.join(repr(k) for k in missing)}")
-        samples.append(sample)
+        samples.append((number, sample))
     if not samples:
         raise K2RLError(f"{path} has no samples")
     return samples
@@ -123,7 +123,7 @@ def check_command(args) -> int:
     )
     scores, timings, failures = [], [], {}
     print(f"reward {args.name!r} on {len(samples)} samples from {args.samples}")
-    for number, sample in enumerate(samples, start=1):
+    for number, sample in samples:
         start = time.perf_counter()
         value = reward(**_call_kwargs(sample))[0]
         elapsed = time.perf_counter() - start
@@ -131,11 +131,11 @@ def check_command(args) -> int:
         reason = reward.failure_stats.last_reason
         if reason:
             failures[number] = reason
-            print(f"  #{number:<4} FAILED  {elapsed * 1000:8.1f} ms  {reason}")
+            print(f"  line {number:<5} FAILED  {elapsed * 1000:8.1f} ms  {reason}")
         else:
             scores.append(value)
             shown = "None (abstained)" if value is None else f"{value:.4f}"
-            print(f"  #{number:<4} {shown:>8}  {elapsed * 1000:8.1f} ms")
+            print(f"  line {number:<5} {shown:>8}  {elapsed * 1000:8.1f} ms")
     numbers = [s for s in scores if s is not None]
     print("summary:")
     print(f"  samples   {len(samples)} ({len(numbers)} scored, {len(scores) - len(numbers)} abstained, "

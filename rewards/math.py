@@ -124,6 +124,8 @@ class MathChecker:
                     verdicts[key] = self._cache[key]
                     self.hits += 1
         todo = {key: task for key, task in zip(keys, tasks) if key not in verdicts}  # also de-duplicates
+        if not todo:
+            return [verdicts[key] for key in keys]
         # all samples of one prompt share a gold: keep them on one worker, whose caches then serve them
         outcomes = self.pool.map(list(todo.values()), keys=[task[0] for task in todo.values()])
         with self._lock:

@@ -1,0 +1,134 @@
+"""The math checker: math-verify's verdicts, bounded in time, from any thread."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+import pytest
+from math_cases import collect
+from math_verify import parse, verify
+
+from k2rl.errors import K2RLError
+from k2rl.rewards import get_reward
+from k2rl.rewards.math import MathChecker, delimit_gold, is_equivalent
+
+TIMEOUT_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def checker():
+    c = MathChecker(workers=2, timeout_s=TIMEOUT_S)
+    yield c
+    c.close()
+
+
+def test_agrees_with_math_verify_wherever_math_verify_is_right(checker):
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    cases = collect()
+    reference = [bool(verify(parse(delimit_gold(gold)), parse(response))) for response, gold, _, _ in cases]
+    ours = checker.check_many([(response, gold) for response, gold, _, _ in cases])
+    right = [i for i, (case, ref) in enumerate(zip(cases, reference)) if ref == case[2]]
+    assert len(cases) >= 350 and len(right) >= 0.95 * len(cases)
+    disagreements = [(cases[i][3], cases[i][1], cases[i][0][-60:]) for i in right if ours[i] != reference[i]]
+    assert disagreements == []
+    families = {case[3] for case in cases}
+    assert {"fraction", "interval", "set", "matrix", "percentage", "units", "thousands", "multiple_boxed"} <= families
+
+
+@pytest.mark.parametrize(
+    "response, gold, expected",
+    [
+        ("Long working... so the answer is $\\boxed{\\dfrac{3}{4}}$.", "0.75", True),
+        ("The answer is 1,000,000", "10^6", True),
+        ("$\\boxed{(2,5]}$", "(2, 5]", True),
+        ("$\\boxed{[2,5)}$", "(2, 5]", False),
+        ("I do not know.", "7", False),
+    ],
+)
+def test_is_equivalent(response, gold, expected):
+    assert is_equivalent(response, gold) is expected
+
+
+def test_gold_is_only_delimited_never_rewritten():
+    assert delimit_gold("\\frac{3}{4}") == "$\\frac{3}{4}$"
+    assert delimit_gold("  (2, 5] ") == "$(2, 5]$"
+    assert delimit_gold("$x^2$ or \\boxed{3}") == "$x^2$ or \\boxed{3}"
+
+
+_rng = random.Random(0)
+_LONG = " ".join(f"step {i}: we have ${_rng.randint(1, 99)}+x$ so" for i in range(7000))[:100_000] + " \\boxed{42}"
+ADVERSARIAL = {
+    "power tower": ("\\boxed{9^{9^{9^{9}}}}", "1"),
+    "power tower gold": ("\\boxed{1}", "9^{9^{9^{9}}}"),
+    "100k-char response": (_LONG, "42"),
+    "100k dollar signs": ("$" * 100_000, "1"),
+    "100k nested braces": ("\\boxed{" + "{" * 50_000 + "1" + "}" * 50_000 + "}", "1"),
+    "deep fractions": ("\\boxed{" + "\\frac{1}{" * 400 + "2" + "}" * 400 + "}", "1"),
+    "deep radicals": ("\\boxed{" + "\\sqrt{" * 1000 + "2" + "}" * 1000 + "}", "2"),
+    "huge integer": ("\\boxed{" + "9" * 20_000 + "}", "9" * 20_000),
+    "huge power": ("\\boxed{10^{10^{10}}}", "10^{10^{10}}"),
+    "huge factorial": ("\\boxed{100000!}", "1"),
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_input_returns_within_the_timeout_and_frees_the_worker(checker, name):
+    start = time.monotonic()
+    verdict = checker.check_many([ADVERSARIAL[name]])[0]
+    assert time.monotonic() - start < TIMEOUT_S + 1.0
+    assert verdict in (True, False, None)
+    # the next, ordinary check is not stuck behind it (a fresh pair: no cache hit)
+    start = time.monotonic()
+    assert checker.check_many([(f"so \\boxed{{\\frac{{1}}{{{len(name)}}}}}", f"1/{len(name)}")]) == [True]
+    assert time.monotonic() - start < TIMEOUT_S
+
+
+def test_a_timed_out_pair_is_remembered(checker):
+    pair = ("\\boxed{9^{9^{9^{9}}}} again", "2")
+    assert checker.check_many([pair]) == [None]
+    start, restarts = time.monotonic(), checker.pool.restarts
+    assert checker.check_many([pair]) == [None]
+    assert time.monotonic() - start < 0.1 and checker.pool.restarts == restarts
+
+
+def test_repeated_pairs_are_served_from_the_cache(checker, monkeypatch):
+    pairs = [("\\boxed{12}", "12"), ("\\boxed{13}", "12")] * 3
+    assert checker.check_many(pairs) == [True, False] * 3
+    monkeypatch.setattr(checker.pool, "map", lambda *a, **k: pytest.fail("cache miss"))
+    assert checker.check_many(pairs) == [True, False] * 3
+
+
+def test_works_from_threads_concurrently(checker):
+    results = {}
+
+    def work(i):
+        results[i] = checker.check_many([(f"\\boxed{{{i}/2}}", f"{i / 2}"), (f"\\boxed{{{i}}}", f"{i + 1}")])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {i: [True, False] for i in range(4)}
+
+
+def test_math_reward_reads_the_configured_column_and_reports_timeouts():
+    reward = get_reward("math", column="solution", check_timeout_s=TIMEOUT_S, timeout_reward=None)
+    metrics = []
+    out = reward(
+        prompts=["p"] * 4,
+        completions=["\\boxed{0.5}", [{"role": "assistant", "content": "The answer is $\\frac{1}{3}$"}],
+                     "\\boxed{9^{9^{9^{9}}}}", "\\boxed{1}"],
+        solution=["\\frac{1}{2}", "\\frac{1}{2}", "3", None],
+        log_metric=lambda name, value: metrics.append((name, value)),
+    )
+    assert out == [1.0, 0.0, None, None]
+    assert metrics == [("rewards/math/timeouts", 1.0)]
+
+
+def test_math_reward_missing_column_is_a_user_error():
+    with pytest.raises(K2RLError, match="needs the gold answer column 'answer'; the dataset has \\['solution'\\]"):
+        get_reward("math")(prompts=["p"], completions=["1"], solution=["1"])
