@@ -39,8 +39,9 @@ def installed_plugin(tmp_path_factory):
     importlib.invalidate_caches()
     yield target
     sys.path.remove(str(target))
-    _REGISTRY.pop("demo_brevity", None)
-    plugins._loaded.pop("demo_brevity", None)
+    for name in ("demo_brevity", "demo_broken"):
+        _REGISTRY.pop(name, None)
+        plugins._loaded.pop(name, None)
     sys.modules.pop("k2rl_plugin_demo", None)
 
 
