@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import json
 import os
 import resource
@@ -263,16 +264,53 @@ def _verdict(status: str, detail: str = "", done: dict | None = None, start: flo
             "duration_s": time.monotonic() - start}
 
 
+@functools.lru_cache(maxsize=1024)
+def compile_tests(source: str) -> list[tuple[object, bool]]:
+    """``[(code, is_case)]`` per top-level statement; raises ValueError for tests that cannot run.
+
+    A *case* is a top-level ``assert`` or a top-level call such as ``check(candidate)``; other
+    statements (imports, definitions, loops) are setup. Cached because a training batch scores many
+    completions against the same tests.
+    """
+    try:
+        tree = ast.parse(source, "tests.py")
+    except (SyntaxError, ValueError) as exc:
+        raise ValueError(f"the tests do not compile: {exc}") from None
+    if _check_never_called(tree):
+        raise ValueError("the tests define check() but never call it (append check(<entry_point>))")
+    statements = []
+    for node in tree.body:
+        is_case = isinstance(node, ast.Assert) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call))
+        statements.append((compile(ast.Module([node], []), "tests.py", "exec"), is_case))
+    return statements
+
+
+def _namespace(session: Session, first: dict) -> dict:
+    """The tests' globals: the program's functions as proxies, its plain constants as copies."""
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    for name, kind in first["ready"].items():
+        if type(name) is not str or not name.isidentifier():
+            continue
+        if kind == "function":
+            namespace[name] = RemoteFunction(session, name)
+        elif kind == "value" and name in first["values"]:
+            try:
+                namespace[name] = load_value(first["values"][name])
+            except (ValueError, TypeError):
+                namespace[name] = Opaque(name, "object")
+        else:
+            namespace[name] = Opaque(name, "class" if kind == "class" else "object")
+    return namespace
+
+
 def run_tests_job(channel: Channel, job: dict) -> dict:
     start = time.monotonic()
     try:
-        tree = ast.parse(job["tests"], "tests.py")
-        code = compile(tree, "tests.py", "exec")
-    except (SyntaxError, ValueError) as exc:
-        return _verdict("error", f"the tests do not compile: {exc}", start=start)
-    if _check_never_called(tree):
-        return _verdict("error", "the tests define check() but never call it (append check(<entry_point>))",
-                        start=start)
+        statements = compile_tests(job["tests"])
+    except ValueError as exc:
+        return _verdict("error", str(exc), start=start)
+    total = max(1, sum(1 for _, is_case in statements if is_case))
+    passed_cases = 0
     session = Session(channel, start + job["timeout"])
     channel.send(b"Z", {"op": "run", "mode": "tests", "program": job["program"],
                         "timeout": job["timeout"], "limits": job["limits"]})
@@ -285,38 +323,43 @@ def run_tests_job(channel: Channel, job: dict) -> dict:
             if type(error) is list and error and error[0] == "MemoryError":
                 status = "memory"
         elif type(first.get("ready")) is dict and type(first.get("values")) is dict:
-            namespace = {"__name__": "__main__", "__builtins__": builtins}
-            for name, kind in first["ready"].items():
-                if type(name) is not str or not name.isidentifier():
+            namespace = _namespace(session, first)
+            for code, is_case in statements:
+                try:
+                    exec(code, namespace)
+                except Abort:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - a failed case; later cases still run
+                    if status == "passed":
+                        status, detail = "failed", f"{type(exc).__name__}: {exc}"
+                    if not is_case:  # setup failed: nothing after it can be trusted to mean anything
+                        break
                     continue
-                if kind == "function":
-                    namespace[name] = RemoteFunction(session, name)
-                elif kind == "value" and name in first["values"]:
-                    try:
-                        namespace[name] = load_value(first["values"][name])
-                    except (ValueError, TypeError):
-                        namespace[name] = Opaque(name, "object")
-                else:
-                    namespace[name] = Opaque(name, "class" if kind == "class" else "object")
-            exec(code, namespace)
+                passed_cases += is_case
+            if not any(is_case for _, is_case in statements) and status == "passed":
+                passed_cases = 1
         else:
             status, detail = "crashed", "the program sent a malformed greeting"
     except Abort as exc:
         status, detail = exc.status, str(exc)
     except BaseException as exc:  # noqa: BLE001 - the tests failed; say how
         status, detail = "failed", f"{type(exc).__name__}: {exc}"
-    if status == "passed" and session.broken is not None:  # an aborted call was swallowed by the tests
-        status, detail = session.broken.status, str(session.broken)
+    if session.broken is not None:  # an aborted call swallowed by the tests still fails the run
+        if status == "passed":
+            status, detail = session.broken.status, str(session.broken)
+        passed_cases = 0
     try:
         done = session.finish()
     except Abort as exc:
         return {**_verdict(exc.status if status == "passed" else status, detail or str(exc), start=start),
-                "clean": False}
+                "clean": False, "cases": [0, total]}
     if status != "passed" and session.memory:
         status = "memory"
     if done.get("timeout") and status != "passed":
         status = "timeout"
-    return {**_verdict(status, detail, done, start), "clean": True}
+    if status != "passed" and passed_cases >= total:
+        passed_cases = total - 1
+    return {**_verdict(status, detail, done, start), "clean": True, "cases": [passed_cases, total]}
 
 
 def _same_output(got: str, expected: str) -> bool:

@@ -100,7 +100,9 @@ class Sandbox:
         self.backend = backend
         self.workers = int(workers or os.cpu_count() or 1)
         self._config = {"backend": backend,
-                        "limits": {"memory_mb": memory_mb, "nproc": nproc, "fsize_mb": fsize_mb,
+                        # Docker limits processes per container (pids cgroup); RLIMIT_NPROC would
+                        # count every uid-65534 process on the host instead.
+                        "limits": {"memory_mb": memory_mb, "nproc": nproc if backend == "local" else 0, "fsize_mb": fsize_mb,
                                    "nofile": nofile, "tmp_mb": tmp_mb},
                         "docker": {"image": image, "cpus": cpus, "memory_mb": container_memory_mb, "pids": pids}}
         self._idle: queue.Queue = queue.Queue()

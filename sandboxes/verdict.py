@@ -21,6 +21,8 @@ class Verdict:
     stderr: str = ""
     duration_s: float = 0.0
     detail: str = ""
+    cases_passed: int = 0  # top-level asserts / calls (e.g. check(f)) that ran without raising
+    cases_total: int = 1
 
     @property
     def infrastructure_failure(self) -> bool:
@@ -32,4 +34,12 @@ class Verdict:
         return cls(passed=bool(data.get("passed")) and data.get("status") == "passed",
                    status=str(data.get("status", "sandbox_error")), stdout=str(data.get("stdout", "")),
                    stderr=str(data.get("stderr", "")), duration_s=float(data.get("duration_s", 0.0)),
-                   detail=str(data.get("detail", "")))
+                   detail=str(data.get("detail", "")),
+                   **_cases(data.get("cases"), data.get("status") == "passed"))
+
+
+def _cases(cases, passed: bool) -> dict:
+    if isinstance(cases, list) and len(cases) == 2 and all(isinstance(x, int) for x in cases) and cases[1] > 0:
+        done = max(0, min(cases[0], cases[1] if passed else cases[1] - 1))
+        return {"cases_passed": done, "cases_total": cases[1]}
+    return {"cases_passed": int(passed), "cases_total": 1}

@@ -86,11 +86,12 @@ def _apply_limits(limits: dict, timeout: float) -> None:
     settings = [
         (resource.RLIMIT_CPU, (cpu, cpu + 1)),
         (resource.RLIMIT_AS, (limits["memory_mb"] << 20,) * 2),
-        (resource.RLIMIT_NPROC, (limits["nproc"],) * 2),
         (resource.RLIMIT_FSIZE, (limits["fsize_mb"] << 20,) * 2),
         (resource.RLIMIT_NOFILE, (limits["nofile"],) * 2),
         (resource.RLIMIT_CORE, (0, 0)),
     ]
+    if limits["nproc"] > 0:  # Docker counts processes with the container's pids cgroup instead
+        settings.append((resource.RLIMIT_NPROC, (limits["nproc"],) * 2))
     for which, value in settings:
         resource.setrlimit(which, value)
 

@@ -1,0 +1,48 @@
+"""``k2rl sandbox ...`` commands: build the Docker image, check a backend end to end, clean up."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _build_image(args: argparse.Namespace) -> int:
+    from k2rl.sandboxes.docker_backend import build_image
+
+    print(build_image(args.image, force=args.force))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from k2rl.sandboxes import get_sandbox
+
+    program = "def add(a, b):\n    return a + b\n"
+    tests = ["assert add(2, 3) == 5\n", "assert add(2, 3) == 6\n"]
+    with get_sandbox(args.backend, workers=1) as sandbox:
+        verdicts = sandbox.run_tests_many([(program, t) for t in tests], timeout_s=10)
+        hacked = sandbox.run_tests("import os\nos._exit(0)\n", "assert add(2, 3) == 5\n", timeout_s=10)
+    ok = verdicts[0].passed and not verdicts[1].passed and not hacked.passed
+    for verdict in (*verdicts, hacked):
+        print(f"{verdict.status:<10} {verdict.duration_s * 1000:7.1f} ms  {verdict.detail[:80]}")
+    print(f"{args.backend} sandbox: {'ok' if ok else 'BROKEN'}")
+    return 0 if ok else 1
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from k2rl.sandboxes.docker_backend import remove_leftovers
+
+    print(f"removed {remove_leftovers()} container(s)")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    parser = subparsers.add_parser("sandbox", help="code-execution sandboxes (local bubblewrap, Docker)")
+    commands = parser.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND", required=True)
+    build = commands.add_parser("build-image", help="build the default Docker sandbox image offline")
+    build.add_argument("--image", default=None, help="tag to build (default: derived from this Python)")
+    build.add_argument("--force", action="store_true", help="rebuild even if the image exists")
+    build.set_defaults(func=_build_image)
+    check = commands.add_parser("check", help="run a passing, a failing and a cheating program")
+    check.add_argument("--backend", default="local", choices=("local", "docker"))
+    check.set_defaults(func=_check)
+    cleanup = commands.add_parser("cleanup", help="remove leftover sandbox containers")
+    cleanup.set_defaults(func=_cleanup)
