@@ -1,11 +1,22 @@
-"""Benchmark: k2rl's math checker against serial math-verify, on one GRPO-like batch, in one run.
+"""Benchmark: k2rl's math checker against serial math-verify on GRPO-like batches, in one run.
 
 Baseline: ``math_verify.verify(parse(gold), parse(response))`` for every pair, one after another in
 this process (math-verify's signal timeouts on, as its documentation runs it). Candidate:
-``MathChecker.check_many`` on the same pairs. Both first check the same warm-up batch (other
-prompts, other seed), as a long-lived checker inside a training run is warm: SymPy's caches and the
-LaTeX grammar's prediction tables fill up in each process over its first few hundred checks. The
-checker's start-up and warm-up times are printed separately. Verdicts must be identical.
+``MathChecker.check_many`` on the same pairs. Verdicts must be identical.
+
+Two batches of ``--prompts x --group`` pairs, each response with its own reasoning text:
+
+* **new prompts** — prompts neither side has seen (the first epoch of a run);
+* **same prompts, new samples** — those prompts again with freshly sampled responses (a later
+  epoch): answers recur, reasoning text does not, so no (gold, response) pair repeats.
+
+Both sides first check the same warm-up batch of other prompts, as a long-lived checker inside a
+training run is warm (SymPy's caches and the LaTeX grammar's prediction tables fill up in each
+process over its first few hundred checks); the checker's start-up and warm-up are printed apart.
+
+Wall-clock ratios depend on how many cores are free while it runs, so CPU seconds are printed too
+(this process for the baseline, the worker processes for the checker, read from /proc): their ratio
+is the work saved per check, and times the number of workers it is what free cores would give.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/math_checker.py [--prompts 125 --group 8 --workers 2]``
 """
@@ -26,6 +37,32 @@ from math_verify import parse, verify  # noqa: E402
 from k2rl.rewards.math import MathChecker  # noqa: E402
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes, from /proc (Linux); NaN elsewhere."""
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    return total
+
+
+def serial(pairs):
+    start, cpu = time.perf_counter(), time.process_time()
+    verdicts = [bool(verify(parse(gold), parse(response))) for response, gold in pairs]
+    return verdicts, time.perf_counter() - start, time.process_time() - cpu
+
+
+def checked(checker: MathChecker, pairs):
+    pids = checker.pool.worker_pids
+    start, cpu = time.perf_counter(), cpu_seconds(pids)
+    verdicts = checker.check_many(pairs)
+    return verdicts, time.perf_counter() - start, cpu_seconds(pids) - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=125)
@@ -35,35 +72,42 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
-    pairs = rollout_batch(args.prompts, args.group)
-    print(f"{len(pairs)} pairs ({args.prompts} prompts x {args.group} samples), "
-          f"mean response {sum(len(r) for r, _ in pairs) / len(pairs):.0f} chars")
-
     warmup = rollout_batch(args.warmup, args.group, seed=99)
-    for response, gold in warmup:
-        verify(parse(gold), parse(response))
-    start = time.perf_counter()
-    baseline = [bool(verify(parse(gold), parse(response))) for response, gold in pairs]
-    serial_s = time.perf_counter() - start
+    batches = {
+        "new prompts": rollout_batch(args.prompts, args.group, seed=1),
+        "same prompts, new samples": rollout_batch(args.prompts, args.group, seed=1, sample_seed=2),
+    }
+    n = len(next(iter(batches.values())))
+    chars = sum(len(r) for batch in batches.values() for r, _ in batch) / (2 * n)
+    print(f"batches of {n} pairs ({args.prompts} prompts x {args.group} samples), mean response {chars:.0f} chars")
+
+    serial(warmup)
+    baseline = {name: serial(pairs) for name, pairs in batches.items()}
 
     checker = MathChecker(workers=args.workers)
     start = time.perf_counter()
-    checker.check_many([("$1$", "1")])  # starts the workers
+    checker.check_many([("$1$", "1")] * args.workers + [("$2$", "2")] * args.workers)  # starts the workers
     startup_s = time.perf_counter() - start
     checker.check_many(warmup)
     warmup_s = time.perf_counter() - start - startup_s
-    start = time.perf_counter()
-    ours = checker.check_many(pairs)
-    ours_s = time.perf_counter() - start
+    ours = {name: checked(checker, pairs) for name, pairs in batches.items()}
+    restarts, timeouts = checker.pool.restarts, checker.timeouts
     checker.close()
 
-    mismatches = sum(a != b for a, b in zip(baseline, ours))
-    print(f"serial math_verify : {len(pairs) / serial_s:8.1f} checks/s ({serial_s:.2f} s)")
-    print(f"k2rl MathChecker   : {len(pairs) / ours_s:8.1f} checks/s ({ours_s:.2f} s, "
-          f"{args.workers} workers; start-up {startup_s:.2f} s and warm-up {warmup_s:.2f} s not included)")
-    print(f"speed-up           : {serial_s / ours_s:8.2f}x")
-    print(f"verdicts           : {'identical' if not mismatches else f'{mismatches} DIFFER'} "
-          f"({sum(baseline)} equivalent, {len(pairs) - sum(baseline)} not; timeouts {checker.timeouts})")
+    print(f"checker: {args.workers} workers, start-up {startup_s:.2f} s and warm-up {warmup_s:.2f} s not timed; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for name in batches:
+        (ref, ref_s, ref_cpu), (got, got_s, got_cpu) = baseline[name], ours[name]
+        differ = sum(a != b for a, b in zip(ref, got))
+        print(f"\n[{name}]")
+        print(f"  serial math_verify : {n / ref_s:8.1f} checks/s  ({ref_s:.2f} s wall, {ref_cpu:.2f} s CPU)")
+        print(f"  k2rl MathChecker   : {n / got_s:8.1f} checks/s  ({got_s:.2f} s wall, {got_cpu:.2f} s CPU in workers)")
+        print(f"  speed-up           : {ref_s / got_s:8.2f}x wall clock; work per check {ref_cpu / got_cpu:.2f}x less, "
+              f"so {args.workers * ref_cpu / got_cpu:.2f}x on {args.workers} free cores")
+        print(f"  verdicts           : {'identical' if not differ else f'{differ} DIFFER'} "
+              f"({sum(ref)} equivalent, {n - sum(ref)} not)")
+    if restarts or timeouts:
+        print(f"\nnote: {timeouts} checks timed out, {restarts} worker restarts (CPU figures then incomplete)")
 
 
 if __name__ == "__main__":

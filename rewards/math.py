@@ -49,9 +49,30 @@ def delimit_gold(gold: str) -> str:
 # ---- worker side: runs in the checker processes only ------------------------------------------
 
 
-def _quiet_math_verify() -> None:
-    # The workers disable math-verify's signal timeout on purpose; its warning about that is noise.
+_WORKER_READY = False
+PARSE_CACHE_SIZE = 16384
+
+
+def _prepare_worker() -> None:
+    """Once per worker process: silence the timeout warning and widen math-verify's parse memo.
+
+    The workers turn math-verify's signal timeout off on purpose (the parent enforces deadlines), so
+    its warning about that is noise. math-verify memoises LaTeX -> SymPy conversion, its dominant cost,
+    in an ``lru_cache`` of 20 entries: enough for one prompt's samples, too small to keep answers that
+    recur across prompts (small integers, common fractions) or across epochs. The same pure function
+    is re-wrapped with a larger cache, only inside these worker processes; verdicts cannot change.
+    """
+    global _WORKER_READY
+    if _WORKER_READY:
+        return
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    from math_verify import parser
+
+    for name in ("parse_latex_cached", "parse_expr_cached"):
+        memo = getattr(parser, name, None)
+        if hasattr(memo, "cache_info") and hasattr(memo, "__wrapped__"):
+            setattr(parser, name, functools.lru_cache(maxsize=PARSE_CACHE_SIZE)(memo.__wrapped__))
+    _WORKER_READY = True
 
 
 @functools.lru_cache(maxsize=4096)
@@ -76,7 +97,7 @@ def verdict(task: tuple[str, str]) -> bool:
     """Worker entry point: is ``response`` equivalent to the (already delimited) ``gold``?"""
     from math_verify import parse, verify
 
-    _quiet_math_verify()
+    _prepare_worker()
     gold, response = task
     parsed = parse(response, parsing_timeout=None)
     key = (gold, _answer_key(parsed))

@@ -169,15 +169,18 @@ def random_problem(rng: random.Random) -> tuple[str, list[str], list[str]]:
     return f"{c}\\sqrt{{{a}}}", [f"{c}\\sqrt{{{a}}}", f"\\sqrt{{{a}}} \\cdot {c}"], [f"{c + 1}\\sqrt{{{a}}}", f"\\sqrt{{{a * c}}}"]
 
 
-def rollout_batch(n_prompts: int = 125, group: int = 8, seed: int = 1) -> list[tuple[str, str]]:
+def rollout_batch(n_prompts: int = 125, group: int = 8, seed: int = 1, sample_seed: int | None = None) -> list[tuple[str, str]]:
     """A GRPO-like batch of ``(response, gold)``: ``group`` sampled responses per prompt, each with its
     own reasoning text, whose final answers cluster on a few forms (right, right-but-rewritten, wrong),
-    as the samples of one policy for one prompt tend to. Every prompt has its own gold. Golds are
-    ``$``-delimited so ``parse(gold)`` reads them exactly as the checker does."""
-    rng = random.Random(seed)
+    as the samples of one policy for one prompt tend to. ``seed`` picks the prompts (each has its own
+    gold), ``sample_seed`` the responses: the same ``seed`` with another ``sample_seed`` is the same
+    prompts met again in a later epoch. Golds are ``$``-delimited so ``parse(gold)`` reads them
+    exactly as the checker does."""
+    problems_rng = random.Random(seed)
+    rng = random.Random(seed if sample_seed is None else f"{seed}/{sample_seed}")
     batch = []
     for _ in range(n_prompts):
-        gold, same, different = random_problem(rng)
+        gold, same, different = random_problem(problems_rng)
         answers = [same[0], same[0], rng.choice(same), rng.choice(different)]
         for _ in range(group):
             batch.append((response_for(rng.choice(answers), rng, rng.randint(10, 40)), f"${gold}$"))
