@@ -25,6 +25,7 @@ from k2rl.errors import K2RLError
 from k2rl.sandboxes.runtime import SANDBOX_ENV, SANDBOX_PREFIX, python_runtime, zygote_command
 
 REPOSITORY = "k2rl-sandbox"
+IMAGE_VERSION = 2  # bump when the root filesystem's recipe changes
 LABEL = "k2rl.sandbox"
 _TOOLS = ("sh", "echo", "cat", "ls", "true", "false", "sleep", "env", "mkdir", "rm", "cp", "wc", "head")
 _LIB_DIRS = "/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64:/usr/lib64:/lib:/usr/lib"
@@ -47,7 +48,7 @@ def _client():
 def default_image() -> str:
     """Tag derived from the interpreter, so a different Python gets a different image."""
     runtime = python_runtime()
-    digest = hashlib.sha256(f"{runtime.name}|{_TOOLS}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"{runtime.name}|{_TOOLS}|{IMAGE_VERSION}".encode()).hexdigest()[:12]
     return f"{REPOSITORY}:{digest}"
 
 
@@ -102,7 +103,7 @@ def _rootfs(path: Path) -> None:
             for name in files:
                 _add_file(tar, os.path.join(root, name), f"{dest}/{name}")
         for lib in sorted(_shared_libraries(binaries)):
-            if not lib.startswith(str(runtime)):
+            if not lib.startswith(str(runtime)) and not os.path.basename(lib).startswith("libpython"):
                 _add_file(tar, lib, lib)
         for tool in tools:
             _add_file(tar, tool, tool)

@@ -265,8 +265,8 @@ def _verdict(status: str, detail: str = "", done: dict | None = None, start: flo
 
 
 @functools.lru_cache(maxsize=1024)
-def compile_tests(source: str) -> list[tuple[object, bool]]:
-    """``[(code, is_case)]`` per top-level statement; raises ValueError for tests that cannot run.
+def compile_tests(source: str) -> list[tuple[object, bool, str]]:
+    """``[(code, is_case, source line)]`` per top-level statement; raises ValueError for tests that cannot run.
 
     A *case* is a top-level ``assert`` or a top-level call such as ``check(candidate)``; other
     statements (imports, definitions, loops) are setup. Cached because a training batch scores many
@@ -281,7 +281,8 @@ def compile_tests(source: str) -> list[tuple[object, bool]]:
     statements = []
     for node in tree.body:
         is_case = isinstance(node, ast.Assert) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call))
-        statements.append((compile(ast.Module([node], []), "tests.py", "exec"), is_case))
+        text = (ast.get_source_segment(source, node) or "").split("\n")[0][:200]
+        statements.append((compile(ast.Module([node], []), "tests.py", "exec"), is_case, f"line {node.lineno}: {text}"))
     return statements
 
 
@@ -309,7 +310,7 @@ def run_tests_job(channel: Channel, job: dict) -> dict:
         statements = compile_tests(job["tests"])
     except ValueError as exc:
         return _verdict("error", str(exc), start=start)
-    total = max(1, sum(1 for _, is_case in statements if is_case))
+    total = max(1, sum(1 for _, is_case, _ in statements if is_case))
     passed_cases = 0
     session = Session(channel, start + job["timeout"])
     channel.send(b"Z", {"op": "run", "mode": "tests", "program": job["program"],
@@ -324,19 +325,19 @@ def run_tests_job(channel: Channel, job: dict) -> dict:
                 status = "memory"
         elif type(first.get("ready")) is dict and type(first.get("values")) is dict:
             namespace = _namespace(session, first)
-            for code, is_case in statements:
+            for code, is_case, where in statements:
                 try:
                     exec(code, namespace)
                 except Abort:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - a failed case; later cases still run
                     if status == "passed":
-                        status, detail = "failed", f"{type(exc).__name__}: {exc}"
+                        status, detail = "failed", f"{type(exc).__name__}: {exc} (tests.py {where})"
                     if not is_case:  # setup failed: nothing after it can be trusted to mean anything
                         break
                     continue
                 passed_cases += is_case
-            if not any(is_case for _, is_case in statements) and status == "passed":
+            if not any(is_case for _, is_case, _ in statements) and status == "passed":
                 passed_cases = 1
         else:
             status, detail = "crashed", "the program sent a malformed greeting"

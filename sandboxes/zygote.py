@@ -23,6 +23,7 @@ import json
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -36,6 +37,7 @@ except ImportError:  # pragma: no cover - inside the sandbox
 
 TAIL = 8192  # bytes of stdout/stderr kept for the verdict
 IO_CAP = 4 << 20  # bytes of stdout kept for stdin/stdout comparison
+SCRATCH = ("/tmp", "/dev/shm")  # writable places, emptied after every job
 # Imported once here so a candidate's `from typing import List` costs a dict lookup, not a file load.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "random", "copy", "hashlib", "fractions", "decimal", "datetime", "operator", "dataclasses",
@@ -77,6 +79,31 @@ def _kill_all(job=None) -> None:
             continue
         if job is not None and pid == job.pid and job.status is None:
             job.status = status
+
+
+def _wipe(directory: str) -> None:
+    """Empty a writable scratch directory so nothing a candidate leaves there reaches the next one."""
+    def force(function, path, _exc):
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            function(path)
+        except OSError:
+            pass
+
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                os.chmod(entry.path, 0o700)
+                shutil.rmtree(entry.path, onerror=force)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------- candidate side (after fork)
@@ -269,6 +296,8 @@ def _pump(job: _Job, fd: int) -> None:
 def _finish(job: _Job) -> dict:
     """Kill everything, drain the pipes, and describe how the candidate ended."""
     _kill_all(job)
+    for scratch in SCRATCH:
+        _wipe(scratch)
     for fd, role in list(job.pipes.items()):
         if role == "in":
             os.close(fd)
