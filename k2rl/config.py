@@ -59,8 +59,8 @@ class WarmStartConfig:
 class LoraConfig:
     """LoRA adapters on the MoE experts (PEFT ``target_parameters``)."""
 
-    r: int = 8
-    alpha: int = 16
+    r: int = 4
+    alpha: int = 8
     targets: list[str] = field(default_factory=lambda: ["routed_experts"])
 
 

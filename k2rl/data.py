@@ -19,6 +19,9 @@ from k2rl.tasks import ANSWER_FORMAT, BUILTIN_TASKS
 
 DEFAULT_TRAIN_SIZE = 4000
 
+# Column mapping over a few thousand rows takes milliseconds; a progress bar per map is noise.
+datasets.disable_progress_bars()
+
 
 @dataclass
 class TaskData:

@@ -1,8 +1,8 @@
 """LoRA adapters on the MoE experts, and fast generation with them.
 
 Adapters attach through PEFT's ``target_parameters`` to the routed experts' fused 3-D weight tensors
-(``experts.gate_up_proj``: experts x 2*inter x hidden, ``experts.down_proj``: experts x hidden x inter),
-or through ``target_modules`` to the shared expert's linear layers. Attention and router stay frozen.
+(``experts.gate_up_proj``: experts x 2*inter x hidden, ``experts.down_proj``: experts x hidden x inter)
+and, optionally, to the shared expert's weights. Attention and router stay frozen.
 
 Why generation needs care: PEFT applies a parameter adapter as a parametrization that rebuilds every
 expert's delta (all experts, both tensors) on *each* forward call. Generation makes one forward call
@@ -25,7 +25,10 @@ from k2rl.errors import K2RLError
 
 # Names PEFT matches against ``<module path>.<parameter name>`` suffixes.
 ROUTED_EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
-SHARED_EXPERT_MODULES = ["shared_experts.gate_proj", "shared_experts.up_proj", "shared_experts.down_proj"]
+# The shared expert is targeted by its weight *parameters*, not its modules: for MoE model types PEFT
+# rewrites module targets ending in gate_proj/up_proj/down_proj to the fused routed-expert tensors,
+# which would silently adapt the routed experts instead of the shared one.
+SHARED_EXPERT_PARAMETERS = [f"shared_experts.{name}.weight" for name in ("gate_proj", "up_proj", "down_proj")]
 TARGETS = {"routed_experts", "shared_experts"}
 
 
@@ -38,8 +41,9 @@ def expert_lora_config(targets: list[str], r: int, alpha: int) -> LoraConfig:
         r=r,
         lora_alpha=alpha,
         lora_dropout=0.0,  # PEFT's parameter adapters do not support dropout
-        target_modules=SHARED_EXPERT_MODULES if "shared_experts" in targets else [],
-        target_parameters=ROUTED_EXPERT_PARAMETERS if "routed_experts" in targets else [],
+        target_modules=[],
+        target_parameters=(ROUTED_EXPERT_PARAMETERS if "routed_experts" in targets else [])
+        + (SHARED_EXPERT_PARAMETERS if "shared_experts" in targets else []),
         bias="none",
         task_type="CAUSAL_LM",
     )

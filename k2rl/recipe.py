@@ -18,7 +18,7 @@ from k2rl.config import RunConfig
 from k2rl.data import load_task_data
 from k2rl.evaluation import heldout_accuracy
 from k2rl.expert_lora import merged_expert_adapters
-from k2rl.policy import count_parameters, init_policy, load_policy
+from k2rl.policy import count_parameters, init_policy, load_policy, resolve_model_source
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.run_outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress
 from k2rl.trainer import build_trainer
@@ -63,6 +63,8 @@ def train(config: RunConfig) -> dict:
     """Run the whole recipe; returns the summary (also written to the run directory)."""
     started = time.time()
     seed_everything(config.seed)
+    if config.policy.model:
+        resolve_model_source(config.policy.model)  # a wrong path fails now, before any work
     reward_funcs, reward_weights = build_reward_funcs([vars(spec) for spec in config.rewards])
     data = load_task_data(config.data, config.seed)
     run_dir = make_run_dir(config)

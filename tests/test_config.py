@@ -1,0 +1,74 @@
+import pytest
+
+from k2rl.cli import main
+from k2rl.config import load_config
+from k2rl.errors import K2RLError
+
+QUICKSTART = "configs/quickstart.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch, request):
+    monkeypatch.chdir(request.config.rootpath)
+
+
+def test_quickstart_parses_with_typed_defaults():
+    config = load_config(QUICKSTART)
+    assert config.policy.preset == "k2-tiny"
+    assert isinstance(config.trainer.learning_rate, float)
+    assert config.rewards[0].name == "exact_answer"
+
+
+def test_dotted_overrides_are_typed():
+    config = load_config(QUICKSTART, ["trainer.learning_rate=5e-4", "trainer.lora.r=4", "data.options.max_operand=9"])
+    assert config.trainer.learning_rate == 5e-4
+    assert config.trainer.lora.r == 4
+    assert config.data.options["max_operand"] == 9
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.learnig_rate=1", "unknown key 'trainer.learnig_rate'"),
+        ("trainer.max_steps=ten", "trainer.max_steps: expected an integer, got str 'ten'"),
+        ("trainer.lora.alpha=1.5", "trainer.lora.alpha: expected an integer"),
+        ("warm_start.enabled=maybe", "warm_start.enabled: expected bool"),
+        ("rewards=[{weight: 2}]", "missing required key 'rewards[0].name'"),
+        ("trainer.algorithm=sgd", "trainer.algorithm: expected one of"),
+    ],
+)
+def test_bad_values_name_key_and_file(override, message):
+    with pytest.raises(K2RLError) as info:
+        load_config(QUICKSTART, [override])
+    assert message in str(info.value)
+    assert QUICKSTART in str(info.value)
+
+
+def test_missing_required_policy(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("seed: 1\n")
+    with pytest.raises(K2RLError, match=r"missing required key 'policy'.*r\.yaml"):
+        load_config(recipe)
+
+
+def test_cli_reports_one_line_and_exits_nonzero(capsys):
+    code = main(["train", QUICKSTART, "trainer.bogus=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [f"k2rl: error: unknown key 'trainer.bogus' (in {QUICKSTART})"]
+
+
+def test_cli_missing_model_path(tmp_path, capsys):
+    code = main(["train", QUICKSTART, "policy.preset=null", f"policy.model={tmp_path}/nope"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "model path does not exist" in err[0]
+
+
+def test_cli_missing_dataset_column(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"problem": "1+1?", "solution": "2"}\n' * 20)
+    code = main(["train", QUICKSTART, f"data.source={data}", "data.columns={question: problem}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "missing column 'answer'" in err[0] and "solution" in err[0]
