@@ -18,7 +18,6 @@ again inside the checker.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import importlib
 import os
@@ -35,7 +34,7 @@ OK, TIMEOUT, ERROR = "ok", "timeout", "error"
 STARTUP_TIMEOUT_S = 120.0  # a worker that cannot even import its checker in this long is broken
 
 
-def _serve(conn: Connection, func: Callable, memory_limit_mb: int | None) -> None:
+def _serve(conn: Connection, func: Callable, memory_limit_mb: int | None, initializer: Callable | None) -> None:
     """Worker loop: receive one task, send back ``(status, value)``, until told to stop."""
     if memory_limit_mb:
         try:
@@ -45,7 +44,9 @@ def _serve(conn: Connection, func: Callable, memory_limit_mb: int | None) -> Non
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError):
             pass  # best effort: the deadline still bounds a runaway task
-    conn.send(("ready", None))  # start-up (imports) is not charged to the first task's deadline
+    if initializer is not None:
+        initializer()
+    conn.send(("ready", None))  # start-up (imports, warm-up) is not charged to the first task's deadline
     while True:
         try:
             task = conn.recv()
@@ -64,11 +65,14 @@ def _serve(conn: Connection, func: Callable, memory_limit_mb: int | None) -> Non
 
 
 def _worker_main() -> None:
-    """Entry point of a worker interpreter: ``argv = [fd, "module:function", memory_limit_mb]``."""
-    fd, target, memory = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    module_name, _, attr = target.partition(":")
-    func = getattr(importlib.import_module(module_name), attr)
-    _serve(Connection(int(fd)), func, memory or None)
+    """Entry point of a worker interpreter: ``argv = [fd, "module:function", memory_limit_mb, "module:init"]``."""
+    fd, target, memory, init = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    _serve(Connection(int(fd)), _resolve(target), memory or None, _resolve(init) if init else None)
+
+
+def _resolve(path: str) -> Callable:
+    module_name, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def _function_path(func: Callable) -> str:
@@ -79,11 +83,11 @@ def _function_path(func: Callable) -> str:
 
 
 class _Worker:
-    def __init__(self, target: str, memory_limit_mb: int | None):
+    def __init__(self, target: str, memory_limit_mb: int | None, initializer: str):
         ours, theirs = socket.socketpair()
         code = "from k2rl.rewards.deadline_pool import _worker_main; _worker_main()"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, str(theirs.fileno()), target, str(memory_limit_mb or 0)],
+            [sys.executable, "-c", code, str(theirs.fileno()), target, str(memory_limit_mb or 0), initializer],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -104,11 +108,16 @@ class _Worker:
         self.process.wait(timeout=10)
         self.conn.close()
 
-    def stop(self) -> None:
+    def ask_to_stop(self) -> None:
         try:
             self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+
+    def stop(self) -> None:
+        try:
             self.process.wait(timeout=1)
-        except (OSError, ValueError, subprocess.TimeoutExpired):
+        except subprocess.TimeoutExpired:
             pass
         self.kill()
 
@@ -119,7 +128,8 @@ class DeadlinePool:
 
     :meth:`map` returns one ``(status, value)`` per task in order: ``("ok", result)``,
     ``("timeout", None)`` or ``("error", message)``. It is safe to call from any thread; calls are
-    serialised, each spreading its tasks over all workers.
+    serialised, each spreading its tasks over all workers. ``initializer`` (also top-level) runs once
+    in each worker before it takes tasks, outside any task's deadline: imports, warm-up.
     """
 
     def __init__(
@@ -129,21 +139,25 @@ class DeadlinePool:
         workers: int = 2,
         timeout_s: float = 5.0,
         memory_limit_mb: int | None = None,
+        initializer: Callable | None = None,
     ):
         if workers < 1:
             raise ValueError("workers must be >= 1")
         self.target = _function_path(func)
+        self.initializer = _function_path(initializer) if initializer else ""
         self.size = workers
         self.timeout_s = timeout_s
         self.memory_limit_mb = memory_limit_mb
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self.restarts = 0
+        # stops the workers when the pool is garbage-collected or, at the latest, at interpreter exit
         self._finalizer = weakref.finalize(self, DeadlinePool._shutdown, self._workers)
-        atexit.register(self._finalizer)
 
     @staticmethod
     def _shutdown(workers: list[_Worker]) -> None:
+        for worker in workers:
+            worker.ask_to_stop()
         for worker in workers:
             worker.stop()
         workers.clear()
@@ -158,13 +172,17 @@ class DeadlinePool:
         return [w.pid for w in self._workers]
 
     def _spawn(self) -> _Worker:
-        return _Worker(self.target, self.memory_limit_mb)
+        return _Worker(self.target, self.memory_limit_mb, self.initializer)
 
     def map(self, tasks: Sequence, keys: Sequence | None = None) -> list[tuple[str, object]]:
         """Outcomes for ``tasks`` in order. Tasks with equal ``keys`` go to the same worker when the
         load allows, so a worker's own caches see all of them (e.g. every sample of one prompt)."""
         with self._lock:
-            return self._map(tasks, keys)
+            try:
+                return self._map(tasks, keys)
+            except BaseException:
+                self._shutdown(self._workers)  # busy workers would answer a later call with stale replies
+                raise
 
     def _queues(self, tasks: Sequence, keys: Sequence | None) -> list[collections.deque]:
         """Task indices per worker: each key's tasks on one worker, keys spread by load."""

@@ -88,6 +88,18 @@ def _run_with_deadline(fn: Callable, kwargs: dict, timeout_s: float):
     return box["value"]
 
 
+async def _await_with_deadline(coroutine, timeout_s: float | None):
+    """Await a reward's coroutine, cancelling it after ``timeout_s`` (None: no limit)."""
+    if not timeout_s:
+        return await coroutine
+    task = asyncio.ensure_future(coroutine)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        raise _Timeout
+    return task.result()
+
+
 def _check_output(output, expected: int) -> tuple[list, int, str | None]:
     """Validated rewards, number of failed samples and the reason for the first problem found."""
     if not isinstance(output, (list, tuple)):
@@ -177,20 +189,22 @@ def isolate(
         target = target.func
     is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
 
+    def failed(exc: Exception, expected: int) -> tuple[list, int, str]:
+        if isinstance(exc, _Timeout):
+            return guard.failed_call(expected, f"timed out after {timeout_s:g}s")
+        return guard.failed_call(expected, f"raised {type(exc).__name__}: {exc}")
+
     if is_async:
 
         async def isolated(**kwargs):
             expected = _expected_count(kwargs)
             try:
-                output = await asyncio.wait_for(fn(**kwargs), timeout_s) if timeout_s else await fn(**kwargs)
-                result = _check_output(output, expected)
-            except (asyncio.TimeoutError, TimeoutError):
-                result = guard.failed_call(expected, f"timed out after {timeout_s:g}s")
+                output = await _await_with_deadline(fn(**kwargs), timeout_s)
             except K2RLError:
                 raise
             except Exception as exc:  # noqa: BLE001  (containing it is the point)
-                result = guard.failed_call(expected, f"raised {type(exc).__name__}: {exc}")
-            return guard.finish(kwargs, result)
+                return guard.finish(kwargs, failed(exc, expected))
+            return guard.finish(kwargs, _check_output(output, expected))
 
     else:
 
@@ -198,14 +212,11 @@ def isolate(
             expected = _expected_count(kwargs)
             try:
                 output = _run_with_deadline(fn, kwargs, timeout_s) if timeout_s else fn(**kwargs)
-                result = _check_output(output, expected)
-            except _Timeout:
-                result = guard.failed_call(expected, f"timed out after {timeout_s:g}s")
             except K2RLError:
                 raise
             except Exception as exc:  # noqa: BLE001  (containing it is the point)
-                result = guard.failed_call(expected, f"raised {type(exc).__name__}: {exc}")
-            return guard.finish(kwargs, result)
+                return guard.finish(kwargs, failed(exc, expected))
+            return guard.finish(kwargs, _check_output(output, expected))
 
     isolated.__name__ = isolated.__qualname__ = name
     isolated.__doc__ = getattr(fn, "__doc__", None)

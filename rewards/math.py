@@ -66,12 +66,14 @@ def _prepare_worker() -> None:
     if _WORKER_READY:
         return
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from math_verify import parser
+    from math_verify import parse, parser, verify
 
     for name in ("parse_latex_cached", "parse_expr_cached"):
         memo = getattr(parser, name, None)
         if hasattr(memo, "cache_info") and hasattr(memo, "__wrapped__"):
             setattr(parser, name, functools.lru_cache(maxsize=PARSE_CACHE_SIZE)(memo.__wrapped__))
+    # load the LaTeX grammar and SymPy's lazy modules now, not inside the first check's deadline
+    verify(parse("$\\frac{1}{2}$", parsing_timeout=None), parse("$0.5$", parsing_timeout=None), timeout_seconds=None)
     _WORKER_READY = True
 
 
@@ -123,7 +125,9 @@ class MathChecker:
             raise K2RLError(f"math checker timeout must be positive, got {timeout_s}")
         if workers < 1:
             raise K2RLError(f"math checker needs at least one worker, got {workers}")
-        self.pool = DeadlinePool(verdict, workers=workers, timeout_s=timeout_s, memory_limit_mb=4096)
+        self.pool = DeadlinePool(
+            verdict, workers=workers, timeout_s=timeout_s, memory_limit_mb=4096, initializer=_prepare_worker
+        )
         self.cache_size = cache_size
         self._cache: collections.OrderedDict[bytes, bool | None] = collections.OrderedDict()
         self._lock = threading.Lock()

@@ -16,3 +16,8 @@ def die(code: int) -> None:
 
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+def slow_start() -> None:
+    """An initializer as slow as heavy imports."""
+    time.sleep(1.0)

@@ -68,3 +68,8 @@ def test_tasks_with_one_key_share_a_worker_queue(pool):
 def test_functions_must_be_importable():
     with pytest.raises(ValueError, match="top-level function"):
         DeadlinePool(lambda task: task)
+
+
+def test_initializer_time_is_not_charged_to_the_first_task(pool):
+    p = pool(pool_tasks.nap, workers=1, timeout_s=0.5, initializer=pool_tasks.slow_start)
+    assert [status for status, _ in p.map([0.01, 0.01])] == [OK, OK]
