@@ -8,9 +8,11 @@ compares symbolically and numerically. This module adds what a training loop nee
   only works on the main thread, so it is switched off in the workers and the parent kills and
   replaces a worker that overruns (:class:`~k2rl.rewards.deadline_pool.DeadlinePool`).
 * **Caches.** The parent remembers verdicts of (gold, response) pairs it has seen; each worker
-  remembers parsed golds (a batch repeats each gold once per sampled completion) and verdicts for
-  (gold, parsed answer), since many completions of one prompt reach the same answer.
-* **Batching.** :meth:`MathChecker.check_many` spreads a batch over all workers.
+  remembers parsed golds (a batch repeats each gold once per sampled completion), verdicts for
+  (gold, parsed answer), since many completions of one prompt reach the same answer, and keeps a
+  larger LaTeX-parse memo than math-verify's own (answers recur across prompts and epochs).
+* **Batching.** :meth:`MathChecker.check_many` spreads a batch over all workers, keeping the
+  samples of one prompt (one gold) on one worker so that worker's caches serve them.
 
 Reward mode: the gold answer is never rewritten. A bare gold (``\\frac{3}{4}``, ``(2, 5]``) is only
 given ``$…$`` delimiters so math-verify reads it as one expression; a gold that already has
