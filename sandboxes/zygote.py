@@ -129,7 +129,12 @@ def _describe(exc: BaseException) -> list:
 
 def _candidate(mode: str, program: str, sock_fd: int) -> None:
     """Runs in the forked child: execute the program, then (tests mode) serve calls on the socket."""
-    namespace = {"__name__": "__main__" if mode == "io" else "solution", "__builtins__": builtins}
+    # A real module in sys.modules, so pickle (multiprocessing) can find the program's functions.
+    module = type(sys)("__main__" if mode == "io" else "solution")
+    module.__file__ = "solution.py"
+    sys.modules[module.__name__] = module
+    namespace = module.__dict__
+    namespace["__builtins__"] = builtins
     sys.argv = ["solution.py"]
     sock = socket.socket(fileno=sock_fd) if sock_fd >= 0 else None
 
