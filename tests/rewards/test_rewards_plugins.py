@@ -1,49 +1,21 @@
 """Plugins: a reward package found through the ``k2rl.rewards`` entry-point group alone.
 
 The fixture package in ``tests/fixtures/k2rl_plugin_demo`` is installed with pip into a temporary
-target directory (the shared environment is left alone) and put on the path of this process and of
-a ``k2rl`` subprocess.
+target directory (see ``conftest.py``; the shared environment is left alone) and put on the path of
+this process and of a ``k2rl`` subprocess.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import shutil
 import subprocess
 import sys
 from importlib.metadata import EntryPoint
-from pathlib import Path
 
 import pytest
 
 from k2rl.errors import K2RLError
 from k2rl.rewards import available_rewards, build_reward_funcs, plugins
-from k2rl.rewards.registry import _REGISTRY
-
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "k2rl_plugin_demo"
-
-
-@pytest.fixture(scope="module")
-def installed_plugin(tmp_path_factory):
-    work = tmp_path_factory.mktemp("plugin")
-    source = work / "src"
-    shutil.copytree(FIXTURE, source)  # pip writes build files next to the sources
-    target = work / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        check=True,
-    )
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    yield target
-    sys.path.remove(str(target))
-    for name in ("demo_brevity", "demo_broken"):
-        _REGISTRY.pop(name, None)
-        plugins._loaded.pop(name, None)
-    sys.modules.pop("k2rl_plugin_demo", None)
-
 
 def test_plugin_is_listed_by_the_cli(installed_plugin, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_plugin), os.environ.get("PYTHONPATH", "")])}

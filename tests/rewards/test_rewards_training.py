@@ -1,7 +1,6 @@
 """End to end: rewards from a plugin package, composed with built-ins, in a few `k2rl train` steps.
 
-Uses the plugin fixture installed by ``test_rewards_plugins`` (same module-scoped pip install) and a
-tiny recipe: a random k2-tiny policy, no warm start, two RL steps on CPU.
+Uses the plugin fixture package (pip-installed once per module, see ``conftest.py``) and a tiny recipe: a random k2-tiny policy, no warm start, two RL steps on CPU.
 """
 
 from __future__ import annotations
@@ -11,9 +10,7 @@ import os
 import subprocess
 import sys
 
-import pytest
 import yaml
-from test_rewards_plugins import installed_plugin  # noqa: F401  (fixture)
 
 
 def run_train(tmp_path, site, rewards, max_steps=2):
@@ -41,7 +38,7 @@ def rl_records(tmp_path):
     return [r for r in map(json.loads, metrics.read_text().splitlines()) if r["phase"] == "rl" and "loss" in r]
 
 
-def test_plugin_reward_trains_alongside_builtins(installed_plugin, tmp_path):  # noqa: F811
+def test_plugin_reward_trains_alongside_builtins(installed_plugin, tmp_path):
     result = run_train(tmp_path, installed_plugin, [
         {"name": "exact_answer", "weight": 1.0},
         {"name": "math", "weight": 1.0, "options": {"check_timeout_s": 10}},
@@ -57,7 +54,7 @@ def test_plugin_reward_trains_alongside_builtins(installed_plugin, tmp_path):  #
         assert record["rewards/demo_brevity/mean"] >= 0
 
 
-def test_a_reward_that_keeps_failing_stops_the_run_by_name(installed_plugin, tmp_path):  # noqa: F811
+def test_a_reward_that_keeps_failing_stops_the_run_by_name(installed_plugin, tmp_path):
     result = run_train(tmp_path, installed_plugin, [
         {"name": "exact_answer"},
         {"name": "demo_broken", "weight": 0.5},
