@@ -8,6 +8,8 @@ any GPU time is spent.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import statistics
 import time
@@ -125,7 +127,8 @@ def check_command(args) -> int:
     print(f"reward {args.name!r} on {len(samples)} samples from {args.samples}")
     for number, sample in samples:
         start = time.perf_counter()
-        value = reward(**_call_kwargs(sample))[0]
+        output = reward(**_call_kwargs(sample))
+        value = (asyncio.run(output) if inspect.isawaitable(output) else output)[0]
         elapsed = time.perf_counter() - start
         timings.append(elapsed)
         reason = reward.failure_stats.last_reason

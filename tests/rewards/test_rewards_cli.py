@@ -49,8 +49,14 @@ def flaky():
             raise RuntimeError("cannot score this one")
         return [float("nan")] if "nan" in completions[0] else [1.0]
 
+    @register_reward("test_async_judge")
+    async def async_judge(prompts, completions, **kwargs):
+        """An LLM-judge-like async reward."""
+        return [0.25 * len(c) for c in completions]
+
     yield
     _REGISTRY.pop("test_flaky", None)
+    _REGISTRY.pop("test_async_judge", None)
 
 
 def test_check_reports_failures_per_sample_and_exits_1(flaky, tmp_path, capsys):
@@ -98,3 +104,9 @@ def test_options_are_read_as_yaml(tmp_path, capsys):
             "--option", "unit=chars", "--option", "budget=2", "--option", "window=8"]
     assert main(args) == 0
     assert "-0.5000" in capsys.readouterr().out
+
+
+def test_check_runs_async_rewards(flaky, tmp_path, capsys):
+    write_jsonl(tmp_path / "s.jsonl", [{"prompt": "p", "completion": "ab"}])
+    assert main(["rewards", "check", "test_async_judge", "--samples", str(tmp_path / "s.jsonl")]) == 0
+    assert re.search(r"line 1 +0.5000", capsys.readouterr().out)
