@@ -110,8 +110,8 @@ def _check_output(output, expected: int) -> tuple[list, int, str | None]:
     for value in output:
         if value is None:
             cleaned.append(None)  # the reward itself abstains: not a failure
-        elif isinstance(value, bool) or not isinstance(value, Real):
-            cleaned.append(None)
+        elif isinstance(value, (bool, str, bytes)) or not (isinstance(value, Real) or hasattr(value, "__float__")):
+            cleaned.append(None)  # a bool is almost always a bug (a verdict where a score was meant)
             failed += 1
             reason = reason or f"returned a non-number ({type(value).__name__})"
         elif not math.isfinite(float(value)):
@@ -126,9 +126,8 @@ def _check_output(output, expected: int) -> tuple[list, int, str | None]:
 class _Guard:
     """The bookkeeping shared by the sync and async wrappers of one reward."""
 
-    def __init__(self, name: str, timeout_s: float | None, max_failure_fraction: float, min_samples: int):
+    def __init__(self, name: str, max_failure_fraction: float, min_samples: int):
         self.name = name
-        self.timeout_s = timeout_s
         self.max_failure_fraction = max_failure_fraction
         self.min_samples = min_samples
         self.stats = FailureStats()
@@ -183,7 +182,7 @@ def isolate(
         raise K2RLError(f"max_failure_fraction must be between 0 and 1, got {max_failure_fraction}")
     if timeout_s is not None and timeout_s <= 0:
         raise K2RLError(f"timeout_s for reward {name!r} must be positive, got {timeout_s}")
-    guard = _Guard(name, timeout_s, max_failure_fraction, min_samples)
+    guard = _Guard(name, max_failure_fraction, min_samples)
     target = fn
     while isinstance(target, functools.partial):
         target = target.func

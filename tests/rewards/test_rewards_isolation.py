@@ -84,6 +84,15 @@ def test_each_failure_mode_becomes_none_counted_logged(fn, expected, failed, rea
     assert fn.__name__ in caplog.text and reason in caplog.text
 
 
+def test_numpy_and_torch_scalars_are_numbers():
+    import numpy as np
+    import torch
+
+    wrapped = isolate(lambda prompts, completions, **kw: [np.float32(0.5), torch.tensor(1.0), np.int64(0), 1], "scalars")
+    assert call(wrapped) == [0.5, 1.0, 0.0, 1.0]
+    assert wrapped.failure_stats.failed == 0
+
+
 def test_sync_timeout_returns_within_deadline():
     wrapped = isolate(hangs, "hangs", timeout_s=0.2)
     start = time.monotonic()
