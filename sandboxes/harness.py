@@ -23,6 +23,7 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
 import time
 
@@ -63,10 +64,12 @@ class SandboxLost(Abort):
 class Channel:
     """Frames to/from the zygote over pipes (bubblewrap) or a Docker attach socket (demultiplexed)."""
 
-    def __init__(self, read_fd: int, write_fd: int, docker: bool = False):
+    def __init__(self, read_fd: int, write_fd: int, docker: bool = False, sock: socket.socket | None = None):
         self.read_fd, self.write_fd, self.docker = read_fd, write_fd, docker
+        self.sock = sock  # a Unix socket to the zygote (local backend): it may pass us descriptors
         self.frames = FrameReader()
         self.pending: list = []
+        self.fds: list[int] = []  # descriptors received, matched in order with "F" frames
         self._raw = bytearray()  # docker stream headers not yet parsed
 
     def send(self, kind: bytes, obj) -> None:
@@ -99,7 +102,11 @@ class Channel:
             if not ready:
                 continue
             try:
-                data = os.read(self.read_fd, 1 << 20)
+                if self.sock is not None:
+                    data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, 4)
+                    self.fds.extend(fds)
+                else:
+                    data = os.read(self.read_fd, 1 << 20)
             except OSError:
                 data = b""
             if not data:
@@ -126,6 +133,9 @@ class Session:
         self.broken: Abort | None = None  # first aborted call; a verdict with one never passes
         self.memory = False
         self.done: dict | None = None
+        self.direct: socket.socket | None = None  # the candidate's own socket, when the zygote handed it over
+        self.direct_frames = FrameReader()
+        self.direct_pending: list = []
 
     def _event(self, event: dict) -> None:
         kind = event.get("ev") if type(event) is dict else None
@@ -141,15 +151,58 @@ class Session:
         else:
             raise SandboxLost(f"unexpected sandbox event {str(event)[:100]}")
 
+    def _direct_frame(self):
+        """The next frame on the candidate's own socket, watching the zygote's channel for events."""
+        while not self.direct_pending:
+            if self.gone is not None:
+                raise self.gone
+            left = self.deadline + GRACE_S - time.monotonic()
+            if left <= 0:
+                raise ProgramTimeout("no answer from the program in time")
+            if self.channel.pending:
+                kind, body = self.channel.recv(self.deadline + GRACE_S)
+                self._event(json.loads(body) if kind == b"Z" else {})
+                continue
+            ready, _, _ = select.select([self.direct, self.channel.read_fd], [], [], left)
+            if self.direct in ready:  # before events: a reply sent just before exiting still counts
+                try:
+                    data = self.direct.recv(1 << 20)
+                except OSError:
+                    data = b""
+                if not data:  # the program died or closed it: let the zygote say how, briefly
+                    wait_until = time.monotonic() + 0.5
+                    while self.gone is None and time.monotonic() < wait_until:
+                        if self.channel.pending or select.select([self.channel.read_fd], [], [], 0.05)[0]:
+                            kind, body = self.channel.recv(wait_until)
+                            self._event(json.loads(body) if kind == b"Z" else {})
+                    self.gone = self.gone or ProgramGone("the program closed its channel")
+                    continue
+                try:
+                    self.direct_pending.extend(self.direct_frames.feed(data))
+                except FrameError as exc:
+                    self.gone = ProgramGone(f"the program's channel failed ({exc})")
+            elif ready:
+                kind, body = self.channel.recv(self.deadline + GRACE_S)
+                self._event(json.loads(body) if kind == b"Z" else {})
+        return self.direct_pending.pop(0)
+
     def candidate_message(self) -> dict:
         """The next frame the candidate sent, or the Abort that ended it."""
         while True:
-            if self.gone is not None:
+            if self.gone is not None and not self.direct_pending:
                 raise self.gone
-            try:
+            if self.direct is not None:
+                kind, body = self._direct_frame()
+            else:
                 kind, body = self.channel.recv(self.deadline + GRACE_S)
-            except Abort as exc:
-                raise exc
+            if kind == b"F":  # the zygote passed us the candidate's socket
+                if not self.channel.fds:
+                    raise SandboxLost("descriptor frame without a descriptor")
+                self.direct = socket.socket(fileno=self.channel.fds.pop(0))
+                for extra in self.channel.fds:  # never more than one per job; drop anything else
+                    os.close(extra)
+                self.channel.fds.clear()
+                continue
             if kind == b"Z":
                 self._event(json.loads(body))
                 continue
@@ -172,7 +225,15 @@ class Session:
             self.calls += 1
             if self.gone is not None:
                 raise self.gone
-            self.channel.send(b"C", payload)
+            if self.direct is not None:
+                try:
+                    self.direct.settimeout(max(0.01, self.deadline + GRACE_S - time.monotonic()))
+                    self.direct.sendall(pack_frame(b"C", json.dumps(payload).encode()))
+                except OSError:
+                    self.gone = self.gone or ProgramGone("the program stopped reading its channel")
+                    raise self.gone from None
+            else:
+                self.channel.send(b"C", payload)
             message = self.candidate_message()
             if message.get("id") != self.calls:
                 raise ProgramGone("the program answered out of turn")
@@ -193,6 +254,8 @@ class Session:
 
     def finish(self) -> dict:
         """End the run (kill the candidate's tree) and return the zygote's closing report."""
+        if self.direct is not None:
+            self.direct.close()
         if self.done is None:
             self.channel.send(b"Z", {"op": "end"})
         while self.done is None:
@@ -357,7 +420,7 @@ def run_tests_job(channel: Channel, job: dict) -> dict:
     if status != "passed" and session.memory:
         status = "memory"
     if done.get("timeout") and status != "passed":
-        status = "timeout"
+        status, detail = "timeout", "the program exceeded its time limit"
     if status != "passed" and passed_cases >= total:
         passed_cases = total - 1
     return {**_verdict(status, detail, done, start), "clean": True, "cases": [passed_cases, total]}
@@ -415,9 +478,11 @@ def _start_sandbox(config: dict):
         from k2rl.sandboxes.local import bwrap_command
 
         argv, kwargs = bwrap_command(config["limits"]["tmp_mb"])
-        handle = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, **kwargs)
-        channel = Channel(handle.stdout.fileno(), handle.stdin.fileno())
+        ours, theirs = socket.socketpair()  # a Unix socket, so the zygote can pass descriptors
+        handle = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL, **kwargs)
+        theirs.close()
+        handle._k2rl_sock = ours
+        channel = Channel(ours.fileno(), ours.fileno(), sock=ours)
     kind, body = channel.recv(time.monotonic() + STARTUP_S)
     hello = json.loads(body)
     if kind != b"Z" or hello.get("ev") != "ready":
@@ -435,8 +500,7 @@ def _stop_sandbox(config: dict, handle) -> None:
     else:
         handle.kill()
         handle.wait()
-        handle.stdin.close()
-        handle.stdout.close()
+        handle._k2rl_sock.close()
 
 
 class _Watchdog(BaseException):

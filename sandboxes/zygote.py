@@ -26,6 +26,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import sys
 import time
 import traceback
@@ -264,7 +265,11 @@ def _start(request: dict, devnull: int, wake: tuple) -> _Job:
             del job.pipes[in_w]
     if parent_sock:
         child_sock.close()
-        job.sock = parent_sock
+        if DIRECT:  # hand our end to the harness: calls then skip this process entirely
+            socket.send_fds(DIRECT, [pack_frame(b"F", b"")], [parent_sock.fileno()])
+            parent_sock.close()
+        else:
+            job.sock = parent_sock
     return job
 
 
@@ -321,10 +326,16 @@ def _finish(job: _Job) -> dict:
     return done
 
 
+DIRECT = None  # the harness channel as a socket object, when it is a Unix socket (local backend)
+
+
 def main() -> None:
+    global DIRECT
     if os.getpid() != 1:
         sys.exit("zygote: refusing to run outside a fresh PID namespace (must be PID 1)")
     _dumpable(0)
+    if stat.S_ISSOCK(os.fstat(1).st_mode):
+        DIRECT = socket.socket(fileno=os.dup(1))
     os.chdir("/tmp")
     devnull = os.open(os.devnull, os.O_RDWR)
     wake_r, wake_w = os.pipe()
