@@ -100,6 +100,18 @@ async def _await_with_deadline(coroutine, timeout_s: float | None):
     return task.result()
 
 
+def _as_number(value) -> float | None:
+    """``value`` as a float if it is a real number (numpy and one-element torch scalars included)."""
+    if isinstance(value, (bool, str, bytes)):  # a bool is almost always a verdict where a score was meant
+        return None
+    if not (isinstance(value, Real) or hasattr(value, "__float__")):
+        return None
+    try:
+        return float(value)
+    except Exception:  # noqa: BLE001  (e.g. a multi-element tensor)
+        return None
+
+
 def _check_output(output, expected: int) -> tuple[list, int, str | None]:
     """Validated rewards, number of failed samples and the reason for the first problem found."""
     if not isinstance(output, (list, tuple)):
@@ -108,18 +120,16 @@ def _check_output(output, expected: int) -> tuple[list, int, str | None]:
         return [None] * expected, expected, f"returned {len(output)} values for {expected} samples"
     cleaned, failed, reason = [], 0, None
     for value in output:
+        number = None if value is None else _as_number(value)
         if value is None:
             cleaned.append(None)  # the reward itself abstains: not a failure
-        elif isinstance(value, (bool, str, bytes)) or not (isinstance(value, Real) or hasattr(value, "__float__")):
-            cleaned.append(None)  # a bool is almost always a bug (a verdict where a score was meant)
-            failed += 1
-            reason = reason or f"returned a non-number ({type(value).__name__})"
-        elif not math.isfinite(float(value)):
+        elif number is None or not math.isfinite(number):
             cleaned.append(None)
             failed += 1
-            reason = reason or f"returned {float(value)}"
+            problem = f"a non-number ({type(value).__name__})" if number is None else str(number)
+            reason = reason or f"returned {problem}"
         else:
-            cleaned.append(float(value))
+            cleaned.append(number)
     return cleaned, failed, reason
 
 

@@ -48,6 +48,12 @@ def strings(prompts, completions, **kwargs):
     return [1.0, "0.5", True, 0.0]
 
 
+def tensor_rows(prompts, completions, **kwargs):
+    import torch
+
+    return [torch.ones(2), 1.0, 1.0, 1.0]
+
+
 def too_short(prompts, completions, **kwargs):
     return [1.0, 1.0]
 
@@ -68,6 +74,7 @@ def hangs(prompts, completions, **kwargs):
         (nan_at_1, [1.0, None, 0.0, 1.0], 1, "returned nan"),
         (inf_at_0, [None, 1.0, 0.0, None], 2, "returned inf"),
         (strings, [1.0, None, None, 0.0], 2, "returned a non-number (str)"),
+        (tensor_rows, [None, 1.0, 1.0, 1.0], 1, "returned a non-number (Tensor)"),
         (too_short, [None] * 4, 4, "returned 2 values for 4 samples"),
         (not_a_list, [None] * 4, 4, "returned float, not a list"),
     ],
