@@ -89,7 +89,7 @@ def _close_all(slots: list) -> None:
 class Sandbox:
     """Runs programs against tests in a pool of warm sandboxes of one backend.
 
-    Options (all keyword): ``workers`` (pool size, default: CPU count), ``memory_mb`` (address space
+    Options (all keyword): ``workers`` (pool size, default: twice the CPU count), ``memory_mb`` (address space
     per process), ``nproc``, ``fsize_mb``, ``nofile``, ``tmp_mb`` (size of the private /tmp), and for
     Docker ``image``, ``cpus``, ``container_memory_mb``, ``pids``.
     """
@@ -98,7 +98,13 @@ class Sandbox:
                  nproc: int = 64, fsize_mb: int = 16, nofile: int = 256, tmp_mb: int = 64,
                  image: str | None = None, cpus: float = 1.0, container_memory_mb: int = 2048, pids: int = 128):
         self.backend = backend
-        self.workers = int(workers or os.cpu_count() or 1)
+        # Two per CPU: a verdict spends part of its time waiting on another process, so one worker
+        # per CPU would leave cores idle.
+        self.workers = workers if workers is not None else 2 * (os.cpu_count() or 1)
+        for name, value in (("workers", self.workers), ("memory_mb", memory_mb), ("nproc", nproc),
+                            ("fsize_mb", fsize_mb), ("nofile", nofile), ("tmp_mb", tmp_mb), ("pids", pids)):
+            if not isinstance(value, int) or value < 1:
+                raise K2RLError(f"sandbox option {name} must be a positive integer, got {value!r}")
         self._config = {"backend": backend,
                         # Docker limits processes per container (pids cgroup); RLIMIT_NPROC would
                         # count every uid-65534 process on the host instead.
@@ -177,12 +183,7 @@ class Sandbox:
 
     def run_tests_many(self, pairs, timeout_s: float = 10.0) -> list[Verdict]:
         """``run_tests`` for many ``(program, tests)`` pairs concurrently; verdicts in input order."""
-        pairs = list(pairs)
-        if not pairs:
-            return []
-        self.start()
-        with ThreadPoolExecutor(min(self.workers, len(pairs))) as pool:
-            return list(pool.map(lambda pair: self.run_tests(pair[0], pair[1], timeout_s), pairs))
+        return self._many(self.run_tests, pairs, timeout_s)
 
     def run_io(self, program: str, cases, timeout_s: float = 10.0) -> Verdict:
         """Run ``program`` as ``__main__`` once per ``(stdin, expected_stdout)`` case; passed if all match.
@@ -199,12 +200,15 @@ class Sandbox:
 
     def run_io_many(self, items, timeout_s: float = 10.0) -> list[Verdict]:
         """``run_io`` for many ``(program, cases)`` items concurrently; verdicts in input order."""
+        return self._many(self.run_io, items, timeout_s)
+
+    def _many(self, run, items, timeout_s: float) -> list[Verdict]:
         items = list(items)
         if not items:
             return []
         self.start()
-        with ThreadPoolExecutor(min(self.workers, len(items))) as pool:
-            return list(pool.map(lambda item: self.run_io(item[0], item[1], timeout_s), items))
+        with ThreadPoolExecutor(min(self.workers, len(items))) as pool:  # threads only wait on pipes
+            return list(pool.map(lambda item: run(item[0], item[1], timeout_s), items))
 
 
 def _check_text(value, what: str) -> None:

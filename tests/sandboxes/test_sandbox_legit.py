@@ -126,3 +126,19 @@ def test_user_errors_are_one_line():
         get_sandbox("nope")
     with pytest.raises(K2RLError, match="must be a str"):
         get_sandbox("local").run_tests(b"x", "assert True")
+
+
+def test_a_dead_harness_is_an_infrastructure_failure_then_replaced():
+    import signal
+
+    with get_sandbox("local", workers=1) as sb:
+        sb._slots[0].proc.send_signal(signal.SIGKILL)
+        sb._slots[0].proc.wait()
+        verdict = sb.run_tests("def f():\n    return 1\n", "assert f() == 1\n")
+        assert verdict.status == "sandbox_error" and verdict.infrastructure_failure and not verdict.passed
+        assert sb.run_tests("def f():\n    return 1\n", "assert f() == 1\n").passed
+
+
+def test_bad_options_are_k2rl_errors():
+    with pytest.raises(K2RLError, match="workers"):
+        get_sandbox("local", workers=0)
