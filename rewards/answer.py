@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
+from k2rl.errors import K2RLError
 from k2rl.rewards.registry import register_reward
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
@@ -22,6 +23,18 @@ def completion_text(completion) -> str:
     if isinstance(completion, list):
         return "".join(m.get("content") or "" for m in completion if m.get("role") == "assistant")
     raise TypeError(f"completion must be a str or a list of messages, got {type(completion).__name__}")
+
+
+# Keyword arguments TRL passes to every reward that are not dataset columns.
+TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments"})
+
+
+def dataset_column(columns: dict, column: str, reward: str) -> list:
+    """The dataset column ``column`` from a reward's keyword arguments, or a K2RLError naming the ones there are."""
+    if column not in columns:
+        present = sorted(k for k in columns if k not in TRAINER_KWARGS)
+        raise K2RLError(f"reward {reward!r} needs the gold answer column {column!r}; the dataset has {present}")
+    return columns[column]
 
 
 def extract_final_number(text: str) -> str | None:
@@ -54,6 +67,7 @@ def answers_match(response: str, gold: str) -> bool:
 
 
 @register_reward("exact_answer")
-def exact_answer_reward(prompts, completions, answer, **kwargs) -> list[float]:
-    """1.0 where the completion's final number equals the ``answer`` column, else 0.0."""
-    return [float(answers_match(completion_text(c), a)) for c, a in zip(completions, answer, strict=True)]
+def exact_answer_reward(prompts, completions, column: str = "answer", **kwargs) -> list[float]:
+    """1.0 where the completion's final number equals the gold column (``answer``), else 0.0."""
+    golds = dataset_column(kwargs, column, "exact_answer")
+    return [float(answers_match(completion_text(c), a)) for c, a in zip(completions, golds, strict=True)]

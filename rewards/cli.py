@@ -55,13 +55,16 @@ def _source(name: str, fn) -> str:
 
 
 def list_command(args) -> int:
-    from k2rl.rewards.registry import available_rewards
+    from k2rl.rewards.registry import available_rewards, reward_options
 
     rewards = available_rewards()
     width = max(map(len, rewards), default=0)
     for name in sorted(rewards):
         fn = rewards[name]
         print(f"{name:<{width}}  {_summary_line(fn)}  [{_source(name, fn)}]")
+        options = reward_options(fn)
+        if options:
+            print(f"{'':<{width}}  options: {', '.join(options)}")
     return 0
 
 

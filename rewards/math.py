@@ -31,7 +31,7 @@ import threading
 from collections.abc import Sequence
 
 from k2rl.errors import K2RLError
-from k2rl.rewards.answer import completion_text
+from k2rl.rewards.answer import completion_text, dataset_column
 from k2rl.rewards.deadline_pool import OK, DeadlinePool
 from k2rl.rewards.registry import register_reward
 
@@ -207,10 +207,7 @@ def math_reward(
     **kwargs,
 ) -> list[float | None]:
     """1.0 where the completion's final answer is mathematically equal to the gold column, else 0.0."""
-    if column not in kwargs:
-        columns = sorted(k for k in kwargs if k not in ("trainer_state", "log_extra", "log_metric", "environments"))
-        raise K2RLError(f"reward 'math' needs the gold answer column {column!r}; the dataset has {columns}")
-    golds = kwargs[column]
+    golds = dataset_column(kwargs, column, "math")
     checker = get_checker(workers=workers, timeout_s=check_timeout_s)
     rows = [i for i, gold in enumerate(golds) if gold is not None]
     verdicts = checker.check_many([(completion_text(completions[i]), golds[i]) for i in rows])

@@ -61,3 +61,10 @@ def test_length_penalty_in_characters_and_errors():
         get_reward("length_penalty")(prompts=[""], completions=["x"], completion_ids=None)
     with pytest.raises(K2RLError, match="unit must be"):
         get_reward("length_penalty", unit="words")(prompts=[""], completions=["x"])
+
+
+def test_exact_answer_reads_the_configured_column():
+    reward = get_reward("exact_answer", column="target")
+    assert reward(prompts=["", ""], completions=["so 1200", "12"], target=["1200", "13"]) == [1.0, 0.0]
+    with pytest.raises(K2RLError, match=r"'exact_answer' needs the gold answer column 'answer'; the dataset has \['target'\]"):
+        get_reward("exact_answer")(prompts=[""], completions=["1"], target=["1"], log_metric=print)

@@ -20,9 +20,11 @@ def write_jsonl(path, rows):
 def test_list_shows_builtins_with_their_first_docstring_line(capsys):
     assert main(["rewards", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    by_name = {line.split()[0]: line for line in lines}
+    by_name = {line.split()[0]: (line, lines[i + 1]) for i, line in enumerate(lines) if not line.startswith(" ")}
     assert {"math", "format", "length_penalty", "exact_answer"} <= set(by_name)
-    assert "mathematically equal to the gold column" in by_name["math"] and "[built-in]" in by_name["math"]
+    summary, options = by_name["math"]
+    assert "mathematically equal to the gold column" in summary and "[built-in]" in summary
+    assert options.split() == ["options:", "column,", "check_timeout_s,", "workers,", "timeout_reward"]
 
 
 def test_check_prints_scores_timing_and_summary(tmp_path, capsys):
