@@ -40,9 +40,11 @@ TAIL = 8192  # bytes of stdout/stderr kept for the verdict
 IO_CAP = 4 << 20  # bytes of stdout kept for stdin/stdout comparison
 SCRATCH = ("/tmp", "/dev/shm")  # writable places, emptied after every job
 # Imported once here so a candidate's `from typing import List` costs a dict lookup, not a file load.
+# Not threading or random (nor subprocess, tempfile, statistics, which import them): their at-fork
+# hooks write to ~160 more pages in every child, which costs more per verdict than importing them
+# in the few programs that use them.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
-           "random", "copy", "hashlib", "fractions", "decimal", "datetime", "operator", "dataclasses",
-           "statistics", "array", "threading", "subprocess", "tempfile")
+           "copy", "hashlib", "fractions", "decimal", "datetime", "operator", "dataclasses", "array")
 
 
 try:

@@ -180,6 +180,10 @@ ATTACKS: dict[str, tuple[str, str, float]] = {
     "stack_overflow": ("import sys\nsys.setrecursionlimit(10**8)\ndef solve(x):\n    return solve(x + 1)\n", TESTS, 5),
     "generator_result": ("def solve(x):\n    yield 26\n", TESTS, 5),
     "huge_int_result": ("def solve(x):\n    return 10 ** 100000\n", TESTS, 5),
+    "stop_iteration_into_all": ("def solve(x):\n    raise StopIteration\n",
+                                "assert all(map(lambda x: solve(x) == x * x + 17, [3, 5]))\n", 5),
+    "test_side_endless_loop": ("def solve(x):\n    return 0\n",
+                               "x = solve(3)\nwhile x != 26:\n    pass\n", 0.5),
     "self_referencing_list": ("def solve(x):\n    a = []\n    a.append(a)\n    return a\n", "assert solve(0)\n", 5),
 }
 
