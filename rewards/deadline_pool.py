@@ -230,15 +230,19 @@ class DeadlinePool:
             worker.deadline = time.monotonic() + self.timeout_s
             waiting[worker.conn] = worker
 
+        unsettled = len(tasks)
+
         def settle(worker: _Worker, outcome: tuple[str, object]) -> None:
+            nonlocal unsettled
             if worker.task_index is None:  # it never came up
                 raise RuntimeError(f"checker worker failed to start: {outcome[1]}")
             results[worker.task_index] = outcome
             worker.task_index = None
+            unsettled -= 1
 
         for worker in list(self._workers):
             dispatch(worker)
-        while waiting:
+        while unsettled:  # a replacement still starting when all is done is picked up by a later map()
             nearest = min(w.deadline for w in waiting.values())
             for conn in wait(list(waiting), timeout=max(0.0, nearest - time.monotonic())):
                 worker = waiting.pop(conn)

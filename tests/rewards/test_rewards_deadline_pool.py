@@ -73,3 +73,12 @@ def test_functions_must_be_importable():
 def test_initializer_time_is_not_charged_to_the_first_task(pool):
     p = pool(pool_tasks.nap, workers=1, timeout_s=0.5, initializer=pool_tasks.slow_start)
     assert [status for status, _ in p.map([0.01, 0.01])] == [OK, OK]
+
+
+def test_after_a_timeout_work_goes_on_while_the_replacement_starts(pool):
+    p = pool(pool_tasks.nap, workers=2, timeout_s=0.5, initializer=pool_tasks.slow_start)
+    assert [status for status, _ in p.map([30, 0.01])] == [TIMEOUT, OK]
+    start = time.monotonic()
+    assert [status for status, _ in p.map([0.01])] == [OK]  # the healthy worker takes it
+    assert time.monotonic() - start < 0.8  # the replacement needs 1 s to start
+    assert [status for status, _ in p.map([0.01, 0.01])] == [OK, OK]
