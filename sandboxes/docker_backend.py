@@ -149,8 +149,8 @@ def start_container(config: dict):
     env = {**SANDBOX_ENV, "LD_LIBRARY_PATH": f"{SANDBOX_PREFIX}/lib:{_LIB_DIRS}"}
     container = client.containers.create(
         image, command=zygote_command(), stdin_open=True, detach=False, tty=False,
-        network_mode="none", mem_limit=f"{options['memory_mb']}m", memswap_limit=f"{options['memory_mb']}m",
-        pids_limit=options["pids"], nano_cpus=int(options["cpus"] * 1e9), read_only=True,
+        network_mode="none", mem_limit=f"{limits['sandbox_memory_mb']}m",
+        memswap_limit=f"{limits['sandbox_memory_mb']}m", pids_limit=limits["pids"], nano_cpus=int(options["cpus"] * 1e9), read_only=True,
         tmpfs={"/tmp": f"size={limits['tmp_mb']}m,mode=1777"}, user="65534:65534", cap_drop=["ALL"],
         security_opt=["no-new-privileges"], environment=env, working_dir="/tmp", hostname="sandbox",
         auto_remove=True, labels={LABEL: "1"}, ipc_mode="private")

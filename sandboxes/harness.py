@@ -566,6 +566,23 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     reader, pending = FrameReader(), []
     config = _read_frame(proto_in, reader, pending)
+    groups = []
+    if config["backend"] == "local":  # Docker applies the same limits to its containers
+        from k2rl.sandboxes.cgroups import confine
+
+        groups = confine(config["limits"]["sandbox_memory_mb"], config["limits"]["pids"])
+    try:
+        _serve(config, proto_in, proto_out, reader, pending, groups)
+    finally:
+        if groups:
+            from k2rl.sandboxes.cgroups import release
+
+            release(groups)
+
+
+def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pending: list, groups: list) -> None:
+    from k2rl.sandboxes.cgroups import oom_kills
+
     channel = handle = None
     try:
         channel, handle = _start_sandbox(config)
@@ -584,7 +601,10 @@ def main() -> None:
                 except BaseException as exc:  # noqa: BLE001
                     _write_frame(proto_out, _verdict("sandbox_error", f"could not restart the sandbox: {exc}"))
                     continue
+            kills = oom_kills(groups)
             verdict = _run_job(channel, {**job, "limits": config["limits"]})
+            if verdict["status"] not in ("passed", "sandbox_error") and oom_kills(groups) > kills:
+                verdict["status"] = "memory"  # the sandbox's cgroup ran out and the kernel killed in it
             if not verdict.pop("clean", False):
                 _stop_sandbox(config, handle)
                 channel = handle = None

@@ -89,28 +89,31 @@ def _close_all(slots: list) -> None:
 class Sandbox:
     """Runs programs against tests in a pool of warm sandboxes of one backend.
 
-    Options (all keyword): ``workers`` (pool size, default: twice the CPU count), ``memory_mb`` (address space
-    per process), ``nproc``, ``fsize_mb``, ``nofile``, ``tmp_mb`` (size of the private /tmp), and for
-    Docker ``image``, ``cpus``, ``container_memory_mb``, ``pids``.
+    Options (all keyword): ``workers`` (pool size, default: twice the CPU count); per process
+    ``memory_mb`` (address space), ``nproc``, ``fsize_mb``, ``nofile``; per sandbox ``tmp_mb`` (the
+    private /tmp), ``sandbox_memory_mb`` and ``pids`` (a container's limits; for the local backend a
+    cgroup when running as root, see :mod:`k2rl.sandboxes.cgroups`); for Docker ``image``, ``cpus``.
     """
 
     def __init__(self, backend: str = "local", *, workers: int | None = None, memory_mb: int = 1024,
                  nproc: int = 64, fsize_mb: int = 16, nofile: int = 256, tmp_mb: int = 64,
-                 image: str | None = None, cpus: float = 1.0, container_memory_mb: int = 2048, pids: int = 128):
+                 image: str | None = None, cpus: float = 1.0, sandbox_memory_mb: int = 2048, pids: int = 128):
         self.backend = backend
         # Two per CPU: a verdict spends part of its time waiting on another process, so one worker
         # per CPU would leave cores idle.
         self.workers = workers if workers is not None else 2 * (os.cpu_count() or 1)
         for name, value in (("workers", self.workers), ("memory_mb", memory_mb), ("nproc", nproc),
-                            ("fsize_mb", fsize_mb), ("nofile", nofile), ("tmp_mb", tmp_mb), ("pids", pids)):
+                            ("fsize_mb", fsize_mb), ("nofile", nofile), ("tmp_mb", tmp_mb), ("pids", pids),
+                            ("sandbox_memory_mb", sandbox_memory_mb)):
             if not isinstance(value, int) or value < 1:
                 raise K2RLError(f"sandbox option {name} must be a positive integer, got {value!r}")
         self._config = {"backend": backend,
                         # Docker limits processes per container (pids cgroup); RLIMIT_NPROC would
                         # count every uid-65534 process on the host instead.
                         "limits": {"memory_mb": memory_mb, "nproc": nproc if backend == "local" else 0, "fsize_mb": fsize_mb,
-                                   "nofile": nofile, "tmp_mb": tmp_mb},
-                        "docker": {"image": image, "cpus": cpus, "memory_mb": container_memory_mb, "pids": pids}}
+                                   "nofile": nofile, "tmp_mb": tmp_mb, "sandbox_memory_mb": sandbox_memory_mb,
+                                   "pids": pids},
+                        "docker": {"image": image, "cpus": cpus}}
         self._idle: queue.Queue = queue.Queue()
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()

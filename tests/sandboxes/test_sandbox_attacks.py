@@ -127,6 +127,9 @@ ATTACKS: dict[str, tuple[str, str, float]] = {
     "fork_bomb": ("import os\ndef solve(x):\n    while True:\n        try:\n            os.fork()\n"
                   "        except OSError:\n            pass\n", TESTS, 3),
     "memory_bomb": ("def solve(x):\n    hog = []\n    while True:\n        hog.append(bytearray(50 << 20))\n", TESTS, 5),
+    "fork_memory_bomb": ("import os, time\ndef solve(x):\n    for i in range(8):\n        if os.fork() == 0:\n            break\n"
+                         "    hog = bytearray(600 << 20)\n    for j in range(0, len(hog), 4096):\n        hog[j] = 1\n"
+                         "    time.sleep(2)\n    return 26\n", "assert solve(3) == 26 and False\n", 6),
     "disk_bomb": ("import os\ndef solve(x):\n    for i in range(1000):\n        with open(f'/tmp/fill{i}', 'wb') as f:\n"
                   "            f.write(os.urandom(1 << 20) * 8)\n    return None\n", TESTS, 5),
     "fd_bomb": ("import os\ndef solve(x):\n    fds = []\n    while True:\n        fds.append(os.open('/dev/null', os.O_RDONLY))\n",
