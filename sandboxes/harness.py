@@ -348,9 +348,10 @@ def compile_tests(source: str) -> list[tuple[object, bool, str]]:
     if _check_never_called(tree):
         raise ValueError("the tests define check() but never call it (append check(<entry_point>))")
     statements = []
+    lines = source.splitlines()
     for node in tree.body:
         is_case = isinstance(node, ast.Assert) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call))
-        text = (ast.get_source_segment(source, node) or "").split("\n")[0][:200]
+        text = lines[node.lineno - 1].strip()[:200] if node.lineno <= len(lines) else ""
         statements.append((compile(ast.Module([node], []), "tests.py", "exec"), is_case, f"line {node.lineno}: {text}"))
     return statements
 

@@ -136,6 +136,7 @@ ATTACKS: dict[str, tuple[str, str, float]] = {
                 TESTS, 5),
     "loop_ignoring_signals": ("import signal\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGXCPU, signal.SIGALRM):\n"
                               "    signal.signal(s, signal.SIG_IGN)\ndef solve(x):\n    while True:\n        pass\n", TESTS, 1.5),
+    "loop_at_import": ("while True:\n    pass\n", TESTS, 1.0),
     "loop_in_c_code": ("import re\ndef solve(x):\n    return re.match(r'(a+)+$', 'a' * 64 + 'b')\n", TESTS, 1.5),
     "output_flood": ("import sys\ndef solve(x):\n    line = 'PASSED ' * 1000 + '\\n'\n    for _ in range(20000):\n"
                      "        sys.stdout.write(line)\n        sys.stderr.write(line)\n    return None\n", TESTS, 10),

@@ -83,3 +83,13 @@ def test_frames_reassemble_and_cap_size():
     assert frames == [(b"C", b"hello"), (b"Z", b"")]
     with pytest.raises(FrameError):
         FrameReader(max_frame=16).feed(pack_frame(b"C", b"x" * 17))
+
+
+def test_sandboxes_do_not_import_torch_or_transformers():
+    import subprocess
+    import sys
+
+    code = ("import sys, k2rl.sandboxes, k2rl.sandboxes.pool, k2rl.sandboxes.harness, k2rl.sandboxes.docker_backend, "
+            "k2rl.sandboxes.cli\nprint(sorted({'torch', 'transformers'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
