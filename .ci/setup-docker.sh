@@ -3,8 +3,13 @@
 # Idempotent: safe to run on a fresh machine (as root) or again on a machine where it already ran.
 set -euo pipefail
 
-PY="${K2RL_PYTHON:-python3}"
-if [ -x /work/venv/bin/python ] && [ -z "${K2RL_PYTHON:-}" ]; then PY=/work/venv/bin/python; fi
+# The Python that has k2rl installed: $K2RL_PYTHON, else the repo's .venv, else /work/venv, else python3.
+cd "$(dirname "$0")/.."
+PY="${K2RL_PYTHON:-}"
+for candidate in .venv/bin/python /work/venv/bin/python; do
+    if [ -z "$PY" ] && [ -x "$candidate" ]; then PY="$candidate"; fi
+done
+PY="${PY:-python3}"
 
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
