@@ -56,12 +56,27 @@ class WarmStartConfig:
 
 
 @dataclass
+class ExpertSelectionConfig:
+    """Expert-selective LoRA (ESFT): adapt only the routed experts the task actually uses.
+
+    ``threshold_p: null`` adapts every routed expert. Otherwise the router is profiled on
+    ``profile_prompts`` training prompts and, per layer, the most relevant experts are kept until their
+    cumulative relevance share reaches ``threshold_p``.
+    """
+
+    threshold_p: float | None = None
+    score: Literal["gate", "share"] = "gate"  # average gate weight, or share of token selections
+    profile_prompts: int = 256
+
+
+@dataclass
 class LoraConfig:
     """LoRA adapters on the MoE experts (PEFT ``target_parameters``)."""
 
     r: int = 4
     alpha: int = 8
     targets: list[str] = field(default_factory=lambda: ["routed_experts"])
+    expert_selection: ExpertSelectionConfig = field(default_factory=ExpertSelectionConfig)
 
 
 @dataclass
@@ -85,6 +100,10 @@ class TrainerConfig:
     eval_steps: int = 25
     max_grad_norm: float = 1.0
     lora: LoraConfig = field(default_factory=LoraConfig)
+    router_trainable: bool = False  # train the MoE routers' weights too (saved with the adapter)
+    routing_replay: bool = False  # training forwards reuse the experts chosen during rollout
+    save_steps: int = 0  # checkpoint every N RL steps (0: none); `k2rl train ... --resume` continues
+    save_total_limit: int = 2
 
 
 @dataclass
