@@ -24,6 +24,7 @@ import resource
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -480,8 +481,6 @@ def _start_sandbox(config: dict):
         channel = Channel(sock.fileno(), sock.fileno(), docker=True)
         handle._k2rl_sock = sock  # keep the socket object (and its fd) alive
     else:
-        import subprocess
-
         from k2rl.sandboxes.local import bwrap_command
 
         argv, kwargs = bwrap_command(config["limits"]["tmp_mb"])
@@ -505,9 +504,14 @@ def _stop_sandbox(config: dict, handle) -> None:
 
         stop_container(handle)
     else:
-        handle.kill()
-        handle.wait()
+        # Closing the channel makes the zygote kill its namespace and exit, so bubblewrap exits too
+        # and every process's CPU time is accounted to us; a wedged sandbox is killed instead.
         handle._k2rl_sock.close()
+        try:
+            handle.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            handle.kill()
+            handle.wait()
 
 
 class _Watchdog(ProgramTimeout):
