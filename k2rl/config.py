@@ -80,10 +80,50 @@ class LoraConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """Per-task token budgets: a response past its task's budget is cut there and penalised.
+
+    The task type comes from the dataset column ``column``; ``budgets`` maps its values to a token
+    budget and ``default`` covers the rest (``null``: no budget for unlisted tasks). The penalty is
+    subtracted from the reward of every response that did not finish within its budget.
+    """
+
+    column: str | None = None  # null: budget control off
+    budgets: dict[str, int] = field(default_factory=dict)
+    default: int | None = None
+    penalty: float = 0.5
+
+
+@dataclass
+class PtxConfig:
+    """PTX: a language-modelling loss on a curated dataset, added to the RL loss against forgetting.
+
+    ``source``: ``sft`` (the task's own warm-start pairs), a JSONL/Parquet file or an HF dataset id with
+    a ``text_column``. ``weight: 0`` (the default) turns PTX off.
+    """
+
+    source: str = "sft"
+    weight: float = 0.0
+    text_column: str = "text"
+    split: str = "train"
+    batch_size: int = 8
+    max_length: int = 64
+
+
+@dataclass
 class TrainerConfig:
     """The RL phase (TRL GRPOTrainer and the k2rl variants built on it)."""
 
-    algorithm: Literal["grpo"] = "grpo"
+    algorithm: Literal["grpo", "k2", "ppo"] = "grpo"  # k2: the K1.5/K2 squared loss; ppo: value head + GAE
+    tau: float = 0.1  # k2: weight of the log-ratio term in (r - mean r - tau * log ratio)^2
+    temperature_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    temperature_end: float | None = None  # sampling temperature at the last step (start: ``temperature``)
+    gamma: float = 1.0  # ppo: discount over completion tokens
+    gae_lambda: float = 0.95  # ppo
+    vf_coef: float = 0.5  # ppo: weight of the value loss
+    cliprange_value: float = 0.2  # ppo: value predictions move at most this far from the rollout's
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    ptx: PtxConfig = field(default_factory=PtxConfig)
     loss_type: str = "dapo"
     max_steps: int = 100
     learning_rate: float = 5e-4
