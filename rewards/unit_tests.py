@@ -69,10 +69,12 @@ def _as_io_cases(tests) -> list[tuple[str, str]] | None:
 
 
 @register_reward("unit_tests")
-def unit_tests_reward(prompts, completions, completion_ids=None, *, tests, entry_point=None,
+def unit_tests_reward(prompts, completions, completion_ids=None, *, tests=None, entry_point=None,
                       mode: str = "pass_fraction", backend: str = "local", timeout_s: float = 10.0,
                       workers: int | None = None, **columns) -> list[float | None]:
     """Score each completion by the share (or all) of its sample's tests that pass in the sandbox."""
+    if tests is None:
+        raise K2RLError("the unit_tests reward needs a 'tests' column in the dataset")
     if mode not in MODES:
         raise K2RLError(f"unit_tests mode must be one of {', '.join(MODES)}, got {mode!r}")
     if len(tests) != len(completions):

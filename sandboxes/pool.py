@@ -178,7 +178,16 @@ class Sandbox:
 
     # -- the contract
     def run_tests(self, program: str, tests: str, timeout_s: float = 10.0) -> Verdict:
-        """Run ``program`` then ``tests`` (asserts, or ``def check(candidate)`` + ``check(name)``)."""
+        """Run ``program`` then ``tests`` (asserts, or ``def check(candidate)`` + ``check(name)``).
+
+        The tests run outside the sandbox and see the program's top-level functions as proxies
+        (arguments and results cross as plain data: None, bool, int, float, complex, str, bytes and
+        lists/tuples/dicts/sets of those), its plain constants as copies, and anything else (classes,
+        instances) as unsupported -- using one gives status "unsupported", never a pass. In-place
+        mutation of an argument is not visible to the tests. ``passed`` is True only when every
+        top-level statement of ``tests`` ran to completion; ``cases_passed``/``cases_total`` count
+        top-level asserts and calls (a failed one does not stop the next).
+        """
         _check_text(program, "program")
         _check_text(tests, "tests")
         return self._run({"mode": "tests", "program": program, "tests": tests, "timeout": float(timeout_s)},

@@ -61,3 +61,8 @@ def test_misconfiguration_is_a_k2rl_error():
         get_reward("unit_tests", mode="most")(["p"], [GOOD], tests=[TESTS])
     with pytest.raises(K2RLError, match="rows"):
         get_reward("unit_tests")(["p"], [GOOD], tests=[TESTS, TESTS])
+
+
+def test_missing_tests_column_is_a_k2rl_error():
+    with pytest.raises(K2RLError, match="tests"):
+        get_reward("unit_tests")(["p"], [GOOD])
