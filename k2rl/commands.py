@@ -9,8 +9,10 @@ def _train(args: argparse.Namespace) -> int:
     from k2rl.config import load_config
     from k2rl.recipe import train
 
+    if isinstance(args.resume, str) and "=" in args.resume:  # `--resume key=value`: a bare --resume
+        args.overrides, args.resume = [*args.overrides, args.resume], True
     config = load_config(args.config, args.overrides)
-    train(config)
+    train(config, resume=args.resume)
     return 0
 
 
@@ -26,6 +28,10 @@ def add_commands(subparsers) -> None:
     train = subparsers.add_parser("train", help="run a recipe (YAML) with optional key.path=value overrides")
     train.add_argument("config", help="path to a YAML recipe, e.g. configs/quickstart.yaml")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.learning_rate=5e-4")
+    train.add_argument(
+        "--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+        help="continue a run from its last checkpoint (default run: output_dir/run_name)",
+    )
     train.set_defaults(func=_train)
 
     init = subparsers.add_parser("init-policy", help="build a randomly initialised K2-architecture policy")

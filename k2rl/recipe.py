@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from k2rl.checkpointing import checkpoint_step, forget_after, last_checkpoint, resume_run_dir
 from k2rl.config import RunConfig
 from k2rl.data import load_task_data
 from k2rl.evaluation import heldout_accuracy
@@ -59,19 +61,30 @@ def _say(message: str) -> None:
     print(f"k2rl: {message}", flush=True)
 
 
-def train(config: RunConfig) -> dict:
-    """Run the whole recipe; returns the summary (also written to the run directory)."""
+def train(config: RunConfig, resume: str | bool | None = None) -> dict:
+    """Run the whole recipe; returns the summary (also written to the run directory).
+
+    ``resume`` (a run directory, or True for ``output_dir/run_name``) continues a run from its last
+    complete checkpoint; phases finished before the checkpoint are not run again.
+    """
     started = time.time()
     seed_everything(config.seed)
     if config.policy.model:
         resolve_model_source(config.policy.model)  # a wrong path fails now, before any work
     reward_funcs, reward_weights = build_reward_funcs([vars(spec) for spec in config.rewards])
     data = load_task_data(config.data, config.seed)
-    run_dir = make_run_dir(config)
+    run_dir = resume_run_dir(config, resume) if resume else make_run_dir(config)
+    checkpoint = last_checkpoint(run_dir) if resume else None
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     _say(f"run directory {run_dir}")
+    if resume:
+        forget_after(metrics.path, checkpoint_step(checkpoint))
+        _say(f"resuming from {checkpoint or 'the start of RL'}")
 
-    if config.policy.preset:
+    warm_started = resume and (run_dir / "warm_start").is_dir()  # finished before the interruption
+    if warm_started:
+        source = str(run_dir / "warm_start")
+    elif config.policy.preset:
         source = str(init_policy(config.policy.preset, run_dir / "initial_policy", seed=config.seed))
         _say(f"built a {config.policy.preset} policy")
     else:
@@ -79,20 +92,26 @@ def train(config: RunConfig) -> dict:
     policy = load_policy(source, dtype=config.policy.dtype, trust_remote_code=config.policy.trust_remote_code)
     model, tokenizer = policy.model, policy.tokenizer
 
-    if config.warm_start.enabled:
+    if config.warm_start.enabled and not warm_started:
         _say(f"warm start: {config.warm_start.max_steps} supervised steps")
+        forget_after(metrics.path, -1, phases=("warm_start", "eval"))  # a resumed run redoes it from scratch
         model = warm_start(
             model, tokenizer, data.train, config.warm_start, run_dir / "warm_start_tmp", config.seed,
             callbacks=[MetricsCallback(metrics, "warm_start")],
         )
         base_dir = run_dir / "warm_start"
-        model.save_pretrained(base_dir)
-        tokenizer.save_pretrained(base_dir)
+        partial = run_dir / "warm_start.partial"  # renamed when complete: a resume never sees half a model
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(base_dir)
         model.config.name_or_path = str(base_dir)  # the adapter records where its base model lives
 
     evaluator = HeldOutEvalCallback(tokenizer, data.eval, metrics, config.trainer.eval_steps, config.eval)
-    before = evaluator.measure(model)
-    metrics.write("eval", 0, accuracy=before)
+    measured = [r["accuracy"] for r in metrics.records() if r["phase"] == "eval" and r["step"] == 0]
+    before = measured[0] if measured else evaluator.measure(model)
+    if not measured:
+        metrics.write("eval", 0, accuracy=before)
     _say(f"held-out accuracy before RL: {before:.3f}")
 
     seed_everything(config.seed)
@@ -102,7 +121,7 @@ def train(config: RunConfig) -> dict:
     )
     trainable, total = count_parameters(trainer.model)
     _say(f"RL: {config.trainer.max_steps} steps, trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     after = evaluator.measure(trainer.model)
     metrics.write("eval", config.trainer.max_steps, accuracy=after)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from trl import GRPOConfig, GRPOTrainer
 
+from k2rl.checkpointing import record_batch
 from k2rl.config import TrainerConfig
 from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
 
@@ -24,6 +25,12 @@ class K2GRPOTrainer(GRPOTrainer):
     def _generate_single_turn(self, *args, **kwargs):
         with merged_expert_adapters(self.accelerator.unwrap_model(self.model)):
             return super()._generate_single_turn(*args, **kwargs)
+
+    def _generate_and_score_completions(self, inputs):
+        # The data position, per step: lets a resumed run be checked against an uninterrupted one.
+        if self.model.training:
+            record_batch(self.args.output_dir, self.state.global_step + 1, self.accelerator.process_index, inputs)
+        return super()._generate_and_score_completions(inputs)
 
 
 def grpo_args(config: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int) -> GRPOConfig:
@@ -47,7 +54,9 @@ def grpo_args(config: TrainerConfig, reward_weights: list[float], out_dir: Path,
         reward_weights=reward_weights,
         max_grad_norm=config.max_grad_norm,
         logging_steps=config.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        save_total_limit=config.save_total_limit,
         report_to=[],
         seed=seed,
         use_cpu=not _has_accelerator(),
