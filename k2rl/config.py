@@ -157,6 +157,20 @@ class RewardSpec:
 
 
 @dataclass
+class CriticConfig:
+    """The self-critic behind the ``rubric`` reward, its cost bounds and closed-loop refinement."""
+
+    model: str | None = None  # None or "policy": the policy being trained (same weights); else a path
+    pairs_per_group: int = 4  # pairs judged per group of samples (each in both orders, per rubric)
+    max_new_tokens: int = 4  # critic tokens per verdict, after answer_prefix
+    batch_size: int = 32
+    answer_prefix: str = "Verdict:"  # start of the critic's answer; "" lets it write freely first
+    refine: bool = False  # train the critic on verifier-labelled pairs (auxiliary loss, same weights)
+    refine_weight: float = 0.1
+    refine_max_examples: int = 16  # labelled critic prompts per step
+
+
+@dataclass
 class EvalConfig:
     """Greedy held-out accuracy, measured before and after RL and every ``trainer.eval_steps``."""
 
@@ -177,6 +191,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_answer")])
     eval: EvalConfig = field(default_factory=EvalConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
 
     def __post_init__(self):
         if (self.policy.preset is None) == (self.policy.model is None):
