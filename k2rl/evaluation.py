@@ -15,8 +15,10 @@ from k2rl.rewards import get_reward
 
 
 @torch.no_grad()
-def greedy_completions(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "") -> list[str]:
-    """Greedy completions for chat ``prompts`` (lists of messages)."""
+def greedy_completions(
+    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "", prefix: str = ""
+) -> list[str]:
+    """Greedy completions for chat ``prompts`` (lists of messages), each continuing the assistant turn after ``prefix``."""
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"
@@ -24,7 +26,7 @@ def greedy_completions(model, tokenizer, prompts: list, max_new_tokens: int, bat
     batches = range(0, len(prompts), batch_size)
     for start in tqdm(batches, desc=desc or "greedy eval", leave=False, disable=len(batches) < 2):
         chunk = prompts[start : start + batch_size]
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in chunk]
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + prefix for p in chunk]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         generated = model.generate(
             **enc,

@@ -20,11 +20,30 @@ from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
 
 
 class K2GRPOTrainer(GRPOTrainer):
-    """GRPOTrainer whose generation runs with expert adapters merged."""
+    """GRPOTrainer whose generation runs with expert adapters merged, plus optional auxiliary losses.
+
+    An auxiliary loss is a callable ``loss(model) -> tensor | None`` with a ``name``; its value is added
+    to TRL's policy loss on training steps and logged under that name (critic refinement uses this:
+    :mod:`k2rl.critic_refinement`).
+    """
+
+    def __init__(self, *args, auxiliary_losses=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.auxiliary_losses = list(auxiliary_losses)
 
     def _generate_single_turn(self, *args, **kwargs):
         with merged_expert_adapters(self.accelerator.unwrap_model(self.model)):
             return super()._generate_single_turn(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if model.training:
+            for auxiliary in self.auxiliary_losses:
+                extra = auxiliary(model)
+                if extra is not None:
+                    loss = loss + extra / self.current_gradient_accumulation_steps
+                    self._metrics["train"][auxiliary.name].append(extra.item())
+        return loss
 
     def _generate_and_score_completions(self, inputs):
         # The data position, per step: lets a resumed run be checked against an uninterrupted one.
@@ -72,7 +91,10 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available()
 
 
-def build_trainer(model, tokenizer, train_dataset, reward_funcs, reward_weights, config: TrainerConfig, out_dir, seed, callbacks=()):
+def build_trainer(
+    model, tokenizer, train_dataset, reward_funcs, reward_weights, config: TrainerConfig, out_dir, seed, callbacks=(),
+    auxiliary_losses=(),
+):
     """A ready K2GRPOTrainer with LoRA on the experts (PEFT wraps ``model`` inside TRL)."""
     return K2GRPOTrainer(
         model=model,
@@ -82,4 +104,5 @@ def build_trainer(model, tokenizer, train_dataset, reward_funcs, reward_weights,
         processing_class=tokenizer,
         peft_config=expert_lora_config(config.lora.targets, config.lora.r, config.lora.alpha),
         callbacks=list(callbacks),
+        auxiliary_losses=auxiliary_losses,
     )
