@@ -17,11 +17,14 @@ from transformers import TrainerCallback
 
 from k2rl.checkpointing import checkpoint_step, forget_after, last_checkpoint, resume_run_dir
 from k2rl.config import RunConfig
+from k2rl.critic import bind_critic, wire_rubric_rewards
 from k2rl.data import load_task_data
 from k2rl.evaluation import heldout_accuracy
 from k2rl.expert_lora import merged_expert_adapters
+from k2rl.expert_select import effective_trainable_parameters
 from k2rl.policy import count_parameters, init_policy, load_policy, resolve_model_source
 from k2rl.rewards.composition import build_reward_funcs
+from k2rl.routing_profile import select_for_run
 from k2rl.run_outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress
 from k2rl.trainer import build_trainer
 from k2rl.warm_start import warm_start
@@ -71,7 +74,10 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     seed_everything(config.seed)
     if config.policy.model:
         resolve_model_source(config.policy.model)  # a wrong path fails now, before any work
-    reward_funcs, reward_weights = build_reward_funcs([vars(spec) for spec in config.rewards])
+    reward_specs, critic, refinement = wire_rubric_rewards(
+        [vars(spec) for spec in config.rewards], config.critic, config.trainer.num_generations, config.seed
+    )
+    reward_funcs, reward_weights = build_reward_funcs(reward_specs)
     data = load_task_data(config.data, config.seed)
     run_dir = resume_run_dir(config, resume) if resume else make_run_dir(config)
     checkpoint = last_checkpoint(run_dir) if resume else None
@@ -114,15 +120,26 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         metrics.write("eval", 0, accuracy=before)
     _say(f"held-out accuracy before RL: {before:.3f}")
 
+    selection = select_for_run(model, tokenizer, data.train, config.trainer.lora.expert_selection, run_dir)
+    if selection is not None:
+        chosen = sum(len(experts) for experts in selection.values())
+        _say(f"expert-selective LoRA: {chosen} routed experts adapted (routing_profile.png)")
+
     seed_everything(config.seed)
     trainer = build_trainer(
         model, tokenizer, data.train, reward_funcs, reward_weights, config.trainer, run_dir / "rl_tmp", config.seed,
-        callbacks=[MetricsCallback(metrics, "rl"), evaluator],
+        callbacks=[MetricsCallback(metrics, "rl"), evaluator], auxiliary_losses=[refinement] if refinement else (),
+        expert_selection=selection,
     )
-    trainable, total = count_parameters(trainer.model)
+    if critic is not None:
+        bind_critic(critic, refinement, config.critic, trainer, tokenizer)
+    _, total = count_parameters(trainer.model)
+    trainable = effective_trainable_parameters(trainer.model)  # masked-out expert blocks do not count
     _say(f"RL: {config.trainer.max_steps} steps, trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
+    if critic is not None:
+        _say(f"critic: {critic.calls} verdicts in {critic.seconds:.1f}s ({critic.seconds / max(config.trainer.max_steps, 1):.2f}s per step)")
     after = evaluator.measure(trainer.model)
     metrics.write("eval", config.trainer.max_steps, accuracy=after)
     trainer.model.save_pretrained(run_dir / "adapter")

@@ -1,0 +1,99 @@
+"""The critic behind the ``rubric`` reward: a causal LM that reads a comparison and answers a verdict.
+
+By default the critic is the policy being trained, with the same weights (Kimi K2's self-critique:
+the model judges its own samples, and whatever the policy learns the critic knows). The recipe binds
+it to the trainer's model once the trainer exists; generation then folds the expert adapters in
+(:func:`k2rl.expert_lora.merged_expert_adapters`), exactly as the policy's own sampling does, so the
+critic always judges with the current adapters. ``critic.model: PATH`` loads a separate, frozen
+critic instead.
+
+The critic's assistant turn starts with ``answer_prefix`` (default ``"Verdict:"``), so even a tiny
+model only has to produce the verdict word; ``max_new_tokens`` bounds what it may add. Set the prefix
+to "" for a critic that should reason before it answers (and raise ``max_new_tokens``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from k2rl.config import CriticConfig
+from k2rl.critic_refinement import CriticRefinement
+from k2rl.errors import K2RLError
+from k2rl.evaluation import greedy_completions
+from k2rl.expert_lora import merged_expert_adapters
+from k2rl.rewards.rubric.schema import load_rubrics
+
+POLICY = "policy"
+
+
+class PolicyCritic:
+    """``judge(conversations) -> answers`` with greedy decoding on a bound model."""
+
+    def __init__(self, max_new_tokens: int = 4, batch_size: int = 32, answer_prefix: str = "Verdict:"):
+        self.max_new_tokens, self.batch_size, self.answer_prefix = max_new_tokens, batch_size, answer_prefix
+        self.model = self.tokenizer = None
+        self.calls = 0  # conversations judged so far
+        self.seconds = 0.0  # time spent judging so far
+
+    def bind(self, model, tokenizer) -> PolicyCritic:
+        """Judge with ``model`` from now on (the trainer's model, or a separately loaded critic)."""
+        self.model, self.tokenizer = model, tokenizer
+        return self
+
+    def judge(self, conversations: list[list[dict]]) -> list[str]:
+        if self.model is None:
+            raise RuntimeError("PolicyCritic.judge called before bind(model, tokenizer)")
+        started = time.perf_counter()
+        with merged_expert_adapters(self.model):
+            answers = greedy_completions(
+                self.model, self.tokenizer, conversations, self.max_new_tokens, self.batch_size,
+                desc="critic", prefix=self.answer_prefix,
+            )
+        self.calls += len(conversations)
+        self.seconds += time.perf_counter() - started
+        return [self.answer_prefix + answer for answer in answers]
+
+
+def wire_rubric_rewards(
+    specs: list[dict], config: CriticConfig, group_size: int, seed: int
+) -> tuple[list[dict], PolicyCritic | None, CriticRefinement | None]:
+    """Reward specs with the critic (and refiner) bound into every ``rubric`` reward's options.
+
+    Returns the specs unchanged and no critic when no reward is named ``rubric``. Rubric files are
+    read here, so a wrong path fails before any model loads.
+    """
+    if not any(spec.get("name") == "rubric" for spec in specs):
+        return specs, None, None
+    if config.refine and config.model not in (None, POLICY):
+        raise K2RLError("critic.refine trains the policy's own weights; it needs critic.model: policy")
+    critic = PolicyCritic(config.max_new_tokens, config.batch_size, config.answer_prefix)
+    refinement = CriticRefinement(config.refine_weight, config.refine_max_examples, seed) if config.refine else None
+    wired = []
+    for spec in specs:
+        if spec.get("name") == "rubric":
+            options = dict(spec.get("options") or {})
+            options["rubrics"] = load_rubrics(options.get("rubrics"))
+            options.setdefault("pairs_per_group", config.pairs_per_group)
+            options.setdefault("seed", seed)
+            options.update(critic=critic, group_size=group_size)
+            if refinement is not None:
+                if not options.get("verifier"):
+                    raise K2RLError("critic.refine needs the rubric reward's `verifier` option (e.g. exact_answer)")
+                options["refiner"] = refinement
+            spec = {**spec, "options": options}
+        wired.append(spec)
+    return wired, critic, refinement
+
+
+def bind_critic(critic: PolicyCritic, refinement: CriticRefinement | None, config: CriticConfig, trainer, tokenizer) -> None:
+    """Point the critic at its model: the trainer's (live policy, adapters included) or ``critic.model``."""
+    if config.model in (None, POLICY):
+        critic.bind(trainer.model, tokenizer)
+    else:
+        from k2rl.policy import load_policy
+
+        separate = load_policy(config.model)
+        separate.model.eval().requires_grad_(False)
+        critic.bind(separate.model, separate.tokenizer)
+    if refinement is not None:
+        refinement.bind(tokenizer)

@@ -1,0 +1,80 @@
+"""Closed-loop critic refinement: keep the self-critic grounded on prompts that have a verifier.
+
+A critic that judges its own policy can drift as the policy changes. On verifiable prompts the run
+already knows, for every pair where exactly one sample passed the verifier, which sample is better;
+the ``rubric`` reward turns those pairs into labelled critic prompts (both orders, core rubrics) and
+hands them here with :meth:`CriticRefinement.add`.
+
+How the critic learns (K2 style, the same weights): the trainer adds ``weight x`` the cross-entropy
+of the correct verdict answer (``Verdict: A`` / ``Verdict: B``, teacher-forced after the critic
+prompt) to the policy's GRPO loss, through the same expert adapters. A separate critic adapter would
+judge with weights the policy never shares, which is the drift the loop exists to prevent; one set of
+weights also means the critic needs no model or optimizer of its own. Each batch of labels trains
+once, on the next optimizer step after it was produced, so the labels always come from on-policy
+rollouts. ``critic/agreement`` (logged by the reward every step) shows whether the loop works.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import torch
+import torch.nn.functional as F
+
+
+class CriticRefinement:
+    """Buffer of labelled critic prompts from the latest batch, and the auxiliary loss they define."""
+
+    name = "critic/refine_loss"
+
+    def __init__(self, weight: float, max_examples: int, seed: int = 0):
+        self.weight, self.max_examples = weight, max_examples
+        self.tokenizer = None
+        self._pending: list[tuple[list[dict], str]] = []
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()  # rewards may run on a timeout thread
+        self.trained_examples = 0
+
+    def bind(self, tokenizer) -> CriticRefinement:
+        self.tokenizer = tokenizer
+        return self
+
+    def add(self, examples: list[tuple[list[dict], str]]) -> None:
+        """Labels from the newest rollouts; they replace older unused ones (kept on-policy), at most ``max_examples``."""
+        if len(examples) > self.max_examples:
+            examples = self._rng.sample(examples, self.max_examples)
+        with self._lock:
+            self._pending = list(examples)
+
+    def __call__(self, model) -> torch.Tensor | None:
+        """``weight x`` mean verdict cross-entropy on the pending labels (consumed), or None if there are none."""
+        with self._lock:
+            examples, self._pending = self._pending, []
+        if not examples or self.weight == 0:
+            return None
+        if self.tokenizer is None:
+            raise RuntimeError("CriticRefinement used before bind(tokenizer)")
+        rows, targets = [], []
+        for messages, answer in examples:
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            full_ids = self.tokenizer(prompt + answer + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+            rows.append(full_ids)
+            targets.append(len(prompt_ids))
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        device = next(model.parameters()).device
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (ids, start) in enumerate(zip(rows, targets)):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            attention[i, : len(ids)] = 1
+            labels[i, start : len(ids)] = torch.tensor(ids[start:])
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1).to(device), ignore_index=-100
+        )
+        self.trained_examples += len(rows)
+        return self.weight * loss
