@@ -30,10 +30,15 @@ ROUTED_EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
 # which would silently adapt the routed experts instead of the shared one.
 SHARED_EXPERT_PARAMETERS = [f"shared_experts.{name}.weight" for name in ("gate_proj", "up_proj", "down_proj")]
 TARGETS = {"routed_experts", "shared_experts"}
+ROUTER_MODULE = "mlp.gate"  # DeepseekV3TopkRouter; the shared expert's gate_proj does not end with it
 
 
-def expert_lora_config(targets: list[str], r: int, alpha: int) -> LoraConfig:
-    """A PEFT LoraConfig adapting the chosen expert groups (``routed_experts``, ``shared_experts``)."""
+def expert_lora_config(targets: list[str], r: int, alpha: int, router: bool = False) -> LoraConfig:
+    """A PEFT LoraConfig adapting the chosen expert groups (``routed_experts``, ``shared_experts``).
+
+    ``router=True`` also trains the MoE routers' weights in full (PEFT ``modules_to_save``: saved with
+    the adapter); they are small (experts x hidden per layer).
+    """
     unknown = set(targets) - TARGETS
     if unknown or not targets:
         raise K2RLError(f"trainer.lora.targets: unknown {sorted(unknown) or 'empty list'}; choose from {sorted(TARGETS)}")
@@ -44,6 +49,7 @@ def expert_lora_config(targets: list[str], r: int, alpha: int) -> LoraConfig:
         target_modules=[],
         target_parameters=(ROUTED_EXPERT_PARAMETERS if "routed_experts" in targets else [])
         + (SHARED_EXPERT_PARAMETERS if "shared_experts" in targets else []),
+        modules_to_save=[ROUTER_MODULE] if router else None,
         bias="none",
         task_type="CAUSAL_LM",
     )

@@ -17,6 +17,7 @@ from trl import GRPOConfig, GRPOTrainer
 from k2rl.checkpointing import record_batch
 from k2rl.config import TrainerConfig
 from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
+from k2rl.expert_select import restrict_to_experts
 
 
 class K2GRPOTrainer(GRPOTrainer):
@@ -93,16 +94,23 @@ def _has_accelerator() -> bool:
 
 def build_trainer(
     model, tokenizer, train_dataset, reward_funcs, reward_weights, config: TrainerConfig, out_dir, seed, callbacks=(),
-    auxiliary_losses=(),
+    auxiliary_losses=(), expert_selection=None,
 ):
-    """A ready K2GRPOTrainer with LoRA on the experts (PEFT wraps ``model`` inside TRL)."""
-    return K2GRPOTrainer(
+    """A ready K2GRPOTrainer with LoRA on the experts (PEFT wraps ``model`` inside TRL).
+
+    ``expert_selection`` (``{layer: [expert, ...]}``, see :mod:`k2rl.routing_profile`) restricts the
+    routed-expert adapters to those experts.
+    """
+    trainer = K2GRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=grpo_args(config, reward_weights, Path(out_dir), seed),
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=expert_lora_config(config.lora.targets, config.lora.r, config.lora.alpha),
+        peft_config=expert_lora_config(config.lora.targets, config.lora.r, config.lora.alpha, router=config.router_trainable),
         callbacks=list(callbacks),
         auxiliary_losses=auxiliary_losses,
     )
+    if expert_selection is not None:
+        restrict_to_experts(trainer.model, expert_selection)
+    return trainer
