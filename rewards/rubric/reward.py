@@ -112,7 +112,7 @@ def rubric_reward(
             sum(abstained.values()), len(comparisons), ", ".join(f"{k}: {v}" for k, v in abstained.most_common()),
             unscored, len(scores),
         )
-    if log_metric:
+    if log_metric is not None:
         log_metric("rubric/pairs", float(len(plan) // 2))
         log_metric("rubric/judgements", float(len(plan)))
         log_metric("rubric/abstentions", float(sum(abstained.values())))
@@ -124,7 +124,7 @@ def rubric_reward(
         passed = _verifier_outcomes(verifier, verifier_options, prompts, completions, columns)
         core = {i for i, r in enumerate(table) if r.kind == "core"} or set(range(len(table)))
         stats = agreement(comparisons, passed, core)
-        if log_metric and stats.labelled:
+        if log_metric is not None and stats.labelled:
             log_metric("critic/agreement", stats.rate)
             log_metric("critic/labelled", float(stats.labelled))
             log_metric("critic/decided", stats.decided / stats.labelled)
