@@ -101,7 +101,13 @@ def build_trainer(
     ``expert_selection`` (``{layer: [expert, ...]}``, see :mod:`k2rl.routing_profile`) restricts the
     routed-expert adapters to those experts.
     """
-    trainer = K2GRPOTrainer(
+    # The recipe trainers build on K2GRPOTrainer (defined above), hence the import here.
+    from k2rl.k2_trainer import K2RecipeTrainer
+    from k2rl.ppo import K2PPOTrainer
+
+    trainer_class = K2PPOTrainer if config.algorithm == "ppo" else K2RecipeTrainer
+    trainer = trainer_class(
+        recipe=config,
         model=model,
         reward_funcs=reward_funcs,
         args=grpo_args(config, reward_weights, Path(out_dir), seed),

@@ -46,3 +46,15 @@ def length_penalty(
     else:
         raise K2RLError(f"reward 'length_penalty': unit must be 'tokens' or 'chars', got {unit!r}")
     return [overlength_penalty(n, budget, window) for n in lengths]
+
+
+@register_reward("budget_exceeded")
+def budget_exceeded(prompts, completions, budget_exceeded=None, penalty: float = 0.5, **kwargs) -> list[float]:
+    """``-penalty`` for each response the trainer cut at its task's token budget, else 0.
+
+    The trainer (``trainer.budget`` in the recipe) does the cutting and marks the rows; this reward only
+    prices the mark, so the penalty shows up in the reward logs like any other reward.
+    """
+    if budget_exceeded is None:
+        raise K2RLError("reward 'budget_exceeded' needs trainer.budget in the recipe (the trainer marks over-budget rows)")
+    return [-float(penalty) if over else 0.0 for over in budget_exceeded]
