@@ -1,0 +1,152 @@
+"""The self-critic with the real tiny policy: weak judgments, exact mechanics; recipe wiring; refinement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from k2rl.config import CriticConfig, DataConfig, TrainerConfig, load_config
+from k2rl.critic import PolicyCritic, bind_critic, wire_rubric_rewards
+from k2rl.critic_refinement import CriticRefinement
+from k2rl.data import load_task_data
+from k2rl.errors import K2RLError
+from k2rl.policy import load_policy
+from k2rl.rewards import build_reward_funcs, get_reward, register_reward
+from k2rl.rewards.answer import completion_text
+from k2rl.rewards.rubric import load_rubric
+from k2rl.rewards.rubric.prompt import critic_messages
+from k2rl.rewards.rubric.verdict import parse_verdict
+from k2rl.trainer import build_trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "configs" / "rubrics" / "core.yaml"
+PRESCRIPTIVE = ROOT / "configs" / "rubrics" / "prescriptive.yaml"
+
+
+@register_reward("_test_even_length")
+def even_length(prompts, completions, **kwargs):
+    """A cheap 'verifier' whose outcomes are mixed on any policy, so labelled pairs always exist."""
+    return [float(len(completion_text(c)) % 2 == 0) for c in completions]
+
+
+class Recording:
+    """Wraps a critic and keeps its answers, to check the reward's bookkeeping against them."""
+
+    def __init__(self, critic):
+        self.critic, self.answers = critic, []
+
+    def judge(self, conversations):
+        answers = self.critic.judge(conversations)
+        self.answers.extend(answers)
+        return answers
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_policy_dir):
+    return load_policy(str(tiny_policy_dir))
+
+
+def chat(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_tiny_policy_as_critic_exact_mechanics(policy):
+    critic = PolicyCritic(max_new_tokens=3, batch_size=16).bind(policy.model, policy.tokenizer)
+    recording = Recording(critic)
+    prompts = [chat("What is 2 + 3?")] * 4 + [chat("What is 9 - 4?")] * 4
+    completions = [[{"role": "assistant", "content": f"The answer is {n}."}] for n in (5, 6, 5, 1, 5, 5, 2, 13)]
+    metrics = {}
+    reward = get_reward("rubric", critic=recording, rubrics=[str(CORE), str(PRESCRIPTIVE)], pairs_per_group=2,
+                        group_size=4, verifier="exact_answer")
+    scores = reward(prompts=prompts, completions=completions, answer=["5"] * 8,
+                    log_metric=lambda k, v: metrics.setdefault(k, []).append(v))
+
+    assert critic.calls == len(recording.answers) == 2 * 2 * 2 * 2  # groups x pairs x orders x rubrics
+    assert all(a.startswith("Verdict:") for a in recording.answers)  # the prefilled start of the answer
+    verdicts = [parse_verdict(a) for a in recording.answers]
+    assert metrics["rubric/judgements"] == [16.0]
+    assert metrics["rubric/abstentions"] == [float(sum(not v.decided for v in verdicts))]
+    assert metrics["rubric/unscored"] == [float(sum(s is None for s in scores))]
+    assert all(s is None or -1.0 <= s <= 1.0 for s in scores)
+    if "critic/agreement" in metrics:
+        assert 0.0 <= metrics["critic/agreement"][0] <= 1.0
+    # Greedy decoding and seeded pairs: the same batch gets the same scores.
+    assert reward(prompts=prompts, completions=completions, answer=["5"] * 8) == scores
+
+
+def test_refinement_loss_teaches_the_verdict_format(policy, tiny_policy_dir):
+    model = load_policy(str(tiny_policy_dir)).model  # a private copy: this test trains it
+    tokenizer = policy.tokenizer
+    rubric = load_rubric(CORE)
+    examples = [
+        (critic_messages(chat("What is 2 + 3?"), "The answer is 5.", "The answer is 7.", rubric), "Verdict: A"),
+        (critic_messages(chat("What is 2 + 3?"), "The answer is 7.", "The answer is 5.", rubric), "Verdict: B"),
+    ]
+    refinement = CriticRefinement(weight=1.0, max_examples=8).bind(tokenizer)
+    assert refinement(model) is None  # nothing pending: no loss
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        refinement.add(examples)
+        loss = refinement(model)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert refinement(model) is None  # each batch of labels trains once
+    assert losses[-1] < 0.5 * losses[0]
+    critic = PolicyCritic(max_new_tokens=3).bind(model, tokenizer)
+    assert all(parse_verdict(a).decided for a in critic.judge([m for m, _ in examples]))
+
+
+def test_grpo_with_rubric_reward_and_critic_refinement(tiny_policy_dir, tmp_path):
+    policy = load_policy(str(tiny_policy_dir))
+    data = load_task_data(DataConfig(train_size=32, eval_size=8), seed=0)
+    trainer_config = TrainerConfig(max_steps=2, per_device_train_batch_size=8, num_generations=4,
+                                   max_completion_length=6, logging_steps=1, learning_rate=1e-2)
+    critic_config = CriticConfig(pairs_per_group=2, max_new_tokens=2, refine=True, refine_weight=1.0, refine_max_examples=4)
+    specs, critic, refinement = wire_rubric_rewards(
+        [{"name": "exact_answer"}, {"name": "rubric", "weight": 0.5,
+                                    "options": {"rubrics": [str(CORE)], "verifier": "_test_even_length"}}],
+        critic_config, trainer_config.num_generations, seed=0,
+    )
+    funcs, weights = build_reward_funcs(specs)
+    trainer = build_trainer(policy.model, policy.tokenizer, data.train, funcs, weights, trainer_config, tmp_path, seed=0,
+                            auxiliary_losses=[refinement])
+    bind_critic(critic, refinement, critic_config, trainer, policy.tokenizer)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+
+    logs = {k: v for entry in trainer.state.log_history for k, v in entry.items()}
+    assert critic.calls == 2 * 2 * 2 * 2  # steps x groups x pairs x orders (one rubric)
+    assert logs["rubric/judgements"] == 8.0
+    assert "critic/agreement" in logs and "critic/refine_loss" in logs
+    assert refinement.trained_examples > 0
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and all("lora_" in n for n in changed)  # the critic learns through the policy's adapters
+
+
+def test_wiring_binds_the_critic_and_fails_early_on_bad_recipes(tmp_path):
+    rubric_spec = {"name": "rubric", "options": {"rubrics": [str(CORE)], "verifier": "exact_answer"}}
+    specs, critic, refinement = wire_rubric_rewards([{"name": "exact_answer"}, rubric_spec], CriticConfig(), 8, 0)
+    options = specs[1]["options"]
+    assert options["critic"] is critic and options["group_size"] == 8 and options["pairs_per_group"] == 4
+    assert options["rubrics"][0].kind == "core" and refinement is None and "refiner" not in options
+    assert wire_rubric_rewards([{"name": "exact_answer"}], CriticConfig(refine=True), 8, 0)[1:] == (None, None)
+
+    with pytest.raises(K2RLError, match="rubric file not found"):
+        wire_rubric_rewards([{"name": "rubric", "options": {"rubrics": ["nope.yaml"]}}], CriticConfig(), 8, 0)
+    with pytest.raises(K2RLError, match="needs the rubric reward's `verifier` option"):
+        wire_rubric_rewards([{"name": "rubric", "options": {"rubrics": [str(CORE)]}}], CriticConfig(refine=True), 8, 0)
+    with pytest.raises(K2RLError, match="needs critic.model: policy"):
+        wire_rubric_rewards([rubric_spec], CriticConfig(refine=True, model=str(tmp_path)), 8, 0)
+
+
+def test_rubric_mix_recipe_validates():
+    config = load_config(ROOT / "configs" / "rubric_mix.yaml", ["critic.pairs_per_group=2"])
+    assert config.critic.refine and config.critic.pairs_per_group == 2
+    assert [r.name for r in config.rewards] == ["exact_answer", "rubric"]
+    with pytest.raises(K2RLError, match="unknown key 'critic.pairs'"):
+        load_config(ROOT / "configs" / "rubric_mix.yaml", ["critic.pairs=2"])
