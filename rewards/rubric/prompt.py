@@ -10,10 +10,7 @@ from __future__ import annotations
 from k2rl.rewards.answer import completion_text
 from k2rl.rewards.rubric.schema import Rubric
 
-INSTRUCTIONS = (
-    "Compare two responses to the same request using the rubric. "
-    "Reply with one line: Verdict: A, Verdict: B or Verdict: tie."
-)
+INSTRUCTIONS = "Compare responses A and B by the rubric. Reply: Verdict: A, Verdict: B or Verdict: tie."
 
 
 def request_text(prompt) -> str:
