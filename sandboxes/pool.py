@@ -89,7 +89,7 @@ def _close_all(slots: list) -> None:
 class Sandbox:
     """Runs programs against tests in a pool of warm sandboxes of one backend.
 
-    Options (all keyword): ``workers`` (pool size, default: twice the CPU count); per process
+    Options (all keyword): ``workers`` (pool size, default: twice the CPU count, at most 32); per process
     ``memory_mb`` (address space), ``nproc``, ``fsize_mb``, ``nofile``; per sandbox ``tmp_mb`` (the
     private /tmp), ``sandbox_memory_mb`` and ``pids`` (a container's limits; for the local backend a
     cgroup when running as root, see :mod:`k2rl.sandboxes.cgroups`); for Docker ``image``, ``cpus``.
@@ -100,8 +100,8 @@ class Sandbox:
                  image: str | None = None, cpus: float = 1.0, sandbox_memory_mb: int = 2048, pids: int = 128):
         self.backend = backend
         # Two per CPU: a verdict spends part of its time waiting on another process, so one worker
-        # per CPU would leave cores idle.
-        self.workers = workers if workers is not None else 2 * (os.cpu_count() or 1)
+        # per CPU would leave cores idle. Capped: each worker holds ~40 MB in two processes.
+        self.workers = workers if workers is not None else min(32, 2 * (os.cpu_count() or 1))
         for name, value in (("workers", self.workers), ("memory_mb", memory_mb), ("nproc", nproc),
                             ("fsize_mb", fsize_mb), ("nofile", nofile), ("tmp_mb", tmp_mb), ("pids", pids),
                             ("sandbox_memory_mb", sandbox_memory_mb)):
