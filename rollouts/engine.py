@@ -1,0 +1,284 @@
+"""The rollout engine: multi-turn tool use, token budgets, partial rollouts and overlapped scoring,
+plugged into TRL's ``GRPOTrainer`` as its ``rollout_func``.
+
+One call (one generation batch of the trainer) goes like this:
+
+1. the batch's rows become groups of trajectories (TRL repeats each prompt ``num_generations``
+   times, consecutively); groups paused in the previous iteration take their slots first
+   (:mod:`k2rl.rollouts.partial`);
+2. the groups are split into ``chunks``; each chunk is advanced turn by turn -- the backend samples
+   every running trajectory up to its end-of-turn token or its allowance, tool calls in finished
+   turns run (concurrently) and their answers are appended as environment tokens -- until every
+   trajectory has answered, hit a limit, or used up this iteration's budget;
+3. each chunk's finished groups are scored by the recipe's reward functions, on a worker thread
+   while the next chunk generates when ``overlap`` is on (:mod:`k2rl.rollouts.overlap`);
+4. the rows go back to TRL with ``env_mask`` (1 only on tokens the policy sampled in this
+   iteration) and one precomputed column per reward, which :func:`precomputed_rewards` hands to
+   TRL's own reward weighting, normalisation and logging. Groups still paused go back with no
+   reward at all, which TRL treats as unscorable: zero advantage, no loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from k2rl.errors import K2RLError
+from k2rl.rollouts.backends import Sampling, TransformersBackend
+from k2rl.rollouts.overlap import ScoringPipeline
+from k2rl.rollouts.partial import Group, PartialRollouts, is_complete
+from k2rl.rollouts.tool_calls import parse_turn, tool_results_text
+from k2rl.rollouts.tools import execute
+from k2rl.rollouts.trajectory import PAUSED, RUNNING, Trajectory
+
+REWARD_COLUMN = "k2rl_reward_{}"
+OUTPUT_COLUMNS = frozenset({"prompt_ids", "completion_ids", "logprobs", "env_mask", "stop_reason"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """When a trajectory stops (``max_turns``, ``max_tool_calls``, ``token_budget``) or pauses (``iteration_budget``)."""
+
+    max_turns: int = 1
+    max_tool_calls: int = 8
+    token_budget: int = 256  # completion tokens in all, policy and environment
+    iteration_budget: int | None = None  # policy tokens per trajectory per iteration; None: no partial rollouts
+
+    def __post_init__(self):
+        for name in ("max_turns", "token_budget"):
+            if getattr(self, name) < 1:
+                raise K2RLError(f"rollout.{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_tool_calls < 0:
+            raise K2RLError(f"rollout.max_tool_calls must be >= 0, got {self.max_tool_calls}")
+        if self.iteration_budget is not None and self.iteration_budget < 1:
+            raise K2RLError(f"rollout.iteration_budget must be at least 1, got {self.iteration_budget}")
+
+
+@dataclass
+class RolloutStats:
+    generate_s: float = 0.0
+    score_s: float = 0.0
+    wall_s: float = 0.0
+    tool_calls: int = 0
+    paused_groups: int = 0
+    skipped_groups: int = 0
+
+
+class RolloutEngine:
+    """Rollouts for a batch of dataset rows; also callable as TRL's ``rollout_func(prompts, trainer)``."""
+
+    def __init__(self, tokenizer, *, tools: dict | None = None, limits: Limits = Limits(), reward_funcs=(),
+                 backend=None, overlap: bool = False, chunks: int = 1, queue_size: int = 2,
+                 tool_workers: int = 4):
+        if chunks < 1:
+            raise K2RLError(f"rollout.chunks must be at least 1, got {chunks}")
+        self.tokenizer, self.tools, self.limits = tokenizer, dict(tools or {}), limits
+        self.reward_funcs, self.backend = list(reward_funcs), backend
+        self.overlap, self.chunks, self.queue_size, self.tool_workers = overlap, chunks, queue_size, tool_workers
+        self.partial = PartialRollouts()
+        self.iteration = 0
+        self.last_stats = RolloutStats()
+
+    # ------------------------------------------------------------------ TRL's rollout_func
+    def __call__(self, prompts: list, trainer) -> dict:
+        training = trainer.model.training
+        rows = getattr(trainer, "rollout_rows", None) or [{"prompt": p} for p in prompts]
+        if len(rows) != len(prompts):
+            raise RuntimeError("rollout rows and prompts disagree; the trainer must record its batch rows")
+        if self.backend is None:
+            self.backend = TransformersBackend(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class)
+        args = trainer.args
+        sampling = Sampling(args.temperature, args.top_p, args.top_k)
+        group = trainer.num_generations if training else trainer.num_generations_eval
+        output = self.run(rows, group, sampling, carry=training)
+        mode = "train" if training else "eval"
+        stats = self.last_stats
+        for key in ("generate_s", "score_s", "wall_s", "tool_calls", "paused_groups", "skipped_groups"):
+            trainer._metrics[mode][f"rollouts/{key}"].append(float(getattr(stats, key)))
+        return output
+
+    # ------------------------------------------------------------------ the engine proper
+    def run(self, rows: list[dict], group_size: int, sampling: Sampling = Sampling(), carry: bool = True) -> dict:
+        """Rollouts for ``rows`` (``group_size`` consecutive rows per prompt); TRL's rollout output dict."""
+        started = time.perf_counter()
+        self.iteration += 1
+        self._sampling = sampling
+        if len(rows) % group_size:
+            raise RuntimeError(f"{len(rows)} rows do not split into groups of {group_size}")
+        new_groups = [[self._start(row) for row in rows[i:i + group_size]] for i in range(0, len(rows), group_size)]
+        slots = len(new_groups)
+        skipped_before = self.partial.skipped_groups
+        groups = self.partial.admit(new_groups, slots) if carry else new_groups
+        stats = RolloutStats(skipped_groups=self.partial.skipped_groups - skipped_before)
+
+        size = -(-len(groups) // self.chunks)
+        chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
+        if self.overlap and len(chunks) > 1:
+            with ScoringPipeline(self._score_groups, self.queue_size) as pipeline:
+                for chunk in chunks:
+                    stats.generate_s += self._timed(self._advance, [t for g in chunk for t in g])
+                    pipeline.submit([g for g in chunk if is_complete(g)])
+            stats.score_s = pipeline.score_s
+        else:
+            for chunk in chunks:
+                stats.generate_s += self._timed(self._advance, [t for g in chunk for t in g])
+                stats.score_s += self._timed(self._score_groups, [g for g in chunk if is_complete(g)])
+
+        if carry:
+            self.partial.carry(groups)
+        stats.paused_groups = sum(not is_complete(g) for g in groups)
+        stats.tool_calls = sum(t.tool_calls for g in groups for t in g)
+        stats.wall_s = time.perf_counter() - started
+        self.last_stats = stats
+        return self._output([t for g in groups for t in g])
+
+    @staticmethod
+    def _timed(fn, arg) -> float:
+        started = time.perf_counter()
+        fn(arg)
+        return time.perf_counter() - started
+
+    def _start(self, row: dict) -> Trajectory:
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        else:
+            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        # A copy: TRL writes the returned columns back into its batch rows, and a paused row outlives its batch.
+        row = {k: v for k, v in row.items() if k not in OUTPUT_COLUMNS and not k.startswith("k2rl_reward_")}
+        return Trajectory(row=row, prompt_ids=list(ids))
+
+    def _allowance(self, t: Trajectory) -> int:
+        left = self.limits.token_budget - len(t.completion_ids)
+        if self.limits.iteration_budget is not None:
+            left = min(left, self.limits.iteration_budget - t.iteration_tokens)
+        return left
+
+    def _advance(self, trajectories: list[Trajectory]) -> None:
+        """Run every trajectory until it finishes, or pauses at this iteration's budget."""
+        sampling = self._sampling
+        while True:
+            for t in trajectories:
+                if t.status == RUNNING and self._allowance(t) <= 0:
+                    self._out_of_tokens(t)
+            running = [t for t in trajectories if t.status == RUNNING]
+            if not running:
+                return
+            outputs = self.backend.generate([t.context() for t in running], [self._allowance(t) for t in running], sampling)
+            calls = []
+            for t, (ids, logprobs) in zip(running, outputs, strict=True):
+                t.add_policy_tokens(ids, logprobs, self.iteration)
+                if ids and ids[-1] == self.tokenizer.eos_token_id:
+                    calls += self._end_turn(t)
+                elif self._allowance(t) <= 0:
+                    self._out_of_tokens(t)
+            self._run_tools(calls)
+
+    def _out_of_tokens(self, t: Trajectory) -> None:
+        if len(t.completion_ids) >= self.limits.token_budget:
+            self._close_open_turn(t)
+            t.finish("token_budget")
+        else:
+            t.status = PAUSED
+
+    def _close_open_turn(self, t: Trajectory) -> None:
+        if t.turn_start < len(t.completion_ids):
+            text = self.tokenizer.decode(t.completion_ids[t.turn_start:], skip_special_tokens=True)
+            t.messages.append({"role": "assistant", "content": text})
+
+    def _end_turn(self, t: Trajectory) -> list:
+        """Record a finished assistant turn; the tool calls to run for it (``[(trajectory, call)]``)."""
+        text = self.tokenizer.decode(t.completion_ids[t.turn_start:], skip_special_tokens=False)
+        turn = parse_turn(text)
+        t.messages.append(turn.as_message())
+        t.turns += 1
+        if not turn.calls:
+            t.finish("answer")
+            return []
+        if t.turns >= self.limits.max_turns:
+            t.finish("max_turns")  # no turn left to read the answer in
+            return []
+        if t.tool_calls >= self.limits.max_tool_calls:
+            t.finish("max_tool_calls")
+            return []
+        allowed = self.limits.max_tool_calls - t.tool_calls
+        t.tool_calls += min(allowed, len(turn.calls))
+        return [(t, call, index < allowed) for index, call in enumerate(turn.calls)]
+
+    def _run_tools(self, calls: list) -> None:
+        if not calls:
+            return
+        with ThreadPoolExecutor(min(self.tool_workers, len(calls))) as pool:
+            answers = list(pool.map(lambda item: self._answer(*item), calls))
+        by_trajectory: dict[int, tuple[Trajectory, list]] = {}
+        for (t, call, _), answer in zip(calls, answers, strict=True):
+            by_trajectory.setdefault(id(t), (t, []))[1].append((call.id, answer))
+        for t, results in by_trajectory.values():
+            for call_id, content in results:
+                t.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
+            ids = self.tokenizer(tool_results_text(self.tokenizer, results), add_special_tokens=False)["input_ids"]
+            t.add_environment_tokens(ids)
+            if len(t.completion_ids) >= self.limits.token_budget:
+                t.truncate(self.limits.token_budget)
+                t.finish("token_budget")
+
+    def _answer(self, t: Trajectory, call, allowed: bool) -> str:
+        if not allowed:
+            return f"error: tool-call limit reached ({self.limits.max_tool_calls} per rollout)"
+        return execute(call, self.tools)
+
+    # ------------------------------------------------------------------ scoring and output
+    def _score_groups(self, groups: list[Group]) -> None:
+        trajectories = [t for g in groups for t in g]
+        if not trajectories:
+            return
+        if not self.reward_funcs:
+            for t in trajectories:
+                t.rewards = []
+            return
+        prompts = [t.row["prompt"] for t in trajectories]
+        completions = [self._completion(t) for t in trajectories]
+        columns = {k: [t.row.get(k) for t in trajectories] for k in trajectories[0].row if k not in ("prompt", "completion")}
+        per_func = []
+        for func in self.reward_funcs:
+            out = func(prompts=prompts, completions=completions, completion_ids=[t.completion_ids for t in trajectories], **columns)
+            if asyncio.iscoroutine(out):
+                out = asyncio.run(out)
+            per_func.append(list(out))
+        for i, t in enumerate(trajectories):
+            t.rewards = [scores[i] for scores in per_func]
+
+    def _completion(self, t: Trajectory):
+        if isinstance(t.row["prompt"], str):
+            return self.tokenizer.decode(t.completion_ids, skip_special_tokens=True)
+        return list(t.messages)
+
+    def _output(self, trajectories: list[Trajectory]) -> dict:
+        output = {
+            "prompt_ids": [t.prompt_ids for t in trajectories],
+            "completion_ids": [list(t.completion_ids) for t in trajectories],
+            "logprobs": [list(t.logprobs) for t in trajectories],
+            "env_mask": [t.loss_mask(self.iteration) for t in trajectories],
+            "stop_reason": [t.stop_reason or "paused" for t in trajectories],
+        }
+        for i in range(len(self.reward_funcs)):
+            output[REWARD_COLUMN.format(i)] = [t.rewards[i] if t.rewards is not None else None for t in trajectories]
+        return output
+
+
+def precomputed_rewards(reward_funcs) -> list:
+    """TRL-side stand-ins for rewards the engine already computed: same names, scores read from the row."""
+
+    def reader(index: int, name: str):
+        column = REWARD_COLUMN.format(index)
+
+        def reward(prompts, completions, **kwargs):
+            return kwargs[column]
+
+        reward.__name__ = name
+        return reward
+
+    return [reader(i, getattr(f, "__name__", f"reward_{i}")) for i, f in enumerate(reward_funcs)]

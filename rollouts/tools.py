@@ -1,0 +1,82 @@
+"""Tools the policy can call during a rollout. The built-in one runs Python in the sandbox.
+
+A tool is a named callable ``(arguments: dict) -> str``; whatever it returns is what the policy
+reads next. Failures the policy caused (a bad argument, a crashing program, an unknown tool) come
+back as text too: a tool never raises into the engine for the policy's mistakes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from k2rl.errors import K2RLError
+from k2rl.rollouts.tool_calls import ToolCall
+
+Tool = Callable[[dict], str]
+
+
+class PythonTool:
+    """``python(code)``: run ``code`` in a sandbox, answer with its stdout (and the tail of stderr if it failed)."""
+
+    name = "python"
+
+    def __init__(self, backend: str = "local", timeout_s: float = 5.0, max_chars: int = 400, workers: int | None = None):
+        self.backend, self.timeout_s, self.max_chars, self.workers = backend, timeout_s, max_chars, workers
+        self._sandbox = None
+        self._lock = threading.Lock()
+
+    def _get_sandbox(self):
+        with self._lock:
+            if self._sandbox is None:
+                from k2rl.sandboxes import get_sandbox
+
+                self._sandbox = get_sandbox(self.backend, **({"workers": self.workers} if self.workers else {}))
+            return self._sandbox
+
+    def __call__(self, arguments: dict) -> str:
+        code = arguments.get("code")
+        if not isinstance(code, str):
+            return "error: python takes one argument, code (a string of Python source)"
+        from k2rl.sandboxes.tool_run import run_program
+
+        run = run_program(self._get_sandbox(), code, timeout_s=self.timeout_s)
+        if run.status == "ok":
+            text = run.stdout
+        elif run.status == "timeout":
+            text = f"{run.stdout}error: the program exceeded its {self.timeout_s:g}s time limit"
+        else:
+            lines = run.stderr.strip().splitlines()
+            text = f"{run.stdout}error ({run.status}): {lines[-1] if lines else 'no message'}"
+        return _clip(text, self.max_chars)
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+
+def _clip(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[: max_chars - 15] + "\n...[truncated]"
+
+
+BUILTIN_TOOLS = {"python": PythonTool}
+
+
+def build_tools(names: list[str], **python_options) -> dict[str, Tool]:
+    """Tools by name for a recipe's ``rollout.tools`` list."""
+    unknown = [n for n in names if n not in BUILTIN_TOOLS]
+    if unknown:
+        raise K2RLError(f"rollout.tools: unknown tool(s) {unknown} (known: {sorted(BUILTIN_TOOLS)})")
+    return {name: BUILTIN_TOOLS[name](**python_options) for name in names}
+
+
+def execute(call: ToolCall, tools: dict[str, Tool]) -> str:
+    """The text the policy reads back for ``call``: the tool's answer, or a one-line error."""
+    if call.error is not None:
+        return f"error: {call.error}"
+    if call.name not in tools:
+        return f"error: unknown tool {call.name!r} (available: {', '.join(sorted(tools)) or 'none'})"
+    try:
+        return tools[call.name](call.arguments or {})
+    except Exception as exc:  # noqa: BLE001 - a tool's own bug must not end a training run
+        return f"error: tool {call.name} failed: {type(exc).__name__}: {str(exc)[:200]}"
