@@ -179,6 +179,32 @@ class EvalConfig:
 
 
 @dataclass
+class RolloutConfig:
+    """The rollout engine (``k2rl.rollouts``): multi-turn tools, partial rollouts, overlapped scoring.
+
+    Off by default: with no tools, no overlap and no partial rollouts, TRL's own generation runs.
+    """
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    tools: list[str] = field(default_factory=list)  # e.g. ["python"]: run code in the sandbox
+    sandbox: str = "local"  # sandbox backend for the python tool
+    tool_timeout_s: float = 5.0
+    max_turns: int = 1
+    max_tool_calls: int = 4
+    token_budget: int | None = None  # completion tokens per rollout (policy + tool); default trainer.max_completion_length
+    partial_rollouts: bool = False
+    iteration_budget: int = 64  # with partial_rollouts: policy tokens per rollout per iteration before pausing
+    overlap: bool = False  # score chunk k on a worker thread while chunk k+1 generates (same weights)
+    chunks: int = 4
+    queue_size: int = 2
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tools) or self.partial_rollouts or self.overlap or self.backend == "vllm"
+
+
+@dataclass
 class RunConfig:
     """A whole run. ``policy`` names the starting point; everything else has a default."""
 
@@ -191,6 +217,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_answer")])
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
 
     def __post_init__(self):
