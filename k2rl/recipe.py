@@ -19,6 +19,7 @@ from k2rl.checkpointing import checkpoint_step, forget_after, last_checkpoint, r
 from k2rl.config import RunConfig
 from k2rl.critic import bind_critic, wire_rubric_rewards
 from k2rl.data import load_task_data
+from k2rl.distributed import from_main, is_main, wait_for_everyone
 from k2rl.evaluation import heldout_accuracy
 from k2rl.expert_lora import merged_expert_adapters
 from k2rl.expert_select import effective_trainable_parameters
@@ -61,7 +62,8 @@ class HeldOutEvalCallback(TrainerCallback):
 
 
 def _say(message: str) -> None:
-    print(f"k2rl: {message}", flush=True)
+    if is_main():
+        print(f"k2rl: {message}", flush=True)
 
 
 def train(config: RunConfig, resume: str | bool | None = None) -> dict:
@@ -79,19 +81,24 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     )
     reward_funcs, reward_weights = build_reward_funcs(reward_specs)
     data = load_task_data(config.data, config.seed)
-    run_dir = resume_run_dir(config, resume) if resume else make_run_dir(config)
+    run_dir = resume_run_dir(config, resume) if resume else from_main(lambda: make_run_dir(config))
     checkpoint = last_checkpoint(run_dir) if resume else None
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     _say(f"run directory {run_dir}")
     if resume:
-        forget_after(metrics.path, checkpoint_step(checkpoint))
+        if is_main():
+            forget_after(metrics.path, checkpoint_step(checkpoint))
+        wait_for_everyone()
         _say(f"resuming from {checkpoint or 'the start of RL'}")
 
     warm_started = resume and (run_dir / "warm_start").is_dir()  # finished before the interruption
     if warm_started:
         source = str(run_dir / "warm_start")
     elif config.policy.preset:
-        source = str(init_policy(config.policy.preset, run_dir / "initial_policy", seed=config.seed))
+        source = str(run_dir / "initial_policy")
+        if is_main():  # one process builds and saves, the others load what it saved
+            init_policy(config.policy.preset, source, seed=config.seed)
+        wait_for_everyone()
         _say(f"built a {config.policy.preset} policy")
     else:
         source = config.policy.model
@@ -100,17 +107,20 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
 
     if config.warm_start.enabled and not warm_started:
         _say(f"warm start: {config.warm_start.max_steps} supervised steps")
-        forget_after(metrics.path, -1, phases=("warm_start", "eval"))  # a resumed run redoes it from scratch
+        if is_main():
+            forget_after(metrics.path, -1, phases=("warm_start", "eval"))  # a resumed run redoes it from scratch
         model = warm_start(
             model, tokenizer, data.train, config.warm_start, run_dir / "warm_start_tmp", config.seed,
             callbacks=[MetricsCallback(metrics, "warm_start")],
         )
         base_dir = run_dir / "warm_start"
         partial = run_dir / "warm_start.partial"  # renamed when complete: a resume never sees half a model
-        shutil.rmtree(partial, ignore_errors=True)
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        partial.rename(base_dir)
+        if is_main():
+            shutil.rmtree(partial, ignore_errors=True)
+            model.save_pretrained(partial)
+            tokenizer.save_pretrained(partial)
+            partial.rename(base_dir)
+        wait_for_everyone()
         model.config.name_or_path = str(base_dir)  # the adapter records where its base model lives
 
     evaluator = HeldOutEvalCallback(tokenizer, data.eval, metrics, config.trainer.eval_steps, config.eval)
@@ -142,8 +152,9 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         _say(f"critic: {critic.calls} verdicts in {critic.seconds:.1f}s ({critic.seconds / max(config.trainer.max_steps, 1):.2f}s per step)")
     after = evaluator.measure(trainer.model)
     metrics.write("eval", config.trainer.max_steps, accuracy=after)
-    trainer.model.save_pretrained(run_dir / "adapter")
-    plot_progress(metrics.records(), run_dir / "progress.png")
+    if is_main():
+        trainer.model.save_pretrained(run_dir / "adapter")
+        plot_progress(metrics.records(), run_dir / "progress.png")
     wall = time.time() - started
     summary = {
         "accuracy_before": before,
@@ -155,8 +166,9 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         "rl_steps": config.trainer.max_steps,
         "run_dir": str(run_dir),
     }
-    _write_summary(run_dir, summary)
-    print(final_line(before, after, wall, run_dir), flush=True)
+    if is_main():
+        _write_summary(run_dir, summary)
+        print(final_line(before, after, wall, run_dir), flush=True)
     return summary
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from k2rl.distributed import from_main, is_main
 from k2rl.errors import K2RLError
 
 SCORES = ("gate", "share")
@@ -152,16 +153,18 @@ def select_for_run(model, tokenizer, train_dataset, config, run_dir: Path) -> di
     if config.threshold_p is None:
         return None
     path = Path(run_dir) / "routing_profile.json"
-    if path.exists():
+    if from_main(path.exists):  # one answer for all processes: the main one may be writing it
         profile = RoutingProfile.load(path)
     else:
         count = min(config.profile_prompts, len(train_dataset))
         profile = profile_routing(model, tokenizer, train_dataset.select(range(count))["prompt"])
-        profile.save(path)
+        if is_main():
+            profile.save(path)
     selection = profile.select(config.threshold_p, config.score)
     total = profile.gate.size
     chosen = sum(len(experts) for experts in selection.values())
     summary = {"threshold_p": config.threshold_p, "score": config.score, "adapted": chosen, "of": total, "experts": selection}
-    (Path(run_dir) / "expert_selection.json").write_text(json.dumps(summary) + "\n")
-    plot_profile(profile, selection, config.score, Path(run_dir) / "routing_profile.png")
+    if is_main():  # every process profiles the same prompts with the same model; one writes
+        (Path(run_dir) / "expert_selection.json").write_text(json.dumps(summary) + "\n")
+        plot_profile(profile, selection, config.score, Path(run_dir) / "routing_profile.png")
     return selection

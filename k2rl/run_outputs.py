@@ -14,6 +14,7 @@ import yaml
 from transformers import TrainerCallback
 
 from k2rl.config import RunConfig, config_to_dict
+from k2rl.distributed import is_main
 
 
 def make_run_dir(config: RunConfig) -> Path:
@@ -35,6 +36,8 @@ class MetricsLog:
         self.path = path
 
     def write(self, phase: str, step: int, **values) -> None:
+        if not is_main():  # several processes, one log
+            return
         record = {"phase": phase, "step": step, "time": round(time.time(), 3), **values}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
