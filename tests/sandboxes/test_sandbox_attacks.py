@@ -129,7 +129,7 @@ ATTACKS: dict[str, tuple[str, str, float]] = {
     "memory_bomb": ("def solve(x):\n    hog = []\n    while True:\n        hog.append(bytearray(50 << 20))\n", TESTS, 5),
     "fork_memory_bomb": ("import os, time\ndef solve(x):\n    for i in range(8):\n        if os.fork() == 0:\n            break\n"
                          "    hog = bytearray(600 << 20)\n    for j in range(0, len(hog), 4096):\n        hog[j] = 1\n"
-                         "    time.sleep(2)\n    return 26\n", "assert solve(3) == 26 and False\n", 6),
+                         "    time.sleep(1)\n    return 26\n", "assert solve(3) == 26 and False\n", 3),
     "disk_bomb": ("import os\ndef solve(x):\n    for i in range(1000):\n        with open(f'/tmp/fill{i}', 'wb') as f:\n"
                   "            f.write(os.urandom(1 << 20) * 8)\n    return None\n", TESTS, 5),
     "fd_bomb": ("import os\ndef solve(x):\n    fds = []\n    while True:\n        fds.append(os.open('/dev/null', os.O_RDONLY))\n",
@@ -181,7 +181,7 @@ ATTACKS: dict[str, tuple[str, str, float]] = {
                          "def solve(x):\n    return None\n", TESTS, 5),
     "segfault": ("import ctypes\ndef solve(x):\n    return ctypes.cast(8, ctypes.POINTER(ctypes.c_long)).contents.value\n",
                  TESTS, 5),
-    "stack_overflow": ("import sys\nsys.setrecursionlimit(10**8)\ndef solve(x):\n    return solve(x + 1)\n", TESTS, 5),
+    "stack_overflow": ("import sys\nsys.setrecursionlimit(10**8)\ndef solve(x):\n    return solve(x + 1)\n", TESTS, 3),
     "generator_result": ("def solve(x):\n    yield 26\n", TESTS, 5),
     "huge_int_result": ("def solve(x):\n    return 10 ** 100000\n", TESTS, 5),
     "stop_iteration_into_all": ("def solve(x):\n    raise StopIteration\n",
