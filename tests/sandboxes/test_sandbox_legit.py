@@ -142,3 +142,28 @@ def test_a_dead_harness_is_an_infrastructure_failure_then_replaced():
 def test_bad_options_are_k2rl_errors():
     with pytest.raises(K2RLError, match="workers"):
         get_sandbox("local", workers=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_killed_harness_leaves_no_sandbox_behind(backend):
+    import signal
+    import subprocess
+    import time
+
+    def ours() -> set[str]:
+        if backend == "docker":
+            out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=k2rl.sandbox"], capture_output=True, text=True)
+            return set(out.stdout.split())
+        return {line.split()[0] for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
+                .stdout.splitlines() if "bwrap" in line and "--as-pid-1" in line}
+
+    before = ours()
+    sb = open_sandbox(backend, workers=1)
+    started = ours() - before
+    assert len(started) == 1
+    sb._slots[0].proc.send_signal(signal.SIGKILL)
+    sb._slots[0].proc.wait()
+    deadline = time.monotonic() + 15
+    while ours() & started and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not ours() & started
