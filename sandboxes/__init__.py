@@ -4,8 +4,25 @@
     sb = get_sandbox("local")                  # or "docker"
     v = sb.run_tests(program, tests, timeout_s=10.0)
     v.passed, v.status, v.stdout, v.stderr, v.duration_s
+    sb.run_tests_many([(program, tests), ...])   # concurrent, input order
+    sb.run_io(program, [(stdin, expected_stdout), ...])
 
-See :mod:`k2rl.sandboxes.harness` for why a verdict cannot be forged by the program.
+How it fits together (one pool slot; ``workers`` slots run side by side)::
+
+    pool (this process) --pipe--> harness process (trusted: runs the tests)
+                                     |  plain data only
+                                     v
+                          zygote, PID 1 of a bubblewrap sandbox or a container
+                                     | fork per job
+                                     v
+                          candidate process (runs the program, answers calls)
+
+* :mod:`.wire` -- frames and the plain-data encoding, the only thing that crosses the boundary.
+* :mod:`.harness`, :mod:`.session` -- the trusted side; why a verdict cannot be forged.
+* :mod:`.zygote` -- the warm process inside the sandbox; why it survives its candidates.
+* :mod:`.local`, :mod:`.cgroups`, :mod:`.runtime` -- the bubblewrap backend and its limits.
+* :mod:`.docker_backend` -- the Docker backend and its offline image (``k2rl sandbox build-image``).
+* :mod:`.pool` -- the public :class:`~.pool.Sandbox`.
 """
 
 from __future__ import annotations
