@@ -10,6 +10,7 @@ Loss, advantages, sampling and logging are TRL's.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from trl import GRPOConfig, GRPOTrainer
@@ -18,6 +19,7 @@ from k2rl.checkpointing import record_batch
 from k2rl.config import TrainerConfig
 from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
 from k2rl.expert_select import restrict_to_experts
+from k2rl.routing_replay import RoutingReplay
 
 
 class K2GRPOTrainer(GRPOTrainer):
@@ -32,9 +34,26 @@ class K2GRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.auxiliary_losses = list(auxiliary_losses)
 
+    routing_replay = None  # a k2rl.routing_replay.RoutingReplay when trainer.routing_replay is on
+
+    def enable_routing_replay(self) -> None:
+        """Record router choices during generation; reuse them in every training forward."""
+        self.routing_replay = RoutingReplay(self.model)
+
     def _generate_single_turn(self, *args, **kwargs):
-        with merged_expert_adapters(self.accelerator.unwrap_model(self.model)):
+        recording = self.routing_replay.recording() if self.routing_replay else contextlib.nullcontext()
+        with merged_expert_adapters(self.accelerator.unwrap_model(self.model)), recording:
             return super()._generate_single_turn(*args, **kwargs)
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        if self.routing_replay is None:
+            return super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        with self.routing_replay.replaying():
+            result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        mismatch = self.routing_replay.take_mismatch()  # how much replay changed: train/rollout routing gap
+        if mismatch is not None:
+            self._metrics["train" if self.model.training else "eval"]["routing_replay/mismatch"].append(mismatch)
+        return result
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -119,4 +138,6 @@ def build_trainer(
     )
     if expert_selection is not None:
         restrict_to_experts(trainer.model, expert_selection)
+    if config.routing_replay:
+        trainer.enable_routing_replay()
     return trainer
