@@ -116,6 +116,7 @@ class TrainerConfig:
 
     algorithm: Literal["grpo", "k2", "ppo"] = "grpo"  # k2: the K1.5/K2 squared loss; ppo: value head + GAE
     tau: float = 0.1  # k2: weight of the log-ratio term in (r - mean r - tau * log ratio)^2
+    importance_sampling_level: Literal["token", "sequence"] = "token"  # sequence + loss_type grpo: GSPO
     temperature_schedule: Literal["constant", "linear", "cosine"] = "constant"
     temperature_end: float | None = None  # sampling temperature at the last step (start: ``temperature``)
     gamma: float = 1.0  # ppo: discount over completion tokens

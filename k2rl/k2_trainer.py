@@ -37,6 +37,7 @@ class K2RecipeTrainer(K2GRPOTrainer):
         model, grpo_config = kwargs["model"], kwargs["args"]
         check_temperatures(recipe.temperature, recipe.temperature_end, recipe.temperature_schedule)
         check_budget_config(recipe.budget, recipe.max_completion_length)
+        grpo_config.importance_sampling_level = recipe.importance_sampling_level  # "sequence": GSPO
         if recipe.algorithm == "k2":
             grpo_config.scale_rewards = "none"  # the K2 loss wants r - mean_r, unscaled
         if recipe.budget.column is not None:  # the penalty is a reward, logged like the others

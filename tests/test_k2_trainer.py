@@ -156,3 +156,8 @@ def test_recipe_errors_are_one_line(tiny_policy_dir, tmp_path):
         _trainer(tiny_policy_dir, tmp_path, temperature_schedule="cosine")
     with pytest.raises(K2RLError, match="max_completion_length"):
         _trainer(tiny_policy_dir, tmp_path, budget=BudgetConfig(column="task", default=99))
+
+
+def test_gspo_is_selectable(tiny_policy_dir, tmp_path):
+    trainer = _trainer(tiny_policy_dir, tmp_path, loss_type="grpo", importance_sampling_level="sequence")
+    assert trainer.importance_sampling_level == "sequence" and trainer.loss_type == "grpo"
