@@ -21,6 +21,7 @@ import torch
 from trl.trainer.utils import add_fused_lm_head
 
 from k2rl.config import TrainerConfig
+from k2rl.errors import K2RLError
 from k2rl.losses import k2_policy_loss
 from k2rl.ptx import PtxLoss, build_ptx_batches
 from k2rl.rewards import get_reward
@@ -40,6 +41,8 @@ class K2RecipeTrainer(K2GRPOTrainer):
         grpo_config.importance_sampling_level = recipe.importance_sampling_level  # "sequence": GSPO
         if recipe.algorithm == "k2":
             grpo_config.scale_rewards = "none"  # the K2 loss wants r - mean_r, unscaled
+        if recipe.budget.column is not None and kwargs.get("rollout_func") is not None:
+            raise K2RLError("trainer.budget cuts TRL's own samples; with the rollout engine use its rollout.* limits")
         if recipe.budget.column is not None:  # the penalty is a reward, logged like the others
             kwargs["reward_funcs"] = [*kwargs["reward_funcs"], get_reward(EXCEEDED_COLUMN, penalty=recipe.budget.penalty)]
             weights = grpo_config.reward_weights or [1.0] * (len(kwargs["reward_funcs"]) - 1)
@@ -49,7 +52,7 @@ class K2RecipeTrainer(K2GRPOTrainer):
             kwargs["auxiliary_losses"] = [*kwargs.get("auxiliary_losses", ()), PtxLoss(ptx, recipe.ptx.weight)]
         # TRL patches ``forward`` with a fused LM head that bakes in the temperature; keep what was
         # there before so a new temperature can re-patch from the original instead of stacking wrappers.
-        self._forward_before_fused_head = model.__dict__.get("forward")
+        self._forward_before_fused_head = vars(model).get("forward") if hasattr(model, "__dict__") else None
         self._pending_budgets: list[int | None] | None = None
         self._budget_exceeded: list[bool] | None = None
         super().__init__(*args, **kwargs)
@@ -64,8 +67,11 @@ class K2RecipeTrainer(K2GRPOTrainer):
         """Sample (and score log-probabilities) at ``temperature`` from the next generation on."""
         if temperature != self.temperature:
             self.temperature = temperature
-            self.generation_config.temperature = temperature
-            self.generation_kwargs["temperature"] = temperature
+            if self.use_vllm:
+                self.vllm_generation.temperature = temperature  # read at every generate call
+            else:
+                self.generation_config.temperature = temperature
+                self.generation_kwargs["temperature"] = temperature
             base = self.accelerator.unwrap_model(self.model).get_base_model()
             if self._forward_before_fused_head is None:
                 del base.forward
