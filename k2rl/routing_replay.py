@@ -14,6 +14,10 @@ the training sequence is ``prompt + completion``. Each generated row is stored u
 last gets its recorded choice (the last token is never fed during generation; its logits are not part
 of the loss). Rows or positions without a record keep the live router's choice.
 
+Gradient checkpointing (TRL's default) recomputes each layer's forward during backward, outside the
+replaying block; a router call with gradients enabled outside any mode is that recomputation, and gets
+the last replayed choices again (otherwise the recomputed graph would not match the original one).
+
 Off by default (``trainer.routing_replay``). One instance per trainer; rollouts are local to each
 process, so no communication is needed.
 """
@@ -48,6 +52,7 @@ class RoutingReplay:
         self.mismatch = [0, 0]  # (token-layers whose live choice differed from the replayed one, token-layers replayed)
         self._steps: list[dict] = []  # generation: one entry per forward call
         self._call: dict = {}
+        self._last_forced: torch.Tensor | None = None  # for gradient-checkpointing recomputation
         self._handles = [_decoder(model).register_forward_pre_hook(self._on_call, with_kwargs=True)]
         self._handles += [router.register_forward_hook(self._router_hook(row)) for row, (_, router) in enumerate(self.routers)]
 
@@ -60,7 +65,7 @@ class RoutingReplay:
     def recording(self):
         """Generation: forget the previous rollouts, record this one's routing."""
         self.rollouts.clear()
-        self._steps, self.mode = [], "record"
+        self._steps, self.mode, self._last_forced = [], "record", None
         try:
             yield
         finally:
@@ -98,23 +103,30 @@ class RoutingReplay:
             self._steps.append(self._call)
         else:
             self._call = {"forced": self._forced(input_ids.detach().cpu(), mask.cpu())}
+            if torch.is_grad_enabled():
+                self._last_forced = self._call["forced"]
 
     def _router_hook(self, row: int):
         def hook(module, args, output):
-            if self.mode is None or not self._call:
-                return None
             logits, weights, indices = output
-            if self.mode == "record":
+            recomputing = self.mode is None and torch.is_grad_enabled() and self._last_forced is not None
+            if recomputing:
+                forced = self._last_forced
+            elif self.mode is None or not self._call:
+                return None
+            elif self.mode == "record":
                 self._call["routes"][row] = indices.detach().cpu()
                 return None
-            forced = self._call["forced"]
-            if forced is None:
+            else:
+                forced = self._call["forced"]
+            if forced is None or forced.shape[1] != indices.shape[0]:
                 return None
             forced = forced[row].to(indices.device)
             known = (forced >= 0).all(dim=-1)
-            live = indices.sort(dim=-1).values
-            self.mismatch[0] += int((live[known] != forced[known].sort(dim=-1).values).any(dim=-1).sum())
-            self.mismatch[1] += int(known.sum())
+            if not recomputing:
+                live = indices.sort(dim=-1).values
+                self.mismatch[0] += int((live[known] != forced[known].sort(dim=-1).values).any(dim=-1).sum())
+                self.mismatch[1] += int(known.sum())
             chosen = torch.where(known[:, None], forced, indices)
             return logits, _routing_weights(getattr(module, "original_module", module), logits, chosen).to(weights.dtype), chosen
 

@@ -113,7 +113,23 @@ def test_replay_restores_rollout_routing_after_the_router_drifts(rollout):
                 router.weight.copy_(weight)
 
 
-def test_without_a_mode_the_hooks_change_nothing(rollout):
+def test_gradient_checkpointing_recomputes_with_the_replayed_routing(rollout):
+    """TRL trains with gradient checkpointing: backward re-runs the routers outside the replay block."""
+    model, replay, ids, mask, _ = rollout
+    model.train()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        with replay.replaying():
+            loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+        loss.backward()  # a mismatch between forward and recomputation raises CheckpointError here
+        assert model.get_output_embeddings().weight.grad is not None
+    finally:
+        model.gradient_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_without_a_mode_the_hooks_change_nothing(rollout):  # last: it removes the hooks
     model, replay, ids, mask, _ = rollout
     with torch.no_grad():
         hooked = model(input_ids=ids, attention_mask=mask).logits
