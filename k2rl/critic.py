@@ -67,7 +67,7 @@ def wire_rubric_rewards(
     if config.refine and config.model not in (None, POLICY):
         raise K2RLError("critic.refine trains the policy's own weights; it needs critic.model: policy")
     critic = PolicyCritic(config.max_new_tokens, config.batch_size, config.answer_prefix)
-    refinement = CriticRefinement(config.refine_weight, config.refine_max_examples, seed) if config.refine else None
+    refinement = CriticRefinement(config.refine_weight, config.refine_max_examples, seed, config.answer_prefix) if config.refine else None
     wired = []
     for spec in specs:
         if spec.get("name") == "rubric":

@@ -28,8 +28,11 @@ class CriticRefinement:
 
     name = "critic/refine_loss"
 
-    def __init__(self, weight: float, max_examples: int, seed: int = 0):
+    def __init__(self, weight: float, max_examples: int, seed: int = 0, answer_prefix: str = ""):
         self.weight, self.max_examples = weight, max_examples
+        # The critic's answer starts with this text, prefilled at judging time: it is never generated,
+        # so it is part of the context here too, and the loss falls on the verdict alone.
+        self.answer_prefix = answer_prefix
         self.tokenizer = None
         self._pending: list[tuple[list[dict], str]] = []
         self._rng = random.Random(seed)
@@ -58,6 +61,8 @@ class CriticRefinement:
         rows, targets = [], []
         for messages, answer in examples:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            if self.answer_prefix and answer.startswith(self.answer_prefix):
+                prompt, answer = prompt + self.answer_prefix, answer[len(self.answer_prefix) :]
             prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             full_ids = self.tokenizer(prompt + answer + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
             rows.append(full_ids)

@@ -84,7 +84,7 @@ def test_refinement_loss_teaches_the_verdict_format(policy, tiny_policy_dir):
         (critic_messages(chat("What is 2 + 3?"), "The answer is 5.", "The answer is 7.", rubric), "Verdict: A"),
         (critic_messages(chat("What is 2 + 3?"), "The answer is 7.", "The answer is 5.", rubric), "Verdict: B"),
     ]
-    refinement = CriticRefinement(weight=1.0, max_examples=8).bind(tokenizer)
+    refinement = CriticRefinement(weight=1.0, max_examples=8, answer_prefix="Verdict:").bind(tokenizer)
     assert refinement(model) is None  # nothing pending: no loss
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
