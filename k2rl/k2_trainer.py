@@ -82,7 +82,7 @@ class K2RecipeTrainer(K2GRPOTrainer):
                 outputs=("log_probs", "entropy"),
             )
 
-    # ---- budgets -----------------------------------------------------------------------------
+    # ---- sampling: the temperature log and per-task budgets ----------------------------------
 
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
