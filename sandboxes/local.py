@@ -4,7 +4,8 @@ What the candidate sees: read-only ``/usr`` (and the ``/lib*``, ``/bin`` links o
 layout), the trimmed interpreter at ``/opt/python``, a private ``/proc`` and minimal ``/dev``, and a
 size-capped tmpfs at ``/tmp`` -- nothing else of the host: no ``/etc``, no home directories, no
 ``/run`` or ``/var`` (so no ``docker.sock``), no environment variables but the few set here, no
-network interfaces but its own loopback, no other processes. When the caller is root, bubblewrap is
+network interfaces but its own loopback, no other processes, and no way to create further user
+namespaces (``--disable-userns``). When the caller is root, bubblewrap is
 started as ``nobody`` so the sandbox's processes are not host-root for rlimit purposes
 (``RLIMIT_NPROC`` is ignored for uid 0) or for file permissions.
 """
@@ -42,7 +43,7 @@ def _system_dirs() -> list[str]:
 
 def bwrap_command(tmp_mb: int) -> tuple[list[str], dict]:
     """``(argv, popen_kwargs)`` for one sandbox running the zygote."""
-    args = [bwrap_binary(), "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
+    args = [bwrap_binary(), "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--as-pid-1",
             "--hostname", "sandbox"]
     args += _system_dirs()
     args += ["--ro-bind", str(python_runtime()), SANDBOX_PREFIX,

@@ -139,17 +139,20 @@ class Sandbox:
                     self._slots.append(slot)
                     self._idle.put(slot)
             if errors:
-                self.close()
+                self._close_locked()
                 raise errors[0]
             self._started = True
         return self
 
     def close(self) -> None:
         with self._lock:
-            _close_all(self._slots)
-            self._slots.clear()
-            self._idle = queue.Queue()
-            self._started = False
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        _close_all(self._slots)
+        self._slots.clear()
+        self._idle = queue.Queue()
+        self._started = False
 
     def __enter__(self) -> "Sandbox":
         return self.start()

@@ -175,6 +175,10 @@ ATTACKS: dict[str, tuple[str, str, float]] = {
                     "    try:\n        os.listdir('/proc/1/fd')\n        fds = True\n    except OSError:\n        fds = False\n"
                     "    return 'escaped' if attached or readable or fds else 'denied'\n",
                     "assert solve(0) == 'escaped'\n", 5),
+    "nested_user_namespace": ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                              "def solve(x):\n    if os.fork() == 0:\n        os._exit(0 if libc.unshare(0x10000000) == 0 else 1)\n"
+                              "    return 'escaped' if os.waitstatus_to_exitcode(os.wait()[1]) == 0 else 'denied'\n",
+                              "assert solve(0) == 'escaped'\n", 5),
     "surviving_daemon": ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
                          "        import signal\n        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n        while True:\n"
                          "            open('/tmp/daemon-was-here', 'w').write('1')\n            time.sleep(0.01)\n    os._exit(0)\n"

@@ -167,3 +167,23 @@ def test_a_killed_harness_leaves_no_sandbox_behind(backend):
     while ours() & started and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not ours() & started
+
+
+def test_a_sandbox_that_cannot_start_is_one_clear_error(monkeypatch):
+    import threading
+
+    monkeypatch.setenv("K2RL_SANDBOX_CACHE", "/proc/k2rl-cannot-exist")  # the runtime copy must fail
+    sb = get_sandbox("local", workers=2)
+    errors = []
+
+    def start():
+        try:
+            sb.start()
+        except K2RLError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "start() hung after a failed worker"
+    assert errors and "failed to start" in str(errors[0]) and "\n" not in str(errors[0])
