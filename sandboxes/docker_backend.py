@@ -153,7 +153,7 @@ def start_container(config: dict):
         memswap_limit=f"{limits['sandbox_memory_mb']}m", pids_limit=limits["pids"], nano_cpus=int(options["cpus"] * 1e9), read_only=True,
         tmpfs={"/tmp": f"size={limits['tmp_mb']}m,mode=1777"}, user="65534:65534", cap_drop=["ALL"],
         security_opt=["no-new-privileges"], environment=env, working_dir="/tmp", hostname="sandbox",
-        auto_remove=True, labels={LABEL: "1"}, ipc_mode="private")
+        auto_remove=True, labels={LABEL: str(os.getpid())}, ipc_mode="private")  # value: the owning harness
     sock = client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
     container.start()
     container._k2rl_client = client

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sandbox_support import BACKENDS, open_sandbox
 
@@ -150,23 +152,24 @@ def test_a_killed_harness_leaves_no_sandbox_behind(backend):
     import subprocess
     import time
 
-    def ours() -> set[str]:
-        if backend == "docker":
-            out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=k2rl.sandbox"], capture_output=True, text=True)
-            return set(out.stdout.split())
-        return {line.split()[0] for line in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True)
-                .stdout.splitlines() if "bwrap" in line and "--as-pid-1" in line}
-
-    before = ours()
     sb = open_sandbox(backend, workers=1)
-    started = ours() - before
-    assert len(started) == 1
+    harness = sb._slots[0].proc.pid
+
+    def left() -> list[str]:  # this harness's sandbox: its bwrap child, or its labelled container
+        if backend == "docker":
+            out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=k2rl.sandbox={harness}"],
+                                 capture_output=True, text=True)
+            return out.stdout.split()
+        return [pid for pid in bwraps if os.path.exists(f"/proc/{pid}")]
+
+    bwraps = open(f"/proc/{harness}/task/{harness}/children").read().split() if backend == "local" else []
+    assert len(left()) == 1
     sb._slots[0].proc.send_signal(signal.SIGKILL)
     sb._slots[0].proc.wait()
     deadline = time.monotonic() + 15
-    while ours() & started and time.monotonic() < deadline:
+    while left() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not ours() & started
+    assert not left()
 
 
 def test_a_sandbox_that_cannot_start_is_one_clear_error(monkeypatch):
