@@ -136,3 +136,21 @@ def test_without_a_mode_the_hooks_change_nothing(rollout):  # last: it removes t
         replay.remove()
         plain = model(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(hooked, plain)
+
+
+def test_training_run_with_replay_logs_the_mismatch(tmp_path, request):
+    """Through TRL: generation records, the loss forwards (with gradient checkpointing) replay."""
+    import json
+
+    from k2rl.cli import main
+
+    recipe = request.config.rootpath / "configs" / "quickstart.yaml"
+    fast = [
+        "data.train_size=32", "data.eval_size=8", "warm_start.max_steps=5", "trainer.max_steps=2",
+        "trainer.per_device_train_batch_size=8", "trainer.num_generations=4", "trainer.max_completion_length=6",
+        "trainer.eval_steps=0", "trainer.logging_steps=1", "eval.max_new_tokens=6", "trainer.routing_replay=true",
+    ]
+    assert main(["train", str(recipe), f"output_dir={tmp_path}", "run_name=replay", *fast]) == 0
+    records = [json.loads(line) for line in (tmp_path / "replay" / "metrics.jsonl").read_text().splitlines()]
+    mismatch = [r["routing_replay/mismatch"] for r in records if r["phase"] == "rl" and "routing_replay/mismatch" in r]
+    assert len(mismatch) == 2 and all(0.0 <= m < 0.5 for m in mismatch)
