@@ -25,6 +25,7 @@ from k2rl.expert_lora import merged_expert_adapters
 from k2rl.expert_select import effective_trainable_parameters
 from k2rl.policy import count_parameters, init_policy, load_policy, resolve_model_source
 from k2rl.rewards.composition import build_reward_funcs
+from k2rl.rollouts.wiring import attach_backend, build_engine, vllm_args
 from k2rl.routing_profile import select_for_run
 from k2rl.run_outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress
 from k2rl.trainer import build_trainer
@@ -135,12 +136,19 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         chosen = sum(len(experts) for experts in selection.values())
         _say(f"expert-selective LoRA: {chosen} routed experts adapted (routing_profile.png)")
 
+    engine = None
+    if config.rollout.enabled:  # multi-turn tools / partial rollouts / overlap: the k2rl rollout engine
+        engine, reward_funcs = build_engine(config.rollout, config.trainer, tokenizer, reward_funcs)
+        _say(f"rollout engine: tools {config.rollout.tools or 'none'}, max {config.rollout.max_turns} turns, "
+             f"partial rollouts {'on' if config.rollout.partial_rollouts else 'off'}, overlap {'on' if config.rollout.overlap else 'off'}")
     seed_everything(config.seed)
     trainer = build_trainer(
         model, tokenizer, data.train, reward_funcs, reward_weights, config.trainer, run_dir / "rl_tmp", config.seed,
         callbacks=[MetricsCallback(metrics, "rl"), evaluator], auxiliary_losses=[refinement] if refinement else (),
-        expert_selection=selection,
+        expert_selection=selection, rollout_func=engine, extra_args=vllm_args(config.rollout),
     )
+    if engine is not None:
+        attach_backend(engine, config.rollout, trainer)
     if critic is not None:
         bind_critic(critic, refinement, config.critic, trainer, tokenizer)
     _, total = count_parameters(trainer.model)

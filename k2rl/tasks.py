@@ -63,4 +63,10 @@ def arithmetic_splits(train_size: int, eval_size: int, seed: int, **options) -> 
     return train_set, eval_set
 
 
-BUILTIN_TASKS = {"arithmetic": arithmetic_splits}
+def _coding_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
+    from k2rl.coding_tasks import coding_splits
+
+    return coding_splits(train_size, eval_size, seed, **options)
+
+
+BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits}

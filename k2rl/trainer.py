@@ -66,6 +66,8 @@ class K2GRPOTrainer(GRPOTrainer):
         return loss
 
     def _generate_and_score_completions(self, inputs):
+        # TRL's rollout_func receives only prompts; the rollout engine scores with the rows' columns.
+        self.rollout_rows = inputs
         # The data position, per step: lets a resumed run be checked against an uninterrupted one.
         if self.model.training:
             record_batch(self.args.output_dir, self.state.global_step + 1, self.accelerator.process_index, inputs)
@@ -113,28 +115,33 @@ def _has_accelerator() -> bool:
 
 def build_trainer(
     model, tokenizer, train_dataset, reward_funcs, reward_weights, config: TrainerConfig, out_dir, seed, callbacks=(),
-    auxiliary_losses=(), expert_selection=None,
+    auxiliary_losses=(), expert_selection=None, rollout_func=None, extra_args=None,
 ):
     """A ready K2GRPOTrainer with LoRA on the experts (PEFT wraps ``model`` inside TRL).
 
     ``expert_selection`` (``{layer: [expert, ...]}``, see :mod:`k2rl.routing_profile`) restricts the
-    routed-expert adapters to those experts.
+    routed-expert adapters to those experts. ``rollout_func`` (a :class:`k2rl.rollouts.engine.RolloutEngine`)
+    replaces TRL's generation; ``extra_args`` are further GRPOConfig fields (e.g. ``use_vllm``).
     """
     # The recipe trainers build on K2GRPOTrainer (defined above), hence the import here.
     from k2rl.k2_trainer import K2RecipeTrainer
     from k2rl.ppo import K2PPOTrainer
 
     trainer_class = K2PPOTrainer if config.algorithm == "ppo" else K2RecipeTrainer
+    args = grpo_args(config, reward_weights, Path(out_dir), seed)
+    for name, value in (extra_args or {}).items():
+        setattr(args, name, value)
     trainer = trainer_class(
         recipe=config,
         model=model,
         reward_funcs=reward_funcs,
-        args=grpo_args(config, reward_weights, Path(out_dir), seed),
+        args=args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=expert_lora_config(config.lora.targets, config.lora.r, config.lora.alpha, router=config.router_trainable),
         callbacks=list(callbacks),
         auxiliary_losses=auxiliary_losses,
+        rollout_func=rollout_func,
     )
     if expert_selection is not None:
         restrict_to_experts(trainer.model, expert_selection)

@@ -13,6 +13,7 @@ log-probability of each sampled token under the sampling distribution.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -36,15 +37,33 @@ class TransformersBackend:
 
     def __init__(self, model, tokenizer, batch_size: int | None = None):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self._merged = False
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    @contextlib.contextmanager
+    def session(self):
+        """Fold the expert adapters in once for many ``generate`` calls (one engine run: every turn, every chunk).
+
+        Merging rebuilds every expert's delta, which costs more than a short generation call.
+        """
+        if self._merged:
+            yield
+            return
+        with merged_expert_adapters(self.model):
+            self._merged = True
+            try:
+                yield
+            finally:
+                self._merged = False
 
     @torch.no_grad()
     def generate(self, contexts: list[list[int]], max_new_tokens: list[int], sampling: Sampling):
         step = self.batch_size or len(contexts)
         out = []
-        for start in range(0, len(contexts), step):
-            out += self._generate(contexts[start:start + step], max_new_tokens[start:start + step], sampling)
+        with self.session():
+            for start in range(0, len(contexts), step):
+                out += self._generate(contexts[start:start + step], max_new_tokens[start:start + step], sampling)
         return out
 
     def _generate(self, contexts, max_new_tokens, sampling):
@@ -54,12 +73,11 @@ class TransformersBackend:
         attention = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=device)
         options = {"do_sample": False} if sampling.greedy else {
             "do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": sampling.top_k or 0}
-        with merged_expert_adapters(self.model):
-            generated = self.model.generate(
-                input_ids=input_ids, attention_mask=attention, max_new_tokens=max(max_new_tokens),
-                eos_token_id=self.eos_id, pad_token_id=self.pad_id, output_scores=True,
-                return_dict_in_generate=True, **options,
-            )
+        generated = self.model.generate(
+            input_ids=input_ids, attention_mask=attention, max_new_tokens=max(max_new_tokens),
+            eos_token_id=self.eos_id, pad_token_id=self.pad_id, output_scores=True,
+            return_dict_in_generate=True, **options,
+        )
         new = generated.sequences[:, width:]
         logps = torch.stack(generated.scores, dim=1).float().log_softmax(-1)  # the sampling distribution
         chosen = logps.gather(-1, new[:, : logps.size(1)].unsqueeze(-1)).squeeze(-1)

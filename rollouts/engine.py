@@ -21,9 +21,12 @@ One call (one generation batch of the trainer) goes like this:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+from trl.models import unwrap_model_for_generation
 
 from k2rl.errors import K2RLError
 from k2rl.rollouts.backends import Sampling, TransformersBackend
@@ -87,12 +90,16 @@ class RolloutEngine:
         rows = getattr(trainer, "rollout_rows", None) or [{"prompt": p} for p in prompts]
         if len(rows) != len(prompts):
             raise RuntimeError("rollout rows and prompts disagree; the trainer must record its batch rows")
-        if self.backend is None:
-            self.backend = TransformersBackend(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class)
         args = trainer.args
         sampling = Sampling(args.temperature, args.top_p, args.top_k)
         group = trainer.num_generations if training else trainer.num_generations_eval
-        output = self.run(rows, group, sampling, carry=training)
+        if self.backend is not None and not isinstance(self.backend, TransformersBackend):
+            output = self.run(rows, group, sampling, carry=training)
+        else:  # TRL's own unwrapping: no gradient checkpointing (so a KV cache) while generating
+            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                             gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
+                self.backend = TransformersBackend(model, trainer.processing_class)
+                output = self.run(rows, group, sampling, carry=training)
         mode = "train" if training else "eval"
         stats = self.last_stats
         for key in ("generate_s", "score_s", "wall_s", "tool_calls", "paused_groups", "skipped_groups"):
@@ -115,6 +122,18 @@ class RolloutEngine:
 
         size = -(-len(groups) // self.chunks)
         chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
+        with getattr(self.backend, "session", contextlib.nullcontext)():  # e.g. adapters merged once per run
+            self._generate_and_score(chunks, stats)
+
+        if carry:
+            self.partial.carry(groups)
+        stats.paused_groups = sum(not is_complete(g) for g in groups)
+        stats.tool_calls = sum(t.tool_calls for g in groups for t in g)
+        stats.wall_s = time.perf_counter() - started
+        self.last_stats = stats
+        return self._output([t for g in groups for t in g])
+
+    def _generate_and_score(self, chunks: list[list[Group]], stats: RolloutStats) -> None:
         if self.overlap and len(chunks) > 1:
             with ScoringPipeline(self._score_groups, self.queue_size) as pipeline:
                 for chunk in chunks:
@@ -125,14 +144,6 @@ class RolloutEngine:
             for chunk in chunks:
                 stats.generate_s += self._timed(self._advance, [t for g in chunk for t in g])
                 stats.score_s += self._timed(self._score_groups, [g for g in chunk if is_complete(g)])
-
-        if carry:
-            self.partial.carry(groups)
-        stats.paused_groups = sum(not is_complete(g) for g in groups)
-        stats.tool_calls = sum(t.tool_calls for g in groups for t in g)
-        stats.wall_s = time.perf_counter() - started
-        self.last_stats = stats
-        return self._output([t for g in groups for t in g])
 
     @staticmethod
     def _timed(fn, arg) -> float:

@@ -1,0 +1,80 @@
+"""Step time of one rollout batch with scoring overlapped vs. run after generation, in one process.
+
+The reward stands for scoring that waits on something other than this process's CPU -- an LLM judge
+on another GPU, a remote sandbox fleet -- which is the case overlap is for: its cost is latency. It
+is calibrated to cost about as much time as generating the batch. Both runs generate the same batch
+in the same chunks (the engine's on-policy micro-batches) with the same seed, so the only difference
+is whether chunk k is scored while chunk k+1 generates.
+
+    OMP_NUM_THREADS=2 python benchmarks/rollout_overlap.py [--rows 64 --group 8 --chunks 8 --tokens 32]
+
+Prints the serial sum (generation + scoring), the overlapped wall time, and their ratio; also the
+time to generate the whole batch in one unchunked call, so the cost of chunking itself is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from k2rl.policy import init_policy, load_policy
+from k2rl.rollouts.backends import Sampling, TransformersBackend
+from k2rl.rollouts.engine import Limits, RolloutEngine
+from k2rl.tasks import arithmetic
+
+
+def remote_judge(seconds_per_completion: float):
+    def judge(prompts, completions, completion_ids, **columns):
+        time.sleep(seconds_per_completion * len(completions))  # waiting on the judge's answer
+        return [float(len(ids) % 2) for ids in completion_ids]
+
+    return judge
+
+
+def run(policy, rows, group, chunks, tokens, reward, overlap, seed=0):
+    engine = RolloutEngine(policy.tokenizer, limits=Limits(token_budget=tokens), reward_funcs=[reward] if reward else [],
+                           backend=TransformersBackend(policy.model, policy.tokenizer), overlap=overlap, chunks=chunks)
+    torch.manual_seed(seed)
+    engine.run(rows, group, Sampling(temperature=1.0))
+    return engine.last_stats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--chunks", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = load_policy(str(init_policy("k2-tiny", f"{tmp}/policy", seed=0)))
+    questions = arithmetic(args.rows // args.group, seed=0)["question"]
+    rows = [{"prompt": [{"role": "user", "content": q}]} for q in questions for _ in range(args.group)]
+
+    run(policy, rows, args.group, args.chunks, args.tokens, None, False)  # warm-up
+    calibration = min(run(policy, rows, args.group, args.chunks, args.tokens, None, False).generate_s for _ in range(2))
+    judge = remote_judge(calibration / len(rows))
+    whole = min(run(policy, rows, args.group, 1, args.tokens, None, False).generate_s for _ in range(args.repeats))
+
+    serial, overlapped = [], []
+    for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
+        stats = run(policy, rows, args.group, args.chunks, args.tokens, judge, False)
+        serial.append((stats.generate_s + stats.score_s, stats.generate_s, stats.score_s))
+        overlapped.append(run(policy, rows, args.group, args.chunks, args.tokens, judge, True).wall_s)
+    serial_sum, gen_s, score_s = min(serial)
+    best = min(overlapped)
+    print(f"batch: {args.rows} rollouts ({args.rows // args.group} groups of {args.group}), {args.tokens} tokens, "
+          f"{args.chunks} chunks; torch threads {torch.get_num_threads()}")
+    print(f"generation, one unchunked call: {whole:.2f} s")
+    print(f"serial:     generation {gen_s:.2f} s + scoring {score_s:.2f} s = {serial_sum:.2f} s")
+    print(f"overlapped: {best:.2f} s (runs: {', '.join(f'{w:.2f}' for w in overlapped)})")
+    print(f"ratio overlapped / serial sum: {best / serial_sum:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""From a recipe's ``rollout`` section to a running engine: what the recipe calls, in one place.
+
+The engine owns scoring (that is what lets scoring overlap generation), so the trainer is handed
+:func:`~k2rl.rollouts.engine.precomputed_rewards` -- same names and weights, scores read from the
+rows -- and TRL's reward weighting, group normalisation and logging stay TRL's.
+"""
+
+from __future__ import annotations
+
+from k2rl.config import RolloutConfig, TrainerConfig
+from k2rl.rollouts.engine import Limits, RolloutEngine, precomputed_rewards
+from k2rl.rollouts.tools import build_tools
+
+
+def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer, reward_funcs) -> tuple[RolloutEngine, list]:
+    """``(engine, reward_funcs for the trainer)``; pass the engine as ``rollout_func``."""
+    limits = Limits(
+        max_turns=config.max_turns,
+        max_tool_calls=config.max_tool_calls,
+        token_budget=config.token_budget or trainer_config.max_completion_length,
+        iteration_budget=config.iteration_budget if config.partial_rollouts else None,
+    )
+    tools = build_tools(config.tools, backend=config.sandbox, timeout_s=config.tool_timeout_s)
+    engine = RolloutEngine(tokenizer, tools=tools, limits=limits, reward_funcs=reward_funcs,
+                           overlap=config.overlap, chunks=config.chunks, queue_size=config.queue_size)
+    return engine, precomputed_rewards(reward_funcs)
+
+
+def attach_backend(engine: RolloutEngine, config: RolloutConfig, trainer) -> None:
+    """Pick the generation backend once the trainer exists (vLLM lives on the trainer)."""
+    if config.backend == "vllm":
+        from k2rl.rollouts.backends import VLLMBackend
+
+        engine.backend = VLLMBackend(trainer)  # otherwise the engine builds a TransformersBackend on first use
+
+
+def vllm_args(config: RolloutConfig) -> dict:
+    """GRPOConfig fields for ``rollout.backend=vllm`` (TRL's server or colocate mode)."""
+    return {"use_vllm": True, "vllm_mode": config.vllm_mode} if config.backend == "vllm" else {}
