@@ -155,6 +155,15 @@ class RewardSpec:
     weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
+    label: str | None = None  # a distinct name in logs, to use one reward twice with other options
+
+
+@dataclass
+class RewardFailureConfig:
+    """When contained reward failures stop the run: more than this share of samples, once enough were seen."""
+
+    max_failure_fraction: float = 0.2
+    min_samples: int = 32
 
 
 @dataclass
@@ -217,6 +226,7 @@ class RunConfig:
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_answer")])
+    reward_failures: RewardFailureConfig = field(default_factory=RewardFailureConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)

@@ -80,7 +80,11 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     reward_specs, critic, refinement = wire_rubric_rewards(
         [vars(spec) for spec in config.rewards], config.critic, config.trainer.num_generations, config.seed
     )
-    reward_funcs, reward_weights = build_reward_funcs(reward_specs)
+    reward_funcs, reward_weights = build_reward_funcs(
+        reward_specs,
+        max_failure_fraction=config.reward_failures.max_failure_fraction,
+        min_samples=config.reward_failures.min_samples,
+    )
     data = load_task_data(config.data, config.seed)
     run_dir = resume_run_dir(config, resume) if resume else from_main(lambda: make_run_dir(config))
     checkpoint = last_checkpoint(run_dir) if resume else None
