@@ -1,0 +1,40 @@
+"""The expert weights pushed to vLLM: per expert, base + that expert's LoRA delta, split the way the
+adapted model computes (the GPU half, check_vllm_matches_policy, cannot run here)."""
+
+import torch
+from peft import get_peft_model
+
+from k2rl.expert_lora import expert_lora_config
+from k2rl.policy import load_policy
+from k2rl.rollouts.vllm_sync import checkpoint_name, merged_expert_tensors, per_expert_weights
+
+
+def test_pushed_expert_weights_compute_what_the_adapted_experts_compute(tiny_policy_dir):
+    torch.manual_seed(0)
+    model = get_peft_model(load_policy(str(tiny_policy_dir)).model, expert_lora_config(["routed_experts"], 4, 8))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)  # a trained-looking adapter (B starts at zero)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+
+    tensors = merged_expert_tensors(model)
+    assert sorted(tensors) == sorted(f"model.layers.{i}.mlp.experts.{p}" for i in (1, 2) for p in ("gate_up_proj", "down_proj"))
+    assert all(torch.equal(base[n], p) for n, p in model.named_parameters() if "lora_" not in n)  # restored
+
+    experts = model.base_model.model.model.layers[1].mlp.experts  # PEFT wrapper: adapter applied in forward
+    pushed = dict(per_expert_weights("model.layers.1.mlp.experts.gate_up_proj", tensors["model.layers.1.mlp.experts.gate_up_proj"]))
+    pushed.update(per_expert_weights("model.layers.1.mlp.experts.down_proj", tensors["model.layers.1.mlp.experts.down_proj"]))
+    base_by_name = {checkpoint_name(n): p for n, p in base.items()}
+    hidden = torch.randn(5, model.config.hidden_size)
+    n_experts = model.config.n_routed_experts
+    assert len(pushed) == 3 * n_experts
+    for expert in (0, 7, n_experts - 1):
+        index = torch.full((5, 1), expert)
+        with torch.no_grad():
+            adapted = experts(hidden, index, torch.ones(5, 1))
+        prefix = f"model.layers.1.mlp.experts.{expert}"
+        gate, up, down = (pushed[f"{prefix}.{p}.weight"] for p in ("gate_proj", "up_proj", "down_proj"))
+        ours = torch.nn.functional.silu(hidden @ gate.T) * (hidden @ up.T) @ down.T
+        torch.testing.assert_close(ours, adapted, rtol=1e-4, atol=1e-5)
+        base_gate = base_by_name["model.layers.1.mlp.experts.gate_up_proj"][expert].chunk(2, dim=0)[0]
+        assert not torch.allclose(gate, base_gate)  # the adapter is in what we push
