@@ -53,6 +53,9 @@ class WarmStartConfig:
     learning_rate: float = 3e-3
     batch_size: int = 32
     warmup_ratio: float = 0.05
+    # Critic prompts with *random* verdicts mixed in: teaches a small policy the verdict format for the
+    # rubric reward without telling it which answer is better (judgment comes from critic refinement).
+    critic_format_rows: int = 0
 
 
 @dataclass

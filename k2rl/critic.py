@@ -97,3 +97,37 @@ def bind_critic(critic: PolicyCritic, refinement: CriticRefinement | None, confi
         critic.bind(separate.model, separate.tokenizer)
     if refinement is not None:
         refinement.bind(tokenizer)
+
+
+def verdict_format_rows(train, specs: list[dict], n: int, seed: int):
+    """``n`` warm-start rows (``prompt``/``completion``) of critic prompts answered with a *random* verdict.
+
+    They teach a small policy to answer a comparison with ``Verdict: A|B`` at all; the label is a coin
+    flip, so they carry no judgment (which is left to closed-loop refinement). Each row compares the
+    gold answer with a near miss on one of the recipe's rubrics. None when ``n`` is 0 or the recipe
+    has no rubric reward.
+    """
+    rubrics = [r for spec in specs if spec.get("name") == "rubric" for r in (spec.get("options") or {}).get("rubrics", ())]
+    if not n or not rubrics:
+        return None
+    import random
+
+    from datasets import Dataset
+
+    from k2rl.rewards.rubric.prompt import critic_messages
+    from k2rl.rewards.rubric.verdict import verdict_text
+    from k2rl.tasks import ANSWER_FORMAT
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        item = train[rng.randrange(len(train))]
+        gold = ANSWER_FORMAT.format(answer=item["answer"])
+        try:
+            miss = ANSWER_FORMAT.format(answer=int(item["answer"]) + rng.choice([-2, -1, 1, 2]))
+        except ValueError:  # a non-integer answer: any other response will do, the label is random anyway
+            miss = "I am not sure."
+        a, b = (gold, miss) if rng.random() < 0.5 else (miss, gold)
+        messages = critic_messages(item["prompt"], a, b, rng.choice(rubrics))
+        rows.append({"prompt": messages, "completion": [{"role": "assistant", "content": verdict_text(rng.choice("AB"))}]})
+    return Dataset.from_list(rows)

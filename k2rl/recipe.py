@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 
 from k2rl.checkpointing import checkpoint_step, forget_after, last_checkpoint, resume_run_dir
 from k2rl.config import RunConfig
-from k2rl.critic import bind_critic, wire_rubric_rewards
+from k2rl.critic import bind_critic, verdict_format_rows, wire_rubric_rewards
 from k2rl.data import load_task_data
 from k2rl.distributed import from_main, is_main, wait_for_everyone
 from k2rl.evaluation import heldout_accuracy
@@ -117,6 +117,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         model = warm_start(
             model, tokenizer, data.train, config.warm_start, run_dir / "warm_start_tmp", config.seed,
             callbacks=[MetricsCallback(metrics, "warm_start")],
+            extra_rows=verdict_format_rows(data.train, reward_specs, config.warm_start.critic_format_rows, config.seed),
         )
         base_dir = run_dir / "warm_start"
         partial = run_dir / "warm_start.partial"  # renamed when complete: a resume never sees half a model

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from datasets import Dataset, concatenate_datasets
 from trl import SFTConfig, SFTTrainer
 
 from k2rl.config import WarmStartConfig
 from k2rl.data import sft_dataset
 
 
-def warm_start(model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=()):
-    """Supervised fine-tuning on prompt -> "The answer is N." pairs; returns the trained model."""
+def warm_start(
+    model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None
+):
+    """Supervised fine-tuning on prompt -> "The answer is N." pairs (plus ``extra_rows``); returns the trained model."""
     args = SFTConfig(
         output_dir=str(out_dir),
         max_steps=config.max_steps,
@@ -31,12 +34,15 @@ def warm_start(model, tokenizer, train, config: WarmStartConfig, out_dir: Path, 
         seed=seed,
         use_cpu=True,
         dataloader_num_workers=0,
-        max_length=128,
+        max_length=512 if extra_rows is not None else 128,  # critic prompts are a few hundred tokens
         completion_only_loss=True,
         disable_tqdm=False,
     )
+    rows = sft_dataset(train)
+    if extra_rows is not None:
+        rows = concatenate_datasets([rows, extra_rows.select_columns(["prompt", "completion"])]).shuffle(seed=seed)
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=sft_dataset(train), processing_class=tokenizer, callbacks=list(callbacks)
+        model=model, args=args, train_dataset=rows, processing_class=tokenizer, callbacks=list(callbacks)
     )
     trainer.train()
     return trainer.model

@@ -150,3 +150,34 @@ def test_rubric_mix_recipe_validates():
     assert [r.name for r in config.rewards] == ["exact_answer", "rubric"]
     with pytest.raises(K2RLError, match="unknown key 'critic.pairs'"):
         load_config(ROOT / "configs" / "rubric_mix.yaml", ["critic.pairs=2"])
+
+
+def test_verdict_format_rows_teach_the_format_not_the_judgment(policy, tiny_policy_dir, tmp_path):
+    from k2rl.config import WarmStartConfig
+    from k2rl.critic import verdict_format_rows
+    from k2rl.rewards.rubric import load_rubrics
+    from k2rl.warm_start import warm_start
+
+    data = load_task_data(DataConfig(train_size=64, eval_size=8), seed=0)
+    specs = [{"name": "exact_answer"}, {"name": "rubric", "options": {"rubrics": load_rubrics([str(CORE)])}}]
+    rows = verdict_format_rows(data.train, specs, 200, seed=0)
+    assert len(rows) == 200
+    gold_first = []
+    for row in rows:
+        target = row["completion"][0]["content"]
+        assert target in ("Verdict: A", "Verdict: B")
+        body = row["prompt"][-1]["content"]
+        gold_first.append((body.index("Response B:") > body.index(f"is {_gold(body, data)}."), target))
+    # Coin-flip labels: each label appears with the gold answer on either side.
+    assert {(True, "Verdict: A"), (True, "Verdict: B"), (False, "Verdict: A"), (False, "Verdict: B")} <= set(gold_first)
+    assert verdict_format_rows(data.train, specs, 0, 0) is None
+    assert verdict_format_rows(data.train, [{"name": "exact_answer"}], 10, 0) is None
+
+    model = load_policy(str(tiny_policy_dir)).model
+    config = WarmStartConfig(max_steps=2, batch_size=4)
+    warm_start(model, policy.tokenizer, data.train, config, tmp_path, seed=0, extra_rows=rows)  # long rows fit
+
+
+def _gold(body, data):
+    question = body.split("Request:\n", 1)[1].split("\n\nResponse A:", 1)[0]
+    return dict(zip(data.train["question"], data.train["answer"]))[question]
