@@ -28,9 +28,10 @@ _TEMPLATES = [
 ANSWER_FORMAT = "The answer is {answer}."
 
 
-def _item(rng: random.Random, max_operand: int) -> dict:
+def _item(rng: random.Random, max_operand: int, max_second_operand: int | None) -> dict:
     template, op = rng.choice(_TEMPLATES)
-    a, b = rng.randint(0, max_operand), rng.randint(0, max_operand)
+    a = rng.randint(0, max_operand)
+    b = rng.randint(0, max_operand if max_second_operand is None else max_second_operand)
     if op == "-" and b > a:
         a, b = b, a  # keep answers non-negative: the task is about arithmetic, not sign conventions
     question = template.format(a=a, b=b, name=rng.choice(_NAMES), item=rng.choice(_ITEMS))
@@ -38,8 +39,18 @@ def _item(rng: random.Random, max_operand: int) -> dict:
     return {"question": question, "answer": str(answer)}
 
 
-def arithmetic(size: int, seed: int, max_operand: int = 99, exclude: set[str] | None = None) -> Dataset:
-    """``size`` distinct word problems (columns ``question``, ``answer``), none of them in ``exclude``."""
+def arithmetic(
+    size: int,
+    seed: int,
+    max_operand: int = 99,
+    max_second_operand: int | None = None,
+    exclude: set[str] | None = None,
+) -> Dataset:
+    """``size`` distinct word problems (columns ``question``, ``answer``), none of them in ``exclude``.
+
+    Operands are drawn from ``0..max_operand``; ``max_second_operand`` narrows the second one (small
+    second operands make a task of carries and borrows rather than of memorised sums).
+    """
     exclude = exclude or set()
     rng = random.Random(seed)
     rows, seen = [], set(exclude)
@@ -48,7 +59,7 @@ def arithmetic(size: int, seed: int, max_operand: int = 99, exclude: set[str] | 
         attempts += 1
         if attempts > 50 * size + 1000:
             raise K2RLError(f"arithmetic task: cannot draw {size} distinct items with max_operand={max_operand}")
-        row = _item(rng, max_operand)
+        row = _item(rng, max_operand, max_second_operand)
         if row["question"] in seen:
             continue
         seen.add(row["question"])

@@ -51,3 +51,10 @@ def test_missing_column_is_one_clear_error(tmp_path):
 def test_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(K2RLError, match="dataset file not found"):
         load_task_data(DataConfig(source=str(tmp_path / "none.jsonl")), seed=0)
+
+
+def test_second_operand_range():
+    train, _ = arithmetic_splits(train_size=300, eval_size=10, seed=3, max_operand=99, max_second_operand=3)
+    for row in train:
+        numbers = [int(tok) for tok in row["question"].replace("?", " ").replace(".", " ").split() if tok.isdigit()]
+        assert min(numbers) <= 3
