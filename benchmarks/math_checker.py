@@ -14,6 +14,9 @@ Both sides first check the same warm-up batch of other prompts, as a long-lived 
 training run is warm (SymPy's caches and the LaTeX grammar's prediction tables fill up in each
 process over its first few hundred checks); the checker's start-up and warm-up are printed apart.
 
+The acceptance target is a wall-clock speed-up of at least ``--target`` (5x) on the "new prompts"
+batch with 2 workers on 2 cores; the script exits 1 if any verdict differs from the baseline.
+
 Wall-clock ratios depend on how many cores are free while it runs, so CPU seconds are printed too
 (this process for the baseline, the worker processes for the checker, read from /proc): their ratio
 is the work saved per check, and times the number of workers it is what free cores would give.
@@ -69,6 +72,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=50, help="prompts in the warm-up batch")
+    parser.add_argument("--target", type=float, default=5.0, help="speed-up the new-prompts batch should reach")
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
@@ -96,9 +100,11 @@ def main() -> None:
 
     print(f"checker: {args.workers} workers, start-up {startup_s:.2f} s and warm-up {warmup_s:.2f} s not timed; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    differing = 0
     for name in batches:
         (ref, ref_s, ref_cpu), (got, got_s, got_cpu) = baseline[name], ours[name]
         differ = sum(a != b for a, b in zip(ref, got))
+        differing += differ
         print(f"\n[{name}]")
         print(f"  serial math_verify : {n / ref_s:8.1f} checks/s  ({ref_s:.2f} s wall, {ref_cpu:.2f} s CPU)")
         print(f"  k2rl MathChecker   : {n / got_s:8.1f} checks/s  ({got_s:.2f} s wall, {got_cpu:.2f} s CPU in workers)")
@@ -108,6 +114,12 @@ def main() -> None:
               f"({sum(ref)} equivalent, {n - sum(ref)} not)")
     if restarts or timeouts:
         print(f"\nnote: {timeouts} checks timed out, {restarts} worker restarts (CPU figures then incomplete)")
+    (_, ref_s, _), (_, got_s, _) = baseline["new prompts"], ours["new prompts"]
+    print(f"\nnew prompts: {n / got_s:.1f} vs {n / ref_s:.1f} checks/s = {ref_s / got_s:.2f}x "
+          f"(target {args.target:g}x: {'met' if ref_s / got_s >= args.target else 'NOT met'}); "
+          f"verdicts {'identical' if not differing else 'DIFFER'}")
+    if differing:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@ the *parent* enforces the deadline instead: each worker runs one task at a time,
 all worker pipes with a timeout, and a worker that overruns is killed and replaced. One hostile input
 therefore costs at most one timeout and one cheap restart, and never blocks later tasks.
 
+Tasks travel in chunks (the tasks of one key, e.g. one prompt's samples), one message per chunk,
+and each worker holds the next chunk before it finishes the current one, so it never sits idle
+waiting for a busy parent between checks of a few milliseconds. The deadline stays per task: the
+worker answers each task as it finishes, stamped with the time, and the next task's deadline runs
+from that stamp. A task that overruns or kills its worker settles alone; the rest of its chunks go
+back to the queue.
+
 Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot kill the one worker running a stuck
 task (``cancel`` only works for tasks that have not started), so a hang poisons the pool.
 
@@ -35,7 +42,8 @@ STARTUP_TIMEOUT_S = 120.0  # a worker that cannot even import its checker in thi
 
 
 def _serve(conn: Connection, func: Callable, memory_limit_mb: int | None, initializer: Callable | None) -> None:
-    """Worker loop: receive one task, send back ``(status, value)``, until told to stop."""
+    """Worker loop: receive a chunk of tasks, send back ``(status, value, finished_at)`` for each as it
+    finishes (``finished_at`` on the shared monotonic clock: the next task's start), until told to stop."""
     if memory_limit_mb:
         try:
             import resource
@@ -46,22 +54,23 @@ def _serve(conn: Connection, func: Callable, memory_limit_mb: int | None, initia
             pass  # best effort: the deadline still bounds a runaway task
     if initializer is not None:
         initializer()
-    conn.send(("ready", None))  # start-up (imports, warm-up) is not charged to the first task's deadline
+    conn.send(("ready", None, time.monotonic()))  # start-up is not charged to the first task's deadline
     while True:
         try:
-            task = conn.recv()
+            chunk = conn.recv()
         except (EOFError, OSError):
             return
-        if task is None:
+        if chunk is None:
             return
-        try:
-            reply = (OK, func(task))
-        except BaseException as exc:  # noqa: BLE001  (a MemoryError or RecursionError is still a verdict)
-            reply = (ERROR, f"{type(exc).__name__}: {exc}"[:500])
-        try:
-            conn.send(reply)
-        except (EOFError, OSError):
-            return
+        for task in chunk:
+            try:
+                reply = (OK, func(task))
+            except BaseException as exc:  # noqa: BLE001  (a MemoryError or RecursionError is still a verdict)
+                reply = (ERROR, f"{type(exc).__name__}: {exc}"[:500])
+            try:
+                conn.send((*reply, time.monotonic()))
+            except (EOFError, OSError):
+                return
 
 
 def _worker_main() -> None:
@@ -95,7 +104,7 @@ class _Worker:
         theirs.close()
         self.conn = Connection(ours.detach())
         self.ready = False
-        self.task_index: int | None = None
+        self.chunks: collections.deque[collections.deque[int]] = collections.deque()  # sent, not yet answered
         self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
 
     @property
@@ -129,7 +138,8 @@ class DeadlinePool:
     :meth:`map` returns one ``(status, value)`` per task in order: ``("ok", result)``,
     ``("timeout", None)`` or ``("error", message)``. It is safe to call from any thread; calls are
     serialised, each spreading its tasks over all workers. ``initializer`` (also top-level) runs once
-    in each worker before it takes tasks, outside any task's deadline: imports, warm-up.
+    in each worker before it takes tasks, outside any task's deadline: imports, warm-up. Tasks of one
+    key travel in chunks of at most ``chunk_size``.
     """
 
     def __init__(
@@ -140,14 +150,16 @@ class DeadlinePool:
         timeout_s: float = 5.0,
         memory_limit_mb: int | None = None,
         initializer: Callable | None = None,
+        chunk_size: int = 16,
     ):
-        if workers < 1:
-            raise ValueError("workers must be >= 1")
+        if workers < 1 or chunk_size < 1:
+            raise ValueError("workers and chunk_size must be >= 1")
         self.target = _function_path(func)
         self.initializer = _function_path(initializer) if initializer else ""
         self.size = workers
         self.timeout_s = timeout_s
         self.memory_limit_mb = memory_limit_mb
+        self.chunk_size = chunk_size
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self.restarts = 0
@@ -185,17 +197,16 @@ class DeadlinePool:
                 raise
 
     def _queues(self, tasks: Sequence, keys: Sequence | None) -> list[collections.deque]:
-        """Task indices per worker: each key's tasks on one worker, keys spread by load."""
+        """Chunks of task indices per worker: each key's tasks on one worker, keys spread by load."""
         queues = [collections.deque() for _ in self._workers]
-        if keys is None:
-            for index in range(len(tasks)):
-                queues[index % len(queues)].append(index)
-            return queues
+        loads = [0] * len(queues)
         groups: dict = {}
-        for index, key in enumerate(keys):
-            groups.setdefault(key, []).append(index)
+        for index in range(len(tasks)):
+            groups.setdefault(index if keys is None else keys[index], []).append(index)
         for indices in groups.values():
-            min(queues, key=len).extend(indices)
+            slot = loads.index(min(loads))
+            queues[slot].extend(indices[i : i + self.chunk_size] for i in range(0, len(indices), self.chunk_size))
+            loads[slot] += len(indices)
         return queues
 
     def _map(self, tasks: Sequence, keys: Sequence | None) -> list[tuple[str, object]]:
@@ -203,42 +214,57 @@ class DeadlinePool:
         while len(self._workers) < min(self.size, max(len(tasks), 1)):
             self._workers.append(self._spawn())
         queues = self._queues(tasks, keys)
-        # Every worker we are waiting on: starting up (task_index None) or running one task.
+        # Every worker we are waiting on: starting up (no chunks) or running a chunk.
         waiting: dict[Connection, _Worker] = {}
 
-        def take(slot: int) -> int | None:
+        def take(slot: int) -> list[int] | None:
             if queues[slot]:
                 return queues[slot].popleft()
             longest = max(queues, key=len)  # idle: help the busiest worker from the far end of its queue
             return longest.pop() if longest else None
 
         def dispatch(worker: _Worker) -> None:
+            """Top the worker up to two chunks: the one it runs and the next."""
             slot = self._workers.index(worker)
-            if not any(queues):
-                return  # a worker still starting up is picked up by a later map()
             if not worker.ready:
+                if any(queues):  # a worker still starting up is picked up by a later map()
+                    waiting[worker.conn] = worker
+                return
+            while len(worker.chunks) < 2 and any(queues):
+                chunk = take(slot)
+                try:
+                    worker.conn.send([tasks[index] for index in chunk])
+                except (OSError, ValueError):  # died: give the chunk back
+                    queues[slot].appendleft(chunk)
+                    if not worker.chunks:  # else reading its replies will find it dead
+                        dispatch(self._replace(worker))
+                    break
+                if not worker.chunks:  # idle until now: its first task starts now
+                    worker.deadline = time.monotonic() + self.timeout_s
+                worker.chunks.append(collections.deque(chunk))
+            if worker.chunks:
                 waiting[worker.conn] = worker
-                return
-            index = take(slot)
-            try:
-                worker.conn.send(tasks[index])
-            except (OSError, ValueError):  # died between tasks: replace it and give the task back
-                queues[slot].appendleft(index)
-                dispatch(self._replace(worker))
-                return
-            worker.task_index = index
-            worker.deadline = time.monotonic() + self.timeout_s
-            waiting[worker.conn] = worker
 
         unsettled = len(tasks)
 
         def settle(worker: _Worker, outcome: tuple[str, object]) -> None:
             nonlocal unsettled
-            if worker.task_index is None:  # it never came up
+            if not worker.chunks:  # it never came up
                 raise RuntimeError(f"checker worker failed to start: {outcome[1]}")
-            results[worker.task_index] = outcome
-            worker.task_index = None
+            results[worker.chunks[0].popleft()] = outcome
+            if not worker.chunks[0]:
+                worker.chunks.popleft()
             unsettled -= 1
+
+        def give_up(worker: _Worker, outcome: tuple[str, object]) -> None:
+            """Settle the worker's current task, requeue the rest of its chunks, replace the worker."""
+            settle(worker, outcome)
+            queues[self._workers.index(worker)].extendleft(list(chunk) for chunk in reversed(worker.chunks))
+            worker.chunks.clear()
+            dispatch(self._replace(worker))
+            for idle in list(self._workers):  # workers that ran dry may take the requeued chunk
+                if idle.ready and idle.conn not in waiting:
+                    dispatch(idle)
 
         for worker in list(self._workers):
             dispatch(worker)
@@ -247,23 +273,22 @@ class DeadlinePool:
             for conn in wait(list(waiting), timeout=max(0.0, nearest - time.monotonic())):
                 worker = waiting.pop(conn)
                 try:
-                    message = conn.recv()
+                    status, value, finished_at = conn.recv()
                 except (EOFError, OSError):  # crashed, e.g. on the memory limit
-                    settle(worker, (ERROR, "worker process died"))
-                    dispatch(self._replace(worker))
+                    give_up(worker, (ERROR, "worker process died"))
                     continue
-                if message[0] == "ready":
+                if status == "ready":
                     worker.ready = True
                 else:
-                    settle(worker, message)
+                    settle(worker, (status, value))
+                    worker.deadline = min(finished_at, time.monotonic()) + self.timeout_s  # the next task's
                 dispatch(worker)
             now = time.monotonic()
             for conn, worker in list(waiting.items()):
                 # poll(): a reply that arrived after wait() returned is not a timeout
                 if worker.deadline <= now and not conn.poll():
                     del waiting[conn]
-                    settle(worker, (TIMEOUT, None))
-                    dispatch(self._replace(worker))
+                    give_up(worker, (TIMEOUT, None))
         return results
 
     def _replace(self, worker: _Worker) -> _Worker:

@@ -59,10 +59,39 @@ def test_tasks_with_one_key_share_a_worker_queue(pool):
     p._workers.extend([None, None])  # _queues only needs the number of workers
     queues = p._queues(list(range(8)), keys=["a", "b", "a", "c", "b", "a", "d", "c"])
     p._workers.clear()
-    placed = {i: q for q, queue in enumerate(queues) for i in queue}
+    placed = {i: q for q, queue in enumerate(queues) for chunk in queue for i in chunk}
     for group in ([0, 2, 5], [1, 4], [3, 7]):
         assert len({placed[i] for i in group}) == 1
-    assert sorted(map(len, queues)) == [4, 4]
+    assert sorted(sum(map(len, queue)) for queue in queues) == [4, 4]
+
+
+def test_a_key_travels_in_chunks_of_at_most_chunk_size(pool):
+    p = pool(pool_tasks.nap, workers=2, timeout_s=5, chunk_size=3)
+    p._workers.extend([None, None])
+    queues = p._queues(list(range(9)), keys=["a"] * 7 + ["b", "b"])
+    p._workers.clear()
+    assert sorted(list(queue) for queue in queues) == [[[0, 1, 2], [3, 4, 5], [6]], [[7, 8]]]
+
+
+def test_the_deadline_is_per_task_not_per_chunk(pool):
+    p = pool(pool_tasks.nap, workers=1, timeout_s=0.6)
+    out = p.map([0.3] * 4, keys=["k"] * 4)  # 1.2 s in one chunk, each task well inside 0.6 s
+    assert [status for status, _ in out] == [OK] * 4 and p.restarts == 0
+
+
+def test_a_task_overrunning_inside_a_chunk_settles_alone(pool):
+    p = pool(pool_tasks.nap, workers=1, timeout_s=0.5)
+    out = p.map([0.01, 30, 0.01, 0.01], keys=["k"] * 4)
+    assert [status for status, _ in out] == [OK, TIMEOUT, OK, OK]
+    assert out[0][1] != out[2][1] == out[3][1]  # the rest of the chunk ran on the replacement
+    assert p.restarts == 1
+
+
+def test_a_crash_inside_a_chunk_settles_alone(pool):
+    p = pool(pool_tasks.nap_or_die, workers=2, timeout_s=5)
+    out = p.map([0.01, -1, 0.01, 0.01], keys=["k"] * 4)
+    assert out[1] == (ERROR, "worker process died")
+    assert [status for status, _ in out[:1] + out[2:]] == [OK, OK, OK]
 
 
 def test_functions_must_be_importable():
