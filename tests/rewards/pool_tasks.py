@@ -32,8 +32,8 @@ def nap_or_die(seconds: float) -> int:
 
 def latex_outcome(latex: str, sll_first: bool) -> str:
     """What latex2sympy makes of ``latex`` (called as math-verify calls it): ``"= "`` and the result's
-    ``srepr``, or ``"! "`` and the exception, optionally through k2rl's SLL-first parsing (which installs itself globally, so
-    it only ever runs here, in a worker process)."""
+    ``srepr``, or ``"! "`` and the exception; optionally through k2rl's SLL-first parsing, which
+    installs itself globally, so it only ever runs in a worker process."""
     from latex2sympy2_extended.latex2sympy2 import latex2sympy
     from math_verify.grader import should_treat_as_complex
     from sympy import srepr
@@ -42,7 +42,8 @@ def latex_outcome(latex: str, sll_first: bool) -> str:
 
     convert = sll_first_latex2sympy if sll_first else latex2sympy
     try:
-        result = convert(latex, is_real=not should_treat_as_complex(latex), convert_degrees=False, normalization_config=None)
+        real = not should_treat_as_complex(latex)
+        result = convert(latex, is_real=real, convert_degrees=False, normalization_config=None)
         return f"= {srepr(result)}"
     except Exception as exc:  # noqa: BLE001  (the failure is an outcome to compare too)
         return f"! {type(exc).__name__}: {exc}"

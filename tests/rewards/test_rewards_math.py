@@ -41,7 +41,7 @@ def test_identical_to_math_verify_on_every_case_and_math_verify_is_mostly_right(
     ours = patient_checker.check_many([(response, gold) for response, gold, _, _ in cases])
     right = [i for i, (case, ref) in enumerate(zip(cases, reference)) if ref == case[2]]
     assert len(cases) >= 350 and len(right) >= 0.95 * len(cases)
-    disagreements = [(cases[i][3], cases[i][1], cases[i][0][-60:]) for i in range(len(cases)) if ours[i] != reference[i]]
+    disagreements = [(case[3], case[1], case[0][-60:]) for case, a, b in zip(cases, ours, reference) if a != b]
     assert disagreements == []  # every case, also where math-verify is wrong: the checker is math-verify
     families = {case[3] for case in cases}
     assert {"fraction", "interval", "set", "matrix", "percentage", "units", "thousands", "multiple_boxed"} <= families
