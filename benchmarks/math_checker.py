@@ -86,20 +86,24 @@ def main() -> None:
     print(f"batches of {n} pairs ({args.prompts} prompts x {args.group} samples), mean response {chars:.0f} chars")
 
     serial(warmup)
-    baseline = {name: serial(pairs) for name, pairs in batches.items()}
-
     checker = MathChecker(workers=args.workers)
     start = time.perf_counter()
     checker.check_many([("$1$", "1")] * args.workers + [("$2$", "2")] * args.workers)  # starts the workers
     startup_s = time.perf_counter() - start
     checker.check_many(warmup)
     warmup_s = time.perf_counter() - start - startup_s
-    ours = {name: checked(checker, pairs) for name, pairs in batches.items()}
+    # each batch: baseline, then checker right after, so both meet about the same load from other work
+    baseline, ours, loads = {}, {}, []
+    for name, pairs in batches.items():
+        loads.append(os.getloadavg()[0])
+        baseline[name] = serial(pairs)
+        ours[name] = checked(checker, pairs)
+    loads.append(os.getloadavg()[0])
     restarts, timeouts = checker.pool.restarts, checker.timeouts
     checker.close()
 
     print(f"checker: {args.workers} workers, start-up {startup_s:.2f} s and warm-up {warmup_s:.2f} s not timed; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"1-min load average {min(loads):.1f} to {max(loads):.1f} during the timed part, on {os.cpu_count()} cores")
     differing = 0
     for name in batches:
         (ref, ref_s, ref_cpu), (got, got_s, got_cpu) = baseline[name], ours[name]
