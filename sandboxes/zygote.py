@@ -16,6 +16,7 @@ wall-clock limit. Everything it sends is treated by the harness as untrusted.
 This file runs inside the sandbox as ``wire.py``'s source followed by its own, under ``python -I -S``.
 """
 
+import _signal
 import builtins
 import ctypes
 import gc
@@ -32,7 +33,7 @@ import time
 import traceback
 
 try:  # outside the sandbox (imports, tests); inside, wire.py's source precedes this file
-    from k2rl.sandboxes.wire import FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
+    from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
 except ImportError:  # pragma: no cover - inside the sandbox
     pass
 
@@ -111,7 +112,8 @@ def _wipe(directory: str) -> None:
 
 # ---------------------------------------------------------------- candidate side (after fork)
 
-def _apply_limits(limits: dict, timeout: float) -> None:
+def _limits(limits: dict, timeout: float) -> list:
+    """The rlimits for one candidate, built before the fork so the child only applies them."""
     cpu = int(timeout) + 2
     settings = [
         (resource.RLIMIT_CPU, (cpu, cpu + 1)),
@@ -122,8 +124,7 @@ def _apply_limits(limits: dict, timeout: float) -> None:
     ]
     if limits["nproc"] > 0:  # Docker counts processes with the container's pids cgroup instead
         settings.append((resource.RLIMIT_NPROC, (limits["nproc"],) * 2))
-    for which, value in settings:
-        resource.setrlimit(which, value)
+    return settings
 
 
 def _describe(exc: BaseException) -> list:
@@ -233,12 +234,15 @@ def _start(request: dict, devnull: int, wake: tuple) -> _Job:
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if job.mode == "io" else (devnull, -1)
     parent_sock, child_sock = socket.socketpair() if job.mode == "tests" else (None, None)
+    settings = _limits(request["limits"], float(request["timeout"]))
     pid = os.fork()
     if pid == 0:  # candidate
+        # Every page the child writes costs a copy-on-write fault, so it calls C functions directly
+        # (``_signal``, not ``signal``'s enum wrappers, which run a page-hungry path through enum).
         try:
             os.setsid()
-            signal.set_wakeup_fd(-1)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _signal.set_wakeup_fd(-1)
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
             _dumpable(1)
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
@@ -251,7 +255,8 @@ def _start(request: dict, devnull: int, wake: tuple) -> _Job:
                 os.closerange(3, 4096)
             if parent_sock:
                 parent_sock.detach()  # its fd is closed already; never close a reused number later
-            _apply_limits(request["limits"], float(request["timeout"]))
+            for which, value in settings:
+                resource.setrlimit(which, value)
             _candidate(job.mode, request["program"], child_sock.detach() if child_sock else -1)
         finally:
             os._exit(1)
@@ -377,7 +382,7 @@ def main() -> None:
                 _pump(job, fd)
         for item in ready_r:
             if item == 0:
-                data = os.read(0, 1 << 20)
+                data = os.read(0, READ_SIZE)
                 if not data:
                     _kill_all()
                     os._exit(0)
@@ -418,33 +423,37 @@ def _reap(job) -> None:
 
 
 def _relay(job: _Job, final: bool = False) -> None:
-    """Forward complete candidate frames to the harness, one per frame it is waiting for."""
-    try:
-        job.sock.setblocking(False)
-        data = job.sock.recv(1 << 20)
-    except (BlockingIOError, InterruptedError):
-        return
-    except OSError:
-        data = b""
-    if not data:
-        job.sock.close()
-        job.sock = None
-        return
-    try:
-        frames = job.reader.feed(data)
-    except FrameError as exc:
-        _kill_all()
-        _send(1, b"Z", {"ev": "violation", "detail": str(exc)})
-        job.sock.close()
-        job.sock = None
-        return
-    for _kind, body in frames:
-        if job.expect <= 0:
-            continue  # unsolicited frames are dropped; the harness matches replies by id anyway
-        job.expect -= 1
-        _send(1, b"C", body)
-    if final and job.sock is not None:
-        _relay(job, final=True)
+    """Forward complete candidate frames to the harness, one per frame it is waiting for.
+
+    ``final``: the candidate is gone; keep reading until its socket is drained.
+    """
+    while job.sock is not None:
+        try:
+            job.sock.setblocking(False)
+            data = job.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            job.sock.close()
+            job.sock = None
+            return
+        try:
+            frames = job.reader.feed(data)
+        except FrameError as exc:
+            _kill_all()
+            _send(1, b"Z", {"ev": "violation", "detail": str(exc)})
+            job.sock.close()
+            job.sock = None
+            return
+        for _kind, body in frames:
+            if job.expect <= 0:
+                continue  # unsolicited frames are dropped; the harness matches replies by id anyway
+            job.expect -= 1
+            _send(1, b"C", body)
+        if not final:
+            return
 
 
 def _control(job, kind: bytes, body: bytes, devnull: int, wake: tuple):
