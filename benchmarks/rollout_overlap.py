@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--chunks", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,15 +57,20 @@ def main() -> None:
     rows = [{"prompt": [{"role": "user", "content": q}]} for q in questions for _ in range(args.group)]
 
     run(policy, rows, args.group, args.chunks, args.tokens, None, False)  # warm-up
-    calibration = min(run(policy, rows, args.group, args.chunks, args.tokens, None, False).generate_s for _ in range(2))
+    calibration = run(policy, rows, args.group, args.chunks, args.tokens, None, False).generate_s
     judge = remote_judge(calibration / len(rows))
-    whole = min(run(policy, rows, args.group, 1, args.tokens, None, False).generate_s for _ in range(args.repeats))
+    whole = run(policy, rows, args.group, 1, args.tokens, None, False).generate_s
+    print(f"calibrated: chunked generation {calibration:.2f} s, so the judge waits {calibration / len(rows) * 1000:.0f} ms "
+          "per completion", flush=True)
 
     serial, overlapped = [], []
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
         stats = run(policy, rows, args.group, args.chunks, args.tokens, judge, False)
         serial.append((stats.generate_s + stats.score_s, stats.generate_s, stats.score_s))
-        overlapped.append(run(policy, rows, args.group, args.chunks, args.tokens, judge, True).wall_s)
+        stats = run(policy, rows, args.group, args.chunks, args.tokens, judge, True)
+        overlapped.append(stats.wall_s)
+        print(f"  serial {serial[-1][0]:.2f} s, overlapped {stats.wall_s:.2f} s "
+              f"(its generation {stats.generate_s:.2f} s, scoring {stats.score_s:.2f} s)", flush=True)
     serial_sum, gen_s, score_s = min(serial)
     best = min(overlapped)
     print(f"batch: {args.rows} rollouts ({args.rows // args.group} groups of {args.group}), {args.tokens} tokens, "
