@@ -18,6 +18,7 @@ from k2rl.errors import K2RLError
 MAX_STEPS = 6
 RECIPE = [
     "data.train_size=256",  # more prompts than the run uses: within one epoch no prompt comes back
+    "data.options.max_operand=99",  # and enough distinct problems that no two rows are the same prompt
     "data.eval_size=8",
     "warm_start.max_steps=2",
     f"trainer.max_steps={MAX_STEPS}",
