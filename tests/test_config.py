@@ -68,7 +68,7 @@ def test_cli_missing_model_path(tmp_path, capsys):
 def test_cli_missing_dataset_column(tmp_path, capsys):
     data = tmp_path / "d.jsonl"
     data.write_text('{"problem": "1+1?", "solution": "2"}\n' * 20)
-    code = main(["train", QUICKSTART, f"data.source={data}", "data.columns={question: problem}"])
+    code = main(["train", QUICKSTART, f"data.source={data}", "data.options={}", "data.columns={question: problem}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "missing column 'answer'" in err[0] and "solution" in err[0]
