@@ -54,7 +54,9 @@ def test_sigkill_then_resume_continues_where_the_checkpoint_left_off(tmp_path, r
     deadline = time.time() + 120
     try:  # kill once RL has completed (and checkpointed) a few steps, somewhere mid-run
         while time.time() < deadline and proc.poll() is None:
-            if len(_rl_steps_logged(run_dir)) >= 3:
+            # wait for the checkpoint itself: the trainer logs a step before it saves it
+            saved = last_checkpoint(run_dir) if run_dir.exists() else None
+            if saved is not None and int(saved.name.split("-")[1]) >= 3:
                 break
             time.sleep(0.2)
         assert proc.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
