@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from k2rl.checkpointing import record_batch
@@ -76,6 +77,7 @@ class K2GRPOTrainer(GRPOTrainer):
 
 def grpo_args(config: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int) -> GRPOConfig:
     """GRPOConfig from the recipe's ``trainer`` section."""
+    on_accelerator = torch.cuda.is_available()
     return GRPOConfig(
         output_dir=str(out_dir),
         max_steps=config.max_steps,
@@ -100,20 +102,14 @@ def grpo_args(config: TrainerConfig, reward_weights: list[float], out_dir: Path,
         save_total_limit=config.save_total_limit,
         report_to=[],
         seed=seed,
-        use_cpu=not _has_accelerator(),
+        use_cpu=not on_accelerator,
         # TRL turns bf16 on by default; on a CPU that means bf16 autocast for every policy forward,
         # which costs the tiny policy precision and buys no speed. Keep TRL's default on accelerators.
-        bf16=_has_accelerator(),
+        bf16=on_accelerator,
         dataloader_num_workers=0,
         log_completions=False,
         disable_tqdm=False,
     )
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def build_trainer(

@@ -7,6 +7,10 @@ from k2rl.rewards.answer import answers_match
 from k2rl.tasks import arithmetic_splits
 
 
+def _operands(question: str) -> list[int]:
+    return [int(tok) for tok in question.replace("?", " ").replace(".", " ").split() if tok.isdigit()]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_train_and_heldout_are_disjoint(seed):
     train, held_out = arithmetic_splits(train_size=3000, eval_size=300, seed=seed)
@@ -17,7 +21,7 @@ def test_train_and_heldout_are_disjoint(seed):
 def test_generated_answers_are_correct():
     train, _ = arithmetic_splits(train_size=200, eval_size=10, seed=0)
     for row in train:
-        numbers = [int(tok) for tok in row["question"].replace("?", " ").replace(".", " ").split() if tok.isdigit()]
+        numbers = _operands(row["question"])
         a, b = numbers
         expected = a + b if ("+" in row["question"] or "more" in row["question"] or "total" in row["question"]) else a - b
         assert int(row["answer"]) == expected
@@ -56,5 +60,5 @@ def test_missing_file_is_one_clear_error(tmp_path):
 def test_second_operand_range():
     train, _ = arithmetic_splits(train_size=300, eval_size=10, seed=3, max_operand=99, max_second_operand=3)
     for row in train:
-        numbers = [int(tok) for tok in row["question"].replace("?", " ").replace(".", " ").split() if tok.isdigit()]
+        numbers = _operands(row["question"])
         assert min(numbers) <= 3

@@ -43,7 +43,6 @@ def test_merged_generation_matches_unmerged_and_restores_base(adapted):
         with merged_expert_adapters(model):
             logits_merged = model(**enc).logits
             tokens_merged = model.generate(**enc, **kwargs)
-        base_logits = model.get_base_model()
         with model.disable_adapter():
             logits_base = model(**enc).logits
     torch.testing.assert_close(logits_merged, logits_unmerged, rtol=1e-4, atol=1e-5)
@@ -52,7 +51,6 @@ def test_merged_generation_matches_unmerged_and_restores_base(adapted):
     for name, param in model.named_parameters():
         if "lora_" not in name:
             assert torch.equal(param, base_before[name]), f"{name} changed"
-    del base_logits
 
 
 def test_shared_expert_target(tiny_policy_dir):
