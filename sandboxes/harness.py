@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import builtins
 import functools
+import gc
 import json
 import os
 import resource
@@ -112,10 +113,10 @@ def run_tests_job(channel: Channel, job: dict) -> dict:
     total = max(1, sum(1 for _, is_case, _ in statements if is_case))
     passed_cases = 0
     session = Session(channel, start + job["timeout"])
-    channel.send(b"Z", {"op": "run", "mode": "tests", "program": job["program"],
-                        "timeout": job["timeout"], "limits": job["limits"]})
     status, detail = "passed", ""
     try:
+        session.start({"op": "run", "mode": "tests", "program": job["program"], "timeout": job["timeout"],
+                       "limits": job["limits"]})
         first = session.candidate_message()
         if "load_error" in first:
             error = first["load_error"]
@@ -299,6 +300,11 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     reader, pending = FrameReader(), []
     config = _read_frame(proto_in, reader, pending)
+    if config.get("cpu") is not None:  # inherited by the sandbox: see Sandbox's pinning note
+        try:
+            os.sched_setaffinity(0, {config["cpu"]})
+        except (OSError, ValueError):
+            pass
     from k2rl.sandboxes.cgroups import OomKills, confine, release
 
     groups = []
@@ -320,6 +326,8 @@ def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pen
     except BaseException as exc:  # noqa: BLE001 - reported to the pool as one line
         _write_frame(proto_out, {"error": f"{type(exc).__name__}: {exc}"})
         return
+    # Everything so far lives as long as we do: keep it out of the collector's scans for good.
+    gc.freeze()
     _write_frame(proto_out, {"ready": True})
     try:
         while True:

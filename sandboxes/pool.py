@@ -26,9 +26,11 @@ BACKSTOP_S = 30.0  # beyond the harness's own limits: only a wedged harness proc
 
 
 class _Slot:
-    """One harness process (``python -m k2rl.sandboxes.harness``) and its sandbox."""
+    """One harness process (``python -m k2rl.sandboxes.harness``) and its sandbox, on ``cpu`` if given."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, cpu: int | None = None):
+        self.cpu = cpu
+        config = {**config, "cpu": cpu}
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
         self.proc = subprocess.Popen([sys.executable, "-m", "k2rl.sandboxes.harness"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, start_new_session=True, env=env)
@@ -89,7 +91,8 @@ def _close_all(slots: list) -> None:
 class Sandbox:
     """Runs programs against tests in a pool of warm sandboxes of one backend.
 
-    Options (all keyword): ``workers`` (pool size, default: twice the CPU count, at most 32); per process
+    Options (all keyword): ``workers`` (pool size, default: twice the CPU count, at most 32); ``pin``
+    (local backend: each worker's harness and sandbox share one CPU, round-robin; default True); per process
     ``memory_mb`` (address space), ``nproc``, ``fsize_mb``, ``nofile``; per sandbox ``tmp_mb`` (the
     private /tmp), ``sandbox_memory_mb`` and ``pids`` (a container's limits; for the local backend a
     cgroup when running as root, see :mod:`k2rl.sandboxes.cgroups`); for Docker ``image``, ``cpus``.
@@ -97,7 +100,8 @@ class Sandbox:
 
     def __init__(self, backend: str = "local", *, workers: int | None = None, memory_mb: int = 1024,
                  nproc: int = 64, fsize_mb: int = 16, nofile: int = 256, tmp_mb: int = 64,
-                 image: str | None = None, cpus: float = 1.0, sandbox_memory_mb: int = 2048, pids: int = 128):
+                 image: str | None = None, cpus: float = 1.0, sandbox_memory_mb: int = 2048, pids: int = 128,
+                 pin: bool = True):
         self.backend = backend
         # Two per CPU: a verdict spends part of its time waiting on another process, so one worker
         # per CPU would leave cores idle. Capped: each worker holds ~40 MB in two processes.
@@ -114,6 +118,12 @@ class Sandbox:
                                    "nofile": nofile, "tmp_mb": tmp_mb, "sandbox_memory_mb": sandbox_memory_mb,
                                    "pids": pids},
                         "docker": {"image": image, "cpus": cpus}}
+        # Pinning: a harness and its candidate take turns (one always waits on the other), so a second
+        # CPU buys them nothing, while every call's wake-up across CPUs costs an inter-processor
+        # interrupt and a cold cache. One CPU per worker, round-robin over the CPUs we may use.
+        # Docker's processes belong to the engine, so only the local backend pins.
+        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self._cpus = allowed if pin and backend == "local" and len(allowed) > 1 else []
         self._idle: queue.Queue = queue.Queue()
         self._slots: list[_Slot] = []
         self._lock = threading.Lock()
@@ -128,7 +138,7 @@ class Sandbox:
             if self._started:
                 return self
             with ThreadPoolExecutor(self.workers) as pool:
-                futures = [pool.submit(_Slot, self._config) for _ in range(self.workers)]
+                futures = [pool.submit(_Slot, self._config, self._cpu(i)) for i in range(self.workers)]
                 errors = []
                 for future in futures:
                     try:
@@ -143,6 +153,9 @@ class Sandbox:
                 raise errors[0]
             self._started = True
         return self
+
+    def _cpu(self, index: int) -> int | None:
+        return self._cpus[index % len(self._cpus)] if self._cpus else None
 
     def close(self) -> None:
         with self._lock:
@@ -170,7 +183,7 @@ class Sandbox:
                 slot.close()
                 self._slots.remove(slot)
                 try:
-                    slot = _Slot(self._config)
+                    slot = _Slot(self._config, slot.cpu)
                     self._slots.append(slot)
                 except K2RLError:
                     slot = None

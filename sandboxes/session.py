@@ -1,8 +1,8 @@
 """The harness's side of one program run: the channel to the zygote, proxies, and aborted calls.
 
 A :class:`Session` is everything the trusted harness knows about the candidate while its tests run:
-calls go out as plain data (on the candidate's own socket when the zygote could hand it over, else
-relayed by the zygote), replies come back as plain data, and zygote events (exit, timeout) turn a
+calls go out as plain data (on the candidate's own socket when the channel can carry its other end
+to the zygote, else relayed by the zygote), replies come back as plain data, and zygote events (exit, timeout) turn a
 pending call into an :class:`Abort`. Aborts derive from ``BaseException`` so ``except Exception`` in
 the tests cannot hide them, and a session remembers the first one: a run with an aborted call never
 passes, even if the tests swallowed it.
@@ -15,6 +15,7 @@ import json
 import os
 import select
 import socket
+import struct
 import time
 
 from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
@@ -55,16 +56,18 @@ class Channel:
 
     def __init__(self, read_fd: int, write_fd: int, docker: bool = False, sock: socket.socket | None = None):
         self.read_fd, self.write_fd, self.docker = read_fd, write_fd, docker
-        self.sock = sock  # a Unix socket to the zygote (local backend): it may pass us descriptors
+        self.sock = sock  # a Unix socket to the zygote (local backend): it can carry descriptors to it
         self.frames = FrameReader()
         self.pending: list = []
-        self.fds: list[int] = []  # descriptors received, matched in order with "F" frames
         self._raw = bytearray()  # docker stream headers not yet parsed
 
-    def send(self, kind: bytes, obj) -> None:
+    def send(self, kind: bytes, obj, fd: int = -1) -> None:
+        """One frame; ``fd`` (a Unix-socket channel only) travels with its first byte."""
         data = pack_frame(kind, obj if isinstance(obj, bytes) else json.dumps(obj).encode())
         view = memoryview(data)
         try:
+            if fd >= 0:
+                view = view[socket.send_fds(self.sock, [view], [fd]):]
             while view:
                 view = view[os.write(self.write_fd, view):]
         except OSError as exc:
@@ -91,11 +94,7 @@ class Channel:
             if not ready:
                 continue
             try:
-                if self.sock is not None:
-                    data, fds, _flags, _addr = socket.recv_fds(self.sock, READ_SIZE, 4)
-                    self.fds.extend(fds)
-                else:
-                    data = os.read(self.read_fd, READ_SIZE)
+                data = os.read(self.read_fd, READ_SIZE)
             except OSError:
                 data = b""
             if not data:
@@ -122,9 +121,31 @@ class Session:
         self.broken: Abort | None = None  # first aborted call; a verdict with one never passes
         self.memory = False
         self.done: dict | None = None
-        self.direct: socket.socket | None = None  # the candidate's own socket, when the zygote handed it over
+        self.direct: socket.socket | None = None  # our end of the candidate's socket (see :meth:`start`)
         self.direct_frames = FrameReader()
         self.direct_pending: list = []
+
+    def start(self, request: dict) -> None:
+        """Ask the zygote to fork the candidate; on a Unix-socket channel, hand it a socket to talk on."""
+        if self.channel.sock is None:
+            self.channel.send(b"Z", request)
+            return
+        ours, theirs = socket.socketpair()
+        try:
+            self.channel.send(b"Z", {**request, "fd": True}, theirs.fileno())
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()  # the candidate's end lives on in the zygote and then only in the candidate
+        # Blocking reads and writes bounded by the job's deadline, set once: no select() per call.
+        # The zygote kills the candidate's whole tree when the candidate exits or overruns, which
+        # closes this socket, so its events never wait behind a read here.
+        left = max(0.001, self.deadline + GRACE_S - time.monotonic())
+        limit = struct.pack("ll", int(left), int(left % 1 * 1e6))
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        self.direct = ours
 
     def _event(self, event: dict) -> None:
         kind = event.get("ev") if type(event) is dict else None
@@ -141,40 +162,36 @@ class Session:
             raise SandboxLost(f"unexpected sandbox event {str(event)[:100]}")
 
     def _direct_frame(self):
-        """The next frame on the candidate's own socket, watching the zygote's channel for events."""
+        """The next frame on the candidate's own socket; the zygote's events once it closes."""
         while not self.direct_pending:
             if self.gone is not None:
                 raise self.gone
-            left = self.deadline + GRACE_S - time.monotonic()
-            if left <= 0:
+            if time.monotonic() >= self.deadline + GRACE_S:
                 raise ProgramTimeout("no answer from the program in time")
             if self.channel.pending:
                 kind, body = self.channel.recv(self.deadline + GRACE_S)
                 self._event(json.loads(body) if kind == b"Z" else {})
                 continue
-            ready, _, _ = select.select([self.direct, self.channel.read_fd], [], [], left)
-            if self.direct in ready:  # before events: a reply sent just before exiting still counts
-                try:
-                    data = self.direct.recv(READ_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError:
-                    data = b""
-                if not data:  # the program died or closed it: let the zygote say how, briefly
-                    wait_until = time.monotonic() + 0.5
-                    while self.gone is None and time.monotonic() < wait_until:
-                        if self.channel.pending or select.select([self.channel.read_fd], [], [], 0.05)[0]:
-                            kind, body = self.channel.recv(wait_until)
-                            self._event(json.loads(body) if kind == b"Z" else {})
-                    self.gone = self.gone or ProgramGone("the program closed its channel")
-                    continue
-                try:
-                    self.direct_pending.extend(self.direct_frames.feed(data))
-                except FrameError as exc:
-                    self.gone = ProgramGone(f"the program's channel failed ({exc})")
-            elif ready:
-                kind, body = self.channel.recv(self.deadline + GRACE_S)
-                self._event(json.loads(body) if kind == b"Z" else {})
+            try:  # data before events: a reply sent just before exiting still counts
+                data = self.direct.recv(READ_SIZE)
+            except InterruptedError:
+                continue
+            except BlockingIOError:  # SO_RCVTIMEO: the backstop if the zygote never closes it
+                raise ProgramTimeout("no answer from the program in time") from None
+            except OSError:
+                data = b""
+            if not data:  # the program died or closed it: let the zygote say how, briefly
+                wait_until = time.monotonic() + 0.5
+                while self.gone is None and time.monotonic() < wait_until:
+                    if self.channel.pending or select.select([self.channel.read_fd], [], [], 0.05)[0]:
+                        kind, body = self.channel.recv(wait_until)
+                        self._event(json.loads(body) if kind == b"Z" else {})
+                self.gone = self.gone or ProgramGone("the program closed its channel")
+                continue
+            try:
+                self.direct_pending.extend(self.direct_frames.feed(data))
+            except FrameError as exc:
+                self.gone = ProgramGone(f"the program's channel failed ({exc})")
         return self.direct_pending.pop(0)
 
     def candidate_message(self) -> dict:
@@ -186,15 +203,6 @@ class Session:
                 kind, body = self._direct_frame()
             else:
                 kind, body = self.channel.recv(self.deadline + GRACE_S)
-            if kind == b"F":  # the zygote passed us the candidate's socket
-                if not self.channel.fds:
-                    raise SandboxLost("descriptor frame without a descriptor")
-                self.direct = socket.socket(fileno=self.channel.fds.pop(0))
-                self.direct.setblocking(False)  # sends wait in select() against the deadline instead
-                for extra in self.channel.fds:  # never more than one per job; drop anything else
-                    os.close(extra)
-                self.channel.fds.clear()
-                continue
             if kind == b"Z":
                 self._event(json.loads(body))
                 continue
@@ -218,8 +226,8 @@ class Session:
             if self.gone is not None:
                 raise self.gone
             if self.direct is not None:
-                try:
-                    self._send_direct(pack_frame(b"C", json.dumps(payload).encode()))
+                try:  # blocks at most until SO_SNDTIMEO if the program stops reading
+                    self.direct.sendall(pack_frame(b"C", json.dumps(payload).encode()))
                 except OSError:
                     self.gone = self.gone or ProgramGone("the program stopped reading its channel")
                     raise self.gone from None
@@ -243,23 +251,12 @@ class Session:
             self.broken = self.broken or exc
             raise
 
-    def _send_direct(self, data: bytes) -> None:
-        """Write a frame to the candidate's socket; OSError if it stops reading until the deadline."""
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[self.direct.send(view):]
-            except (BlockingIOError, InterruptedError):
-                left = self.deadline + GRACE_S - time.monotonic()
-                if left <= 0 or not select.select([], [self.direct], [], left)[1]:
-                    raise OSError("the program did not read its channel in time") from None
-
     def finish(self) -> dict:
         """End the run (kill the candidate's tree) and return the zygote's closing report."""
         if self.direct is not None:
             self.direct.close()
         if self.done is None:
-            self.channel.send(b"Z", {"op": "end"})
+            self.channel.send(b"E", b"")
         while self.done is None:
             kind, body = self.channel.recv(time.monotonic() + 10.0)
             if kind == b"Z":

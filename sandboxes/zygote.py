@@ -9,9 +9,13 @@ runs as PID 1 of the sandbox's PID namespace, which buys two properties for free
 * ``kill(-1, SIGKILL)`` from PID 1 reaches every other process in the namespace, so ending a job
   kills the candidate's whole tree: double-forked daemons, new sessions, processes ignoring signals.
 
-The zygote decides nothing. It relays frames between the trusted harness (its stdin/stdout) and the
-candidate (a socketpair), keeps bounded tails of the candidate's stdout/stderr, and enforces the
-wall-clock limit. Everything it sends is treated by the harness as untrusted.
+The zygote decides nothing. The candidate talks to the trusted harness on a socketpair: with the
+local backend the harness makes it and sends the candidate's end along with the job (so calls never
+pass through this process, and nothing here runs between the fork and the job's end but the wait);
+with Docker, whose attach stream cannot carry descriptors, the zygote makes it and relays frames
+between the harness (its stdin/stdout) and the candidate. Either way it keeps bounded tails of the
+candidate's stdout/stderr and enforces the wall-clock limit. Everything it sends is treated by the
+harness as untrusted.
 
 This file runs inside the sandbox as ``wire.py``'s source followed by its own, under ``python -I -S``.
 """
@@ -227,12 +231,22 @@ class _Job:
         self.timed_out = False
 
 
-def _start(request: dict, devnull: int, wake: tuple) -> _Job:
+def _start(request: dict, devnull: int, wake: tuple, given: int = -1) -> _Job:
+    """Fork the candidate; ``given`` is its socket end when the harness sent one (local backend)."""
     job = _Job(request)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if job.mode == "io" else (devnull, -1)
-    parent_sock, child_sock = socket.socketpair() if job.mode == "tests" else (None, None)
+    parent_sock = None
+    child_fd = -1
+    if job.mode == "tests":
+        if given >= 0:
+            child_fd = given
+        else:  # relay: the harness cannot reach the candidate's socket, so we hold the other end
+            parent_sock, child_sock = socket.socketpair()
+            child_fd = child_sock.detach()
+    elif given >= 0:
+        os.close(given)
     settings = _limits(request["limits"], float(request["timeout"]))
     pid = os.fork()
     if pid == 0:  # candidate
@@ -246,17 +260,16 @@ def _start(request: dict, devnull: int, wake: tuple) -> _Job:
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            sock_fd = child_sock.fileno() if child_sock else -1
-            if sock_fd >= 0:
-                os.closerange(3, sock_fd)
-                os.closerange(sock_fd + 1, 4096)
+            if child_fd >= 0:
+                os.closerange(3, child_fd)
+                os.closerange(child_fd + 1, 4096)
             else:
                 os.closerange(3, 4096)
             if parent_sock:
                 parent_sock.detach()  # its fd is closed already; never close a reused number later
             for which, value in settings:
                 resource.setrlimit(which, value)
-            _candidate(job.mode, request["program"], child_sock.detach() if child_sock else -1)
+            _candidate(job.mode, request["program"], child_fd)
         finally:
             os._exit(1)
     job.pid = pid
@@ -269,13 +282,9 @@ def _start(request: dict, devnull: int, wake: tuple) -> _Job:
         if not job.stdin:
             os.close(in_w)
             del job.pipes[in_w]
-    if parent_sock:
-        child_sock.close()
-        if DIRECT:  # hand our end to the harness: calls then skip this process entirely
-            socket.send_fds(DIRECT, [pack_frame(b"F", b"")], [parent_sock.fileno()])
-            parent_sock.close()
-        else:
-            job.sock = parent_sock
+    if child_fd >= 0:
+        os.close(child_fd)  # only the candidate may hold it, so its death reaches the harness as EOF
+    job.sock = parent_sock
     return job
 
 
@@ -332,16 +341,22 @@ def _finish(job: _Job) -> dict:
     return done
 
 
-DIRECT = None  # the harness channel as a socket object, when it is a Unix socket (local backend)
+def _read_control(channel, given: list) -> bytes:
+    """Bytes from the harness; descriptors sent with them (candidate sockets) are queued in ``given``."""
+    if channel is None:
+        return os.read(0, READ_SIZE)
+    data, fds, _flags, _addr = socket.recv_fds(channel, READ_SIZE, 4)
+    given.extend(fds)
+    return data
 
 
 def main() -> None:
-    global DIRECT
     if os.getpid() != 1:
         sys.exit("zygote: refusing to run outside a fresh PID namespace (must be PID 1)")
     _dumpable(0)
-    if stat.S_ISSOCK(os.fstat(1).st_mode):
-        DIRECT = socket.socket(fileno=os.dup(1))
+    # A Unix socket (local backend) can carry the candidates' socket ends from the harness.
+    channel = socket.socket(fileno=os.dup(0)) if stat.S_ISSOCK(os.fstat(0).st_mode) else None
+    given: list = []
     os.chdir("/tmp")
     devnull = os.open(os.devnull, os.O_RDWR)
     wake_r, wake_w = os.pipe()
@@ -381,12 +396,12 @@ def main() -> None:
                 _pump(job, fd)
         for item in ready_r:
             if item == 0:
-                data = os.read(0, READ_SIZE)
+                data = _read_control(channel, given)
                 if not data:
                     _kill_all()
                     os._exit(0)
                 for kind, body in reader.feed(data):
-                    job = _control(job, kind, body, devnull, (wake_r, wake_w))
+                    job = _control(job, kind, body, devnull, (wake_r, wake_w), given)
             elif item == wake_r:
                 try:
                     os.read(wake_r, 4096)
@@ -417,8 +432,9 @@ def _reap(job) -> None:
                     _relay(job, final=True)
                 _send(1, b"Z", {"ev": "exit", "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
-            else:
-                _kill_all(job)  # nothing may outlive the program in stdin/stdout mode
+            # Nothing may outlive the program. In tests mode this also closes every copy of its
+            # socket, which is how a harness blocked reading it learns that the program is gone.
+            _kill_all(job)
 
 
 def _relay(job: _Job, final: bool = False) -> None:
@@ -455,7 +471,11 @@ def _relay(job: _Job, final: bool = False) -> None:
             return
 
 
-def _control(job, kind: bytes, body: bytes, devnull: int, wake: tuple):
+def _control(job, kind: bytes, body: bytes, devnull: int, wake: tuple, given: list):
+    if kind == b"E":  # the harness is done with this job (a bare frame: no parsing while it runs)
+        if job:
+            _send(1, b"Z", _finish(job))
+        return None
     if kind == b"C":  # a call from the harness to the candidate
         if job and job.sock is not None:
             job.expect += 1
@@ -472,10 +492,8 @@ def _control(job, kind: bytes, body: bytes, devnull: int, wake: tuple):
     if request["op"] == "run":
         if job:
             _kill_all(job)
-        return _start(request, devnull, wake)
-    if request["op"] == "end" and job:
-        _send(1, b"Z", _finish(job))
-        return None
+        # One descriptor per job that came with one, in order; the harness is the only writer here.
+        return _start(request, devnull, wake, given.pop(0) if request.get("fd") and given else -1)
     return job
 
 

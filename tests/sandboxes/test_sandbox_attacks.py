@@ -193,7 +193,23 @@ ATTACKS: dict[str, tuple[str, str, float]] = {
     "test_side_endless_loop": ("def solve(x):\n    return 0\n",
                                "x = solve(3)\nwhile x != 26:\n    pass\n", 0.5),
     "self_referencing_list": ("def solve(x):\n    a = []\n    a.append(a)\n    return a\n", "assert solve(0)\n", 5),
+    # The program's socket outlives it in a daemon, so closing it proves nothing: the harness must
+    # still learn of the exit (promptly, see test_exit_with_socket_held_open_is_prompt).
+    "exit_with_socket_held_open": ("import os, time\ndef solve(x):\n    if os.fork() == 0:\n        os.setsid()\n"
+                                   "        time.sleep(60)\n        os._exit(0)\n    os._exit(0)\n", TESTS, 10),
 }
+
+# A correct program that leaves a daemon forging correct answers on every socket it can reach, for
+# long enough to overlap the next job: if anything of one job reached the next (a socket, a
+# process), the wrong program run right after it would pass.
+FORGER = ("import os, socket, struct, json, time\n"
+          "def frames():\n    out = b''\n    for i in range(1, 20):\n"
+          "        body = json.dumps({'id': i, 'ok': [26, 152399042, 33][min(i, 3) - 1]}).encode()\n"
+          "        out += struct.pack('>IB', len(body), 67) + body\n    return out\n"
+          "if os.fork() == 0:\n    os.setsid()\n    end = time.time() + 3\n    while time.time() < end:\n"
+          "        for fd in range(3, 64):\n            try:\n                os.write(fd, frames())\n"
+          "            except OSError:\n                pass\n        time.sleep(0.005)\n    os._exit(0)\n"
+          "def solve(x):\n    return x * x + 17\n")
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -219,6 +235,19 @@ def test_attack_does_not_pass(sandbox, name):
     assert verdict.status != "passed"
     assert LISTENER.connections == before, "the program reached a host loopback listener"
     assert not os.path.exists(HOST_ESCAPE_FILE), "the program wrote a file on the host"
+    assert_healthy(sandbox)
+
+
+def test_exit_with_socket_held_open_is_prompt(sandbox):
+    verdict = sandbox.run_tests(*ATTACKS["exit_with_socket_held_open"][:2], timeout_s=10)
+    assert verdict.status == "crashed" and verdict.duration_s < 3, verdict
+
+
+def test_a_previous_job_cannot_answer_for_the_next(sandbox):
+    sandbox.run_tests(FORGER, TESTS, timeout_s=5)  # its own verdict does not matter
+    for _ in range(3):
+        verdict = sandbox.run_tests("def solve(x):\n    return 0\n", TESTS, timeout_s=5)
+        assert not verdict.passed and verdict.status == "failed", verdict
     assert_healthy(sandbox)
 
 

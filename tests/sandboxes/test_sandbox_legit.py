@@ -141,6 +141,20 @@ def test_a_dead_harness_is_an_infrastructure_failure_then_replaced():
         assert sb.run_tests("def f():\n    return 1\n", "assert f() == 1\n").passed
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs to choose from")
+@pytest.mark.parametrize("pin", [True, False])
+def test_local_workers_are_pinned_round_robin(pin):
+    allowed = sorted(os.sched_getaffinity(0))
+    program = "import os\ndef cpus():\n    return sorted(os.sched_getaffinity(0))\n"
+    with get_sandbox("local", workers=2, pin=pin) as sb:
+        # The harness is pinned; its sandbox and every candidate inherit the mask.
+        assert [os.sched_getaffinity(slot.proc.pid) for slot in sb._slots] == (
+            [{allowed[0]}, {allowed[1]}] if pin else [set(allowed)] * 2)
+        seen = {v.detail.split("AssertionError: ", 1)[1].split(" (tests.py")[0]
+                for v in sb.run_tests_many([(program, "assert False, cpus()\n")] * 8)}
+    assert seen <= ({f"[{allowed[0]}]", f"[{allowed[1]}]"} if pin else {str(allowed)}), seen
+
+
 def test_bad_options_are_k2rl_errors():
     with pytest.raises(K2RLError, match="workers"):
         get_sandbox("local", workers=0)
