@@ -346,17 +346,42 @@ def _apply_override(tree: dict, override: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML recipe, apply ``key.path=value`` overrides, validate everything."""
-    path = Path(path)
+def _merge(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: sections merge key by key, anything else (lists included) replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The recipe's tree with its ``extends:`` parent (a path relative to the recipe) merged underneath.
+
+    Variants of a recipe (another algorithm, expert selection) name only what differs, so they cannot
+    drift from the recipe they are compared with.
+    """
     if not path.is_file():
-        raise K2RLError(f"config file not found: {path}")
+        raise K2RLError(f"config file not found: {path}" + (f" (extended by {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise K2RLError(f"{path}: 'extends' loops back to itself")
     try:
         tree = _parse_yaml(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise K2RLError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(tree, dict):
         raise K2RLError(f"{path}: a recipe must be a mapping of sections")
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise K2RLError(f"{path}: 'extends' must be a path to another recipe")
+    return _merge(_read_recipe(path.parent / parent, (*chain, path.resolve())), tree)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML recipe (and the recipe it ``extends``), apply ``key.path=value`` overrides, validate."""
+    path = Path(path)
+    tree = _read_recipe(path)
     for override in overrides:
         _apply_override(tree, override)
     try:

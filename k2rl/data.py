@@ -102,9 +102,12 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
 
 
 def sft_dataset(train: Dataset) -> Dataset:
-    """Prompt/completion pairs in the answer format, for the warm start."""
+    """Prompt/completion pairs for the warm start: the ``demonstration`` column where the data has one,
+    otherwise the bare answer in the answer format."""
+    has_demonstrations = "demonstration" in train.column_names
 
     def to_pair(row):
-        return {"completion": [{"role": "assistant", "content": ANSWER_FORMAT.format(answer=row["answer"])}]}
+        text = row["demonstration"] if has_demonstrations else ANSWER_FORMAT.format(answer=row["answer"])
+        return {"completion": [{"role": "assistant", "content": text}]}
 
     return train.map(to_pair).select_columns(["prompt", "completion"])

@@ -26,6 +26,7 @@ _TEMPLATES = [
 ]
 
 ANSWER_FORMAT = "The answer is {answer}."
+WORKED_STEP = "{left} {op} {right} = {result}."
 
 
 def _item(rng: random.Random, max_operand: int, max_second_operand: int | None) -> dict:
@@ -36,7 +37,27 @@ def _item(rng: random.Random, max_operand: int, max_second_operand: int | None) 
         a, b = b, a  # keep answers non-negative: the task is about arithmetic, not sign conventions
     question = template.format(a=a, b=b, name=rng.choice(_NAMES), item=rng.choice(_ITEMS))
     answer = a + b if op == "+" else a - b
-    return {"question": question, "answer": str(answer)}
+    return {"question": question, "answer": str(answer), "steps": [WORKED_STEP.format(left=a, op=op, right=b, result=answer)]}
+
+
+def _chain_item(rng: random.Random, terms: int, max_operand: int) -> dict:
+    """``What is a + b - c?``: several one-step operations, left to right, never below zero."""
+    total = rng.randint(0, max_operand)
+    expression, steps = str(total), []
+    for _ in range(terms - 1):
+        operand = rng.randint(0, max_operand)
+        op = "-" if operand <= total and rng.random() < 0.5 else "+"
+        result = total + operand if op == "+" else total - operand
+        expression += f" {op} {operand}"
+        steps.append(WORKED_STEP.format(left=total, op=op, right=operand, result=result))
+        total = result
+    return {"question": f"What is {expression}?", "answer": str(total), "steps": steps}
+
+
+def _demonstration(row: dict, worked: bool) -> str:
+    """The warm start's target text: the bare answer, or the worked steps followed by it."""
+    answer = ANSWER_FORMAT.format(answer=row["answer"])
+    return " ".join([*row["steps"], answer]) if worked else answer
 
 
 def arithmetic(
@@ -44,26 +65,40 @@ def arithmetic(
     seed: int,
     max_operand: int = 99,
     max_second_operand: int | None = None,
+    terms: int = 2,
+    worked_fraction: float = 0.0,
     exclude: set[str] | None = None,
 ) -> Dataset:
-    """``size`` distinct word problems (columns ``question``, ``answer``), none of them in ``exclude``.
+    """``size`` distinct problems (columns ``question``, ``answer``, ``demonstration``), none in ``exclude``.
 
-    Operands are drawn from ``0..max_operand``; ``max_second_operand`` narrows the second one (small
-    second operands make a task of carries and borrows rather than of memorised sums).
+    Operands are drawn from ``0..max_operand``. With ``terms=2`` the problems are one-step word
+    problems; ``max_second_operand`` narrows the second operand (small second operands make a task of
+    carries and borrows rather than of memorised sums). With ``terms>=3`` they are chains such as
+    ``What is 7 + 5 - 3?``.
+
+    ``demonstration`` is what the warm start imitates: for a ``worked_fraction`` of the rows the worked
+    steps before the answer, otherwise the bare answer. Real SFT data mixes the two styles too; which
+    style pays off is then for RL to find out.
     """
+    if terms < 2:
+        raise K2RLError(f"arithmetic task: terms must be at least 2, got {terms}")
+    if not 0.0 <= worked_fraction <= 1.0:
+        raise K2RLError(f"arithmetic task: worked_fraction must be between 0 and 1, got {worked_fraction}")
     exclude = exclude or set()
     rng = random.Random(seed)
+    style_rng = random.Random(f"{seed}-style")  # the style draw never changes which items are drawn
     rows, seen = [], set(exclude)
     attempts = 0
     while len(rows) < size:
         attempts += 1
         if attempts > 50 * size + 1000:
             raise K2RLError(f"arithmetic task: cannot draw {size} distinct items with max_operand={max_operand}")
-        row = _item(rng, max_operand, max_second_operand)
+        row = _item(rng, max_operand, max_second_operand) if terms == 2 else _chain_item(rng, terms, max_operand)
         if row["question"] in seen:
             continue
         seen.add(row["question"])
-        rows.append(row)
+        worked = style_rng.random() < worked_fraction
+        rows.append({"question": row["question"], "answer": row["answer"], "demonstration": _demonstration(row, worked)})
     return Dataset.from_list(rows)
 
 

@@ -72,3 +72,31 @@ def test_cli_missing_dataset_column(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "missing column 'answer'" in err[0] and "solution" in err[0]
+
+
+@pytest.mark.parametrize("variant, algorithm", [("configs/quickstart_k2.yaml", "k2"), ("configs/quickstart_ppo.yaml", "ppo")])
+def test_variants_extend_the_quickstart(variant, algorithm):
+    base, config = load_config(QUICKSTART), load_config(variant)
+    assert config.trainer.algorithm == algorithm
+    # Everything but the algorithm's own keys is the quickstart's: the comparison is like for like.
+    assert config.data == base.data and config.warm_start == base.warm_start and config.policy == base.policy
+    assert (config.trainer.max_steps, config.trainer.learning_rate, config.trainer.lora) == (
+        base.trainer.max_steps, base.trainer.learning_rate, base.trainer.lora,
+    )
+
+
+def test_extends_merges_sections_and_overrides_apply_last(tmp_path):
+    (tmp_path / "base.yaml").write_text("policy: {preset: k2-tiny}\ntrainer: {max_steps: 10, learning_rate: 1.0e-3}\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrainer: {max_steps: 20}\n")
+    config = load_config(tmp_path / "child.yaml", ["trainer.learning_rate=2e-3"])
+    assert (config.trainer.max_steps, config.trainer.learning_rate, config.policy.preset) == (20, 2e-3, "k2-tiny")
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(K2RLError, match="loops back"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(K2RLError, match=r"missing\.yaml \(extended by .*c\.yaml\)"):
+        load_config(tmp_path / "c.yaml")

@@ -62,3 +62,38 @@ def test_second_operand_range():
     for row in train:
         numbers = _operands(row["question"])
         assert min(numbers) <= 3
+
+
+def _chain(seed: int, worked_fraction: float):
+    return arithmetic_splits(train_size=400, eval_size=50, seed=seed, max_operand=9, terms=3, worked_fraction=worked_fraction)
+
+
+def test_chain_answers_are_correct_and_never_negative():
+    train, held_out = _chain(seed=2, worked_fraction=1.0)
+    assert not set(train["question"]) & set(held_out["question"])
+    for row in train:
+        expression = row["question"].removeprefix("What is ").removesuffix("?")
+        assert eval(expression) == int(row["answer"])  # noqa: S307 - our own generated arithmetic
+        steps = row["demonstration"].split(". ")[:-1]  # "a op b = c" ... then "The answer is N."
+        assert len(steps) == 2
+        for step in steps:
+            left, result = step.split(" = ")
+            assert eval(left) == int(result) >= 0  # noqa: S307
+        assert answers_match(row["demonstration"], row["answer"])
+
+
+def test_worked_fraction_sets_the_demonstration_style_only():
+    bare, _ = _chain(seed=0, worked_fraction=0.0)
+    mixed, _ = _chain(seed=0, worked_fraction=0.3)
+    assert bare["question"] == mixed["question"]  # the style draw does not change the items
+    assert all(d.startswith("The answer is") for d in bare["demonstration"])
+    worked_share = sum("=" in d for d in mixed["demonstration"]) / len(mixed)
+    assert 0.2 < worked_share < 0.4
+    pairs = sft_dataset(mixed.map(lambda row: {"prompt": [{"role": "user", "content": row["question"]}]}))
+    assert [p["completion"][0]["content"] for p in pairs] == list(mixed["demonstration"])
+
+
+@pytest.mark.parametrize("options, message", [({"terms": 1}, "terms"), ({"worked_fraction": 1.5}, "worked_fraction")])
+def test_bad_task_options_are_one_clear_error(options, message):
+    with pytest.raises(K2RLError, match=message):
+        arithmetic_splits(train_size=10, eval_size=5, seed=0, **options)
