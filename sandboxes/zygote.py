@@ -341,12 +341,21 @@ def _finish(job: _Job) -> dict:
     return done
 
 
+_ANCILLARY = socket.CMSG_SPACE(4 * 4)  # room for a few descriptors per read
+
+
 def _read_control(channel, given: list) -> bytes:
-    """Bytes from the harness; descriptors sent with them (candidate sockets) are queued in ``given``."""
+    """Bytes from the harness; descriptors sent with them (candidate sockets) are queued in ``given``.
+
+    ``recvmsg`` directly rather than ``socket.recv_fds``: this runs while the candidate shares our
+    pages, and every page the Python-level helper would touch costs a copy-on-write fault.
+    """
     if channel is None:
         return os.read(0, READ_SIZE)
-    data, fds, _flags, _addr = socket.recv_fds(channel, READ_SIZE, 4)
-    given.extend(fds)
+    data, ancillary, _flags, _addr = channel.recvmsg(READ_SIZE, _ANCILLARY)
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            given.extend(int.from_bytes(payload[i:i + 4], sys.byteorder) for i in range(0, len(payload) - 3, 4))
     return data
 
 
