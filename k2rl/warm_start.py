@@ -1,7 +1,7 @@
-"""Warm start: a short supervised phase with TRL's SFTTrainer on the task's answer format.
+"""Warm start: a short supervised phase with TRL's SFTTrainer on the task's demonstrations.
 
-RL from a random policy gets zero reward everywhere and so no signal. A few hundred supervised steps
-teach the answer format and some arithmetic; the phase is kept short on purpose, so RL starts from a
+RL from a random policy gets zero reward everywhere and so no signal. A short supervised phase
+teaches the answer format and some arithmetic; it is kept short on purpose, so RL starts from a
 policy that is right sometimes, not always. The whole model trains here (it is tiny and random); RL
 afterwards trains only expert adapters.
 """
@@ -20,7 +20,7 @@ from k2rl.data import sft_dataset
 def warm_start(
     model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None
 ):
-    """Supervised fine-tuning on prompt -> "The answer is N." pairs (plus ``extra_rows``); returns the trained model."""
+    """Supervised fine-tuning on prompt -> demonstration pairs (plus ``extra_rows``); returns the trained model."""
     args = SFTConfig(
         output_dir=str(out_dir),
         max_steps=config.max_steps,
