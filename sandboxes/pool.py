@@ -7,6 +7,7 @@ pipes; all work happens in the harness and sandbox processes), and returns verdi
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import queue
@@ -23,6 +24,8 @@ from k2rl.sandboxes.verdict import Verdict
 from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, pack_frame
 
 BACKSTOP_S = 30.0  # beyond the harness's own limits: only a wedged harness process gets here
+# Shared by every Sandbox in this process, so that several small pools do not all start on one CPU.
+_NEXT_CPU = itertools.count()
 
 
 class _Slot:
@@ -120,7 +123,8 @@ class Sandbox:
                         "docker": {"image": image, "cpus": cpus}}
         # Pinning: a harness and its candidate take turns (one always waits on the other), so a second
         # CPU buys them nothing, while every call's wake-up across CPUs costs an inter-processor
-        # interrupt and a cold cache. One CPU per worker, round-robin over the CPUs we may use.
+        # interrupt and a cold cache. One CPU per worker, round-robin over the CPUs we may use
+        # (continuing across pools).
         # Docker's processes belong to the engine, so only the local backend pins.
         allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         self._cpus = allowed if pin and backend == "local" and len(allowed) > 1 else []
@@ -138,7 +142,7 @@ class Sandbox:
             if self._started:
                 return self
             with ThreadPoolExecutor(self.workers) as pool:
-                futures = [pool.submit(_Slot, self._config, self._cpu(i)) for i in range(self.workers)]
+                futures = [pool.submit(_Slot, self._config, self._next_cpu()) for _ in range(self.workers)]
                 errors = []
                 for future in futures:
                     try:
@@ -154,8 +158,8 @@ class Sandbox:
             self._started = True
         return self
 
-    def _cpu(self, index: int) -> int | None:
-        return self._cpus[index % len(self._cpus)] if self._cpus else None
+    def _next_cpu(self) -> int | None:
+        return self._cpus[next(_NEXT_CPU) % len(self._cpus)] if self._cpus else None
 
     def close(self) -> None:
         with self._lock:
