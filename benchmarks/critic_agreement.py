@@ -71,8 +71,9 @@ def main():
     labels = labels[: args.max_pairs]
     rubric = load_rubric(Path(__file__).resolve().parents[1] / "configs" / "rubrics" / "core.yaml")
     plan = [order for w, l in labels for order in ((w, l), (l, w))]
-    conversations = [critic_messages(flat_prompts[a], completions[a], completions[b], rubric) for a, b in plan]
     critic_cfg = recipe.get("critic", {})
+    style = critic_cfg.get("prompt", "full")
+    conversations = [critic_messages(flat_prompts[a], completions[a], completions[b], rubric, style) for a, b in plan]
     critic = PolicyCritic(critic_cfg.get("max_new_tokens", 4), 32, critic_cfg.get("answer_prefix", "Verdict:"))
     print(f"pass rate {sum(passed) / len(passed):.3f}; {len(labels)} labelled pairs, {len(plan)} comparisons")
     before = judge(critic.bind(model, tokenizer), plan, conversations, passed)

@@ -178,6 +178,7 @@ class CriticConfig:
     max_new_tokens: int = 4  # critic tokens per verdict, after answer_prefix
     batch_size: int = 32
     answer_prefix: str = "Verdict:"  # start of the critic's answer; "" lets it write freely first
+    prompt: Literal["full", "compact"] = "full"  # rubric rendering; compact suits small critics (rewards/rubric/prompt.py)
     refine: bool = False  # train the critic on verifier-labelled pairs (auxiliary loss, same weights)
     refine_weight: float = 0.1
     refine_max_examples: int = 16  # labelled critic prompts per step

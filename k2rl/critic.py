@@ -75,6 +75,7 @@ def wire_rubric_rewards(
             options["rubrics"] = load_rubrics(options.get("rubrics"))
             options.setdefault("pairs_per_group", config.pairs_per_group)
             options.setdefault("seed", seed)
+            options.setdefault("prompt_style", config.prompt)
             options.update(critic=critic, group_size=group_size)
             if refinement is not None:
                 if not options.get("verifier"):
@@ -99,13 +100,22 @@ def bind_critic(critic: PolicyCritic, refinement: CriticRefinement | None, confi
         refinement.bind(tokenizer)
 
 
-def verdict_format_rows(train, specs: list[dict], n: int, seed: int):
-    """``n`` warm-start rows (``prompt``/``completion``) of critic prompts answered with a *random* verdict.
+IDENTICAL_SHARE = 0.25  # of the warm start's critic format rows: one response shown twice, answered "tie"
 
-    They teach a small policy to answer a comparison with ``Verdict: A|B`` at all; the label is a coin
-    flip, so they carry no judgment (which is left to closed-loop refinement). Each row compares the
-    gold answer with a near miss on one of the recipe's rubrics. None when ``n`` is 0 or the recipe
-    has no rubric reward.
+
+def verdict_format_rows(train, specs: list[dict], n: int, seed: int, style: str = "full"):
+    """``n`` warm-start rows (``prompt``/``completion``) of critic prompts with verdicts that carry no preference.
+
+    They teach a small policy to answer a comparison with ``Verdict: A|B|tie`` at all, and to read both
+    responses before it does, without telling it which answer is better (that judgment is left to
+    closed-loop refinement). Each row compares the gold answer (the row's demonstration where the task
+    has one, so worked answers appear as they will in RL) with a near miss on one of the recipe's
+    rubrics, rendered in prompt ``style``, under a **coin-flip** ``A``/``B`` label. An
+    ``IDENTICAL_SHARE`` of the rows shows one of the two responses twice, answered ``tie``: equal
+    responses are equally good under any rubric, so that label is a fact, not a preference. It is
+    what makes a tiny critic compare the two responses at all (a critic trained on coin flips alone
+    learns to ignore them, and refinement then starts from a flat loss). None when ``n`` is 0 or the
+    recipe has no rubric reward.
     """
     rubrics = [r for spec in specs if spec.get("name") == "rubric" for r in (spec.get("options") or {}).get("rubrics", ())]
     if not n or not rubrics:
@@ -122,12 +132,17 @@ def verdict_format_rows(train, specs: list[dict], n: int, seed: int):
     rows = []
     for _ in range(n):
         item = train[rng.randrange(len(train))]
-        gold = ANSWER_FORMAT.format(answer=item["answer"])
+        gold = item.get("demonstration") or ANSWER_FORMAT.format(answer=item["answer"])
         try:
             miss = ANSWER_FORMAT.format(answer=int(item["answer"]) + rng.choice([-2, -1, 1, 2]))
         except ValueError:  # a non-integer answer: any other response will do, the label is random anyway
             miss = "I am not sure."
-        a, b = (gold, miss) if rng.random() < 0.5 else (miss, gold)
-        messages = critic_messages(item["prompt"], a, b, rng.choice(rubrics))
-        rows.append({"prompt": messages, "completion": [{"role": "assistant", "content": verdict_text(rng.choice("AB"))}]})
+        if rng.random() < IDENTICAL_SHARE:
+            a = b = rng.choice([gold, miss])
+            verdict = "tie"
+        else:
+            a, b = (gold, miss) if rng.random() < 0.5 else (miss, gold)
+            verdict = rng.choice("AB")
+        messages = critic_messages(item["prompt"], a, b, rng.choice(rubrics), style)
+        rows.append({"prompt": messages, "completion": [{"role": "assistant", "content": verdict_text(verdict)}]})
     return Dataset.from_list(rows)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import torch
 import torch.nn.functional as F
@@ -38,17 +39,27 @@ class CriticRefinement:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # rewards may run on a timeout thread
         self.trained_examples = 0
+        self.seconds = 0.0  # time spent in the auxiliary forward so far (its backward runs with the policy's)
 
     def bind(self, tokenizer) -> CriticRefinement:
         self.tokenizer = tokenizer
         return self
 
     def add(self, examples: list[tuple[list[dict], str]]) -> None:
-        """Labels from the newest rollouts; they replace older unused ones (kept on-policy), at most ``max_examples``."""
-        if len(examples) > self.max_examples:
-            examples = self._rng.sample(examples, self.max_examples)
+        """Labels from the newest rollouts; they replace older unused ones (kept on-policy), at most ``max_examples``.
+
+        ``examples`` come as order pairs: each comparison shown both ways, consecutively (winner as A,
+        then winner as B). Subsampling keeps the two together, so every step trains as many "A" as
+        "B" labels on the same contents: a gradient step cannot lower the loss by moving the critic
+        towards one letter (the position bias that leaves a small critic answering the same letter in
+        both orders), only by reading which response is which.
+        """
+        pairs = [examples[i : i + 2] for i in range(0, len(examples), 2)]
+        keep = max(self.max_examples // 2, 1)
+        if len(pairs) > keep:
+            pairs = self._rng.sample(pairs, keep)
         with self._lock:
-            self._pending = list(examples)
+            self._pending = [example for pair in pairs for example in pair]
 
     def __call__(self, model) -> torch.Tensor | None:
         """``weight x`` mean verdict cross-entropy on the pending labels (consumed), or None if there are none."""
@@ -58,6 +69,7 @@ class CriticRefinement:
             return None
         if self.tokenizer is None:
             raise RuntimeError("CriticRefinement used before bind(tokenizer)")
+        started = time.perf_counter()
         rows, targets = [], []
         for messages, answer in examples:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -78,8 +90,14 @@ class CriticRefinement:
             attention[i, : len(ids)] = 1
             labels[i, start : len(ids)] = torch.tensor(ids[start:])
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-        loss = F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels[:, 1:].reshape(-1).to(device), ignore_index=-100
-        )
+        labels = labels[:, 1:].to(device)
+        token_nll = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=-100, reduction="none"
+        ).view(labels.shape)
+        # Per example, the verdict's whole negative log-likelihood (sum over its tokens), then the mean
+        # over examples. A mean over tokens would dilute the one token that carries the judgment (the
+        # letter) with the predictable ones around it (the space, end of turn).
+        loss = token_nll.sum(dim=1).mean()
         self.trained_examples += len(rows)
+        self.seconds += time.perf_counter() - started
         return self.weight * loss

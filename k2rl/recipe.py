@@ -117,7 +117,8 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         model = warm_start(
             model, tokenizer, data.train, config.warm_start, run_dir / "warm_start_tmp", config.seed,
             callbacks=[MetricsCallback(metrics, "warm_start")],
-            extra_rows=verdict_format_rows(data.train, reward_specs, config.warm_start.critic_format_rows, config.seed),
+            extra_rows=verdict_format_rows(data.train, reward_specs, config.warm_start.critic_format_rows, config.seed,
+                                           config.critic.prompt),
         )
         base_dir = run_dir / "warm_start"
         partial = run_dir / "warm_start.partial"  # renamed when complete: a resume never sees half a model
@@ -162,7 +163,10 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     if critic is not None:
-        _say(f"critic: {critic.calls} verdicts in {critic.seconds:.1f}s ({critic.seconds / max(config.trainer.max_steps, 1):.2f}s per step)")
+        steps = max(config.trainer.max_steps, 1)
+        _say(f"critic: {critic.calls} verdicts in {critic.seconds:.1f}s ({critic.seconds / steps:.2f}s per step)")
+        if refinement is not None:
+            _say(f"critic refinement: {refinement.trained_examples} labelled verdicts, forward {refinement.seconds / steps:.2f}s per step")
     after = evaluator.measure(trainer.model)
     metrics.write("eval", config.trainer.max_steps, accuracy=after)
     if is_main():

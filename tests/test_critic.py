@@ -76,6 +76,20 @@ def test_tiny_policy_as_critic_exact_mechanics(policy):
     assert reward(prompts=prompts, completions=completions, answer=["5"] * 8) == scores
 
 
+def train_critic(refinement, model, examples, steps, lr=3e-3):
+    """``steps`` Adam steps on the refinement loss of ``examples`` (re-added each step); the losses."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        refinement.add(examples)
+        loss = refinement(model)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_refinement_loss_teaches_the_verdict_format(policy, tiny_policy_dir):
     model = load_policy(str(tiny_policy_dir)).model  # a private copy: this test trains it
     tokenizer = policy.tokenizer
@@ -86,15 +100,7 @@ def test_refinement_loss_teaches_the_verdict_format(policy, tiny_policy_dir):
     ]
     refinement = CriticRefinement(weight=1.0, max_examples=8, answer_prefix="Verdict:").bind(tokenizer)
     assert refinement(model) is None  # nothing pending: no loss
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(12):
-        refinement.add(examples)
-        loss = refinement(model)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_critic(refinement, model, examples, steps=12)
     assert refinement(model) is None  # each batch of labels trains once
     assert losses[-1] < 0.5 * losses[0]
     critic = PolicyCritic(max_new_tokens=3).bind(model, tokenizer)
@@ -162,14 +168,20 @@ def test_verdict_format_rows_teach_the_format_not_the_judgment(policy, tiny_poli
     specs = [{"name": "exact_answer"}, {"name": "rubric", "options": {"rubrics": load_rubrics([str(CORE)])}}]
     rows = verdict_format_rows(data.train, specs, 200, seed=0)
     assert len(rows) == 200
-    gold_first = []
+    gold_first, ties = [], 0
     for row in rows:
         target = row["completion"][0]["content"]
-        assert target in ("Verdict: A", "Verdict: B")
         body = row["prompt"][-1]["content"]
+        a, b = body.split("Response A:\n", 1)[1].split("\n\nResponse B:\n")
+        if target == "Verdict: tie":  # one response shown twice: a tie under any rubric, no preference
+            assert a == b
+            ties += 1
+            continue
+        assert target in ("Verdict: A", "Verdict: B") and a != b
         gold_first.append((body.index("Response B:") > body.index(f"is {_gold(body, data)}."), target))
     # Coin-flip labels: each label appears with the gold answer on either side.
     assert {(True, "Verdict: A"), (True, "Verdict: B"), (False, "Verdict: A"), (False, "Verdict: B")} <= set(gold_first)
+    assert 0.15 < ties / len(rows) < 0.35
     assert verdict_format_rows(data.train, specs, 0, 0) is None
     assert verdict_format_rows(data.train, [{"name": "exact_answer"}], 10, 0) is None
 
@@ -181,3 +193,33 @@ def test_verdict_format_rows_teach_the_format_not_the_judgment(policy, tiny_poli
 def _gold(body, data):
     question = body.split("Request:\n", 1)[1].split("\n\nResponse A:", 1)[0]
     return dict(zip(data.train["question"], data.train["answer"]))[question]
+
+
+def test_refinement_keeps_both_orders_of_a_comparison_together():
+    examples = [([chat(f"pair {i}")], verdict) for i in range(10) for verdict in ("Verdict: A", "Verdict: B")]
+    refinement = CriticRefinement(weight=1.0, max_examples=6, seed=0)
+    refinement.add(examples)
+    pending = refinement._pending
+    assert len(pending) == 6
+    for first, second in zip(pending[0::2], pending[1::2]):  # subsampled by comparison, never by order
+        assert first[0] == second[0] and (first[1], second[1]) == ("Verdict: A", "Verdict: B")
+
+
+def test_refinement_learns_a_preference_beyond_position_with_the_real_tiny_policy(policy, tiny_policy_dir):
+    """Both orders of each comparison, so a critic that only picks a letter stays at ln 2 per verdict;
+    the loss goes well below it only when the critic reads which response is which."""
+    model = load_policy(str(tiny_policy_dir)).model
+    tokenizer = policy.tokenizer
+    rubric = load_rubric(CORE)
+    examples = []
+    for x, y, z in ((2, 3, 4), (7, 1, 5), (6, 6, 2), (9, 4, 3)):
+        worked, bare = f"{x} + {y} = {x + y}. {x + y} - {z} = {x + y - z}. The answer is {x + y - z}.", "The answer is 1."
+        question = chat(f"What is {x} + {y} - {z}?")
+        examples.append((critic_messages(question, worked, bare, rubric, "compact"), "Verdict: A"))
+        examples.append((critic_messages(question, bare, worked, rubric, "compact"), "Verdict: B"))
+    refinement = CriticRefinement(weight=1.0, max_examples=len(examples), answer_prefix="Verdict:").bind(tokenizer)
+    losses = train_critic(refinement, model, examples, steps=60)
+    assert losses[-1] < 0.5 * torch.log(torch.tensor(2.0)).item()  # letter-only critics cannot get here
+    critic = PolicyCritic(max_new_tokens=3).bind(model, tokenizer)
+    answers = critic.judge([m for m, _ in examples])
+    assert [parse_verdict(a).choice for a in answers] == [t.split()[-1] for _, t in examples]

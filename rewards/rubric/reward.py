@@ -64,6 +64,7 @@ def rubric_reward(
     verifier_options: dict | None = None,
     refiner=None,
     seed: int = 0,
+    prompt_style: str = "full",
     **kwargs,
 ) -> list[float | None]:
     """Weighted net win rate in [-1, 1] from pairwise critic verdicts; None where the critic abstained."""
@@ -94,7 +95,7 @@ def rubric_reward(
                 plan += [(i, j, r), (j, i, r)]  # both orders, so position bias cancels
 
     started = time.perf_counter()
-    conversations = [critic_messages(prompts[a], completions[a], completions[b], table[r]) for a, b, r in plan]
+    conversations = [critic_messages(prompts[a], completions[a], completions[b], table[r], prompt_style) for a, b, r in plan]
     answers = list(critic.judge(conversations)) if conversations else []
     critic_s = time.perf_counter() - started
     if len(answers) != len(plan):
@@ -134,12 +135,12 @@ def rubric_reward(
             examples = []
             for group, winner_loser in _labels_by_group(groups, passed):
                 for rubric in _core_rubrics(group_rubrics[group]):
-                    for winner, loser in winner_loser:
+                    for w, l in winner_loser:
                         examples.append(
-                            (critic_messages(prompts[winner], completions[winner], completions[loser], rubric), verdict_text("A"))
+                            (critic_messages(prompts[w], completions[w], completions[l], rubric, prompt_style), verdict_text("A"))
                         )
                         examples.append(
-                            (critic_messages(prompts[winner], completions[loser], completions[winner], rubric), verdict_text("B"))
+                            (critic_messages(prompts[w], completions[l], completions[w], rubric, prompt_style), verdict_text("B"))
                         )
             refiner.add(examples)
     elif refiner is not None:

@@ -288,3 +288,34 @@ def test_rubric_schema_errors_are_one_line(raw, message, tmp_path):
     with pytest.raises(K2RLError, match=message) as info:
         load_rubric(path)
     assert "\n" not in str(info.value) and "bad.yaml" in str(info.value)
+
+
+def test_compact_prompt_shows_the_criteria_request_and_both_responses_in_one_turn():
+    from k2rl.rewards.rubric.prompt import critic_messages
+
+    core = load_rubric(RUBRICS / "core.yaml")
+    full = critic_messages(chat("What is 2 + 3?"), "2 + 3 = 5. The answer is 5.", "The answer is 7.", core)
+    compact = critic_messages(chat("What is 2 + 3?"), "2 + 3 = 5. The answer is 5.", "The answer is 7.", core, "compact")
+    assert [m["role"] for m in compact] == ["user"]
+    assert compact[0]["content"] == (
+        "Judge: correct x3, clear x1, grounded x1\nWhat is 2 + 3?\nA: 2 + 3 = 5. The answer is 5.\nB: The answer is 7."
+    )
+    assert len(compact[0]["content"]) < len(full[-1]["content"]) / 2
+    with pytest.raises(K2RLError, match="prompt style must be one of full, compact"):
+        critic_messages(chat("p"), "a", "b", core, "terse")
+
+
+def test_prompt_style_reaches_the_critic_and_the_refinement_labels():
+    class Compact:
+        def __init__(self):
+            self.seen = []
+
+        def judge(self, conversations):
+            self.seen.extend(conversations)
+            return ["Verdict: A" for _ in conversations]
+
+    critic, refiner = Compact(), Refiner()
+    run(critic, [chat("What is 2 + 3?")] * 2, completions("The answer is 5.", "The answer is 7."), rubrics=[CORE],
+        verifier="exact_answer", refiner=refiner, prompt_style="compact", columns={"answer": ["5"] * 2})
+    bodies = [c[-1]["content"] for c in critic.seen] + [m[-1]["content"] for m, _ in refiner.examples]
+    assert len(bodies) == 4 and all(b.startswith("Judge: ") and "\nA: " in b for b in bodies)
