@@ -126,13 +126,13 @@ def verdict_format_rows(train, specs: list[dict], n: int, seed: int, style: str 
 
     from k2rl.rewards.rubric.prompt import critic_messages
     from k2rl.rewards.rubric.verdict import verdict_text
-    from k2rl.tasks import ANSWER_FORMAT
+    from k2rl.tasks import ANSWER_FORMAT, demonstration_text
 
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         item = train[rng.randrange(len(train))]
-        gold = item.get("demonstration") or ANSWER_FORMAT.format(answer=item["answer"])
+        gold = demonstration_text(item)
         try:
             miss = ANSWER_FORMAT.format(answer=int(item["answer"]) + rng.choice([-2, -1, 1, 2]))
         except ValueError:  # a non-integer answer: any other response will do, the label is random anyway

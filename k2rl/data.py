@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from k2rl.config import DataConfig
 from k2rl.errors import K2RLError
-from k2rl.tasks import ANSWER_FORMAT, BUILTIN_TASKS
+from k2rl.tasks import BUILTIN_TASKS, demonstration_text
 
 DEFAULT_TRAIN_SIZE = 4000
 
@@ -104,10 +104,8 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
 def sft_dataset(train: Dataset) -> Dataset:
     """Prompt/completion pairs for the warm start: the ``demonstration`` column where the data has one,
     otherwise the bare answer in the answer format."""
-    has_demonstrations = "demonstration" in train.column_names
 
     def to_pair(row):
-        text = row["demonstration"] if has_demonstrations else ANSWER_FORMAT.format(answer=row["answer"])
-        return {"completion": [{"role": "assistant", "content": text}]}
+        return {"completion": [{"role": "assistant", "content": demonstration_text(row)}]}
 
     return train.map(to_pair).select_columns(["prompt", "completion"])

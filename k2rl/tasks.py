@@ -54,6 +54,11 @@ def _chain_item(rng: random.Random, terms: int, max_operand: int) -> dict:
     return {"question": f"What is {expression}?", "answer": str(total), "steps": steps}
 
 
+def demonstration_text(row: dict) -> str:
+    """What a row teaches in the warm start: its ``demonstration`` where it has one, else the bare answer."""
+    return row.get("demonstration") or ANSWER_FORMAT.format(answer=row["answer"])
+
+
 def _demonstration(row: dict, worked: bool) -> str:
     """The warm start's target text: the bare answer, or the worked steps followed by it."""
     answer = ANSWER_FORMAT.format(answer=row["answer"])
