@@ -87,6 +87,8 @@ def arithmetic(
     """
     if terms < 2:
         raise K2RLError(f"arithmetic task: terms must be at least 2, got {terms}")
+    if terms > 2 and max_second_operand is not None:
+        raise K2RLError("arithmetic task: max_second_operand applies to two-term problems only; drop it or set terms: 2")
     if not 0.0 <= worked_fraction <= 1.0:
         raise K2RLError(f"arithmetic task: worked_fraction must be between 0 and 1, got {worked_fraction}")
     exclude = exclude or set()

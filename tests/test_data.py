@@ -93,7 +93,9 @@ def test_worked_fraction_sets_the_demonstration_style_only():
     assert [p["completion"][0]["content"] for p in pairs] == list(mixed["demonstration"])
 
 
-@pytest.mark.parametrize("options, message", [({"terms": 1}, "terms"), ({"worked_fraction": 1.5}, "worked_fraction")])
+@pytest.mark.parametrize("options, message", [
+    ({"terms": 1}, "terms"), ({"worked_fraction": 1.5}, "worked_fraction"), ({"terms": 3, "max_second_operand": 2}, "max_second_operand"),
+])
 def test_bad_task_options_are_one_clear_error(options, message):
     with pytest.raises(K2RLError, match=message):
         arithmetic_splits(train_size=10, eval_size=5, seed=0, **options)
