@@ -7,7 +7,8 @@ configs/rubric_mix.yaml). The starting policy (``warm_start/``, or the recipe's 
 samples ``--samples`` answers to each held-out prompt once; ``exact_answer`` labels them; every pair
 where exactly one passed becomes two comparisons (both orders) on the core rubric. The same
 comparisons are judged by the critic before RL (the starting policy) and after (starting policy plus
-the run's ``adapter/``, the policy as critic). Prints agreement, the share of decided verdicts and
+the run's ``adapter/``, the policy as critic; plus ``adapter/critic/`` when the run refined an
+own critic adapter). Prints agreement, the share of decided verdicts and
 agreement among decided, for both, and the after/before ratio.
 """
 
@@ -23,6 +24,7 @@ from peft import PeftModel
 
 from k2rl.config import DataConfig
 from k2rl.critic import PolicyCritic
+from k2rl.critic_adapter import CRITIC_ADAPTER
 from k2rl.data import load_task_data
 from k2rl.policy import load_policy
 from k2rl.rewards import get_reward
@@ -78,6 +80,11 @@ def main():
     print(f"pass rate {sum(passed) / len(passed):.3f}; {len(labels)} labelled pairs, {len(plan)} comparisons")
     before = judge(critic.bind(model, tokenizer), plan, conversations, passed)
     after_model = PeftModel.from_pretrained(model, str(args.run_dir / "adapter")).eval()
+    own = args.run_dir / "adapter" / CRITIC_ADAPTER  # critic.refine_adapter: own -- the critic is policy + its delta
+    if own.is_dir():
+        after_model.load_adapter(str(own), adapter_name=CRITIC_ADAPTER)
+        after_model.base_model.set_adapter(["default", CRITIC_ADAPTER])
+        print("after RL the critic is the policy's adapter plus the critic's own (adapter/critic/)")
     after = judge(critic.bind(after_model, tokenizer), plan, conversations, passed)
     for name, a in (("before RL", before), ("after RL", after)):
         decided = a.decided / a.labelled

@@ -181,7 +181,17 @@ class CriticConfig:
     prompt: Literal["full", "compact"] = "full"  # rubric rendering; compact suits small critics (rewards/rubric/prompt.py)
     refine: bool = False  # train the critic on verifier-labelled pairs (auxiliary loss, same weights)
     refine_weight: float = 0.1
-    refine_max_examples: int = 16  # labelled critic prompts per step
+    refine_max_examples: int = 16  # labelled critic prompts per step (per critic step with an own adapter)
+    # shared: the critic's loss joins the policy's update (K2 style). own: a critic adapter on top of the
+    # policy's, with its own optimizer, steps and replay (k2rl/critic_adapter.py explains when and why).
+    refine_adapter: Literal["shared", "own"] = "shared"
+    refine_learning_rate: float = 5e-3  # own adapter only
+    refine_steps: int = 4  # own adapter only: critic optimizer steps after each RL step
+    refine_replay: int = 1024  # own adapter only: most recent labelled verdicts kept to draw from
+
+    def __post_init__(self):
+        if self.refine_adapter == "own" and (self.refine_steps < 1 or self.refine_replay < 2 or self.refine_learning_rate <= 0):
+            raise ValueError("critic: refine_adapter own needs refine_steps >= 1, refine_replay >= 2 and refine_learning_rate > 0")
 
 
 @dataclass
@@ -238,6 +248,10 @@ class RunConfig:
     def __post_init__(self):
         if (self.policy.preset is None) == (self.policy.model is None):
             raise ValueError("policy: set exactly one of policy.preset or policy.model")
+        if self.critic.refine and self.critic.refine_adapter == "own" and self.rollout.overlap:
+            # Judging switches the model's active adapters, which would change the policy's weights under
+            # the generation that overlap runs at the same time.
+            raise ValueError("critic.refine_adapter: own cannot judge on rollout.overlap's scoring thread; turn one of them off")
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ to "" for a critic that should reason before it answers (and raise ``max_new_tok
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from k2rl.config import CriticConfig
+from k2rl.critic_adapter import OwnCriticAdapter
 from k2rl.critic_refinement import CriticRefinement
 from k2rl.errors import K2RLError
 from k2rl.evaluation import greedy_completions
@@ -32,19 +34,25 @@ class PolicyCritic:
     def __init__(self, max_new_tokens: int = 4, batch_size: int = 32, answer_prefix: str = "Verdict:"):
         self.max_new_tokens, self.batch_size, self.answer_prefix = max_new_tokens, batch_size, answer_prefix
         self.model = self.tokenizer = None
+        self.judging = contextlib.nullcontext  # () -> context that makes the bound model the critic (own adapter on)
         self.calls = 0  # conversations judged so far
         self.seconds = 0.0  # time spent judging so far
 
-    def bind(self, model, tokenizer) -> PolicyCritic:
-        """Judge with ``model`` from now on (the trainer's model, or a separately loaded critic)."""
+    def bind(self, model, tokenizer, judging=None) -> PolicyCritic:
+        """Judge with ``model`` from now on (the trainer's model, or a separately loaded critic).
+
+        ``judging`` (a context-manager factory) is entered around every judgment: the own-adapter
+        critic uses it to switch its adapter on (:mod:`k2rl.critic_adapter`).
+        """
         self.model, self.tokenizer = model, tokenizer
+        self.judging = judging or contextlib.nullcontext
         return self
 
     def judge(self, conversations: list[list[dict]]) -> list[str]:
         if self.model is None:
             raise RuntimeError("PolicyCritic.judge called before bind(model, tokenizer)")
         started = time.perf_counter()
-        with merged_expert_adapters(self.model):
+        with self.judging(), merged_expert_adapters(self.model):
             answers = greedy_completions(
                 self.model, self.tokenizer, conversations, self.max_new_tokens, self.batch_size,
                 desc="critic", prefix=self.answer_prefix,
@@ -67,7 +75,10 @@ def wire_rubric_rewards(
     if config.refine and config.model not in (None, POLICY):
         raise K2RLError("critic.refine trains the policy's own weights; it needs critic.model: policy")
     critic = PolicyCritic(config.max_new_tokens, config.batch_size, config.answer_prefix)
-    refinement = CriticRefinement(config.refine_weight, config.refine_max_examples, seed, config.answer_prefix) if config.refine else None
+    refinement = None
+    if config.refine:
+        replay = config.refine_replay if config.refine_adapter == "own" else 0
+        refinement = CriticRefinement(config.refine_weight, config.refine_max_examples, seed, config.answer_prefix, replay)
     wired = []
     for spec in specs:
         if spec.get("name") == "rubric":
@@ -86,8 +97,20 @@ def wire_rubric_rewards(
     return wired, critic, refinement
 
 
-def bind_critic(critic: PolicyCritic, refinement: CriticRefinement | None, config: CriticConfig, trainer, tokenizer) -> None:
-    """Point the critic at its model: the trainer's (live policy, adapters included) or ``critic.model``."""
+def bind_critic(
+    critic: PolicyCritic, refinement: CriticRefinement | None, config: CriticConfig, trainer, tokenizer
+) -> OwnCriticAdapter | None:
+    """Point the critic at its model: the trainer's (live policy, adapters included) or ``critic.model``.
+
+    With ``critic.refine_adapter: own`` the trainer's model gets the critic adapter, the trainer a
+    callback that refines it after every step; that adapter is returned (else None).
+    """
+    if refinement is not None and config.refine_adapter == "own":
+        adapter = OwnCriticAdapter(refinement.bind(tokenizer), config.refine_learning_rate, config.refine_steps)
+        adapter.attach(trainer.model, trainer.model.peft_config[trainer.model.active_adapter], trainer.record_metric)
+        trainer.add_callback(adapter)
+        critic.bind(trainer.model, tokenizer, adapter.judging)
+        return adapter
     if config.model in (None, POLICY):
         critic.bind(trainer.model, tokenizer)
     else:
@@ -98,6 +121,7 @@ def bind_critic(critic: PolicyCritic, refinement: CriticRefinement | None, confi
         critic.bind(separate.model, separate.tokenizer)
     if refinement is not None:
         refinement.bind(tokenizer)
+    return None
 
 
 IDENTICAL_SHARE = 0.25  # of the warm start's critic format rows: one response shown twice, answered "tie"

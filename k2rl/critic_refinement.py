@@ -12,6 +12,10 @@ judge with weights the policy never shares, which is the drift the loop exists t
 weights also means the critic needs no model or optimizer of its own. Each batch of labels trains
 once, on the next optimizer step after it was produced, so the labels always come from on-policy
 rollouts. ``critic/agreement`` (logged by the reward every step) shows whether the loop works.
+
+The same buffer also feeds a critic with an adapter of its own (``critic.refine_adapter: own``,
+:mod:`k2rl.critic_adapter`), which takes several steps per RL step: it keeps the ``replay`` most
+recent labelled verdicts instead of only the latest batch and :meth:`draw` samples from them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +34,15 @@ class CriticRefinement:
 
     name = "critic/refine_loss"
 
-    def __init__(self, weight: float, max_examples: int, seed: int = 0, answer_prefix: str = ""):
+    def __init__(self, weight: float, max_examples: int, seed: int = 0, answer_prefix: str = "", replay: int = 0):
         self.weight, self.max_examples = weight, max_examples
         # The critic's answer starts with this text, prefilled at judging time: it is never generated,
         # so it is part of the context here too, and the loss falls on the verdict alone.
         self.answer_prefix = answer_prefix
         self.tokenizer = None
         self._pending: list[tuple[list[dict], str]] = []
+        # With ``replay``: the most recent labelled comparisons (each as its two orders), oldest dropped first.
+        self._replay: deque | None = deque(maxlen=max(replay // 2, 1)) if replay else None
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # rewards may run on a timeout thread
         self.trained_examples = 0
@@ -48,6 +55,8 @@ class CriticRefinement:
     def add(self, examples: list[tuple[list[dict], str]]) -> None:
         """Labels from the newest rollouts; they replace older unused ones (kept on-policy), at most ``max_examples``.
 
+        With ``replay`` they join the replay instead, where the oldest comparisons make room.
+
         ``examples`` come as order pairs: each comparison shown both ways, consecutively (winner as A,
         then winner as B). Subsampling keeps the two together, so every step trains as many "A" as
         "B" labels on the same contents: a gradient step cannot lower the loss by moving the critic
@@ -55,6 +64,10 @@ class CriticRefinement:
         both orders), only by reading which response is which.
         """
         pairs = [examples[i : i + 2] for i in range(0, len(examples), 2)]
+        if self._replay is not None:
+            with self._lock:
+                self._replay.extend(pairs)
+            return
         keep = max(self.max_examples // 2, 1)
         if len(pairs) > keep:
             pairs = self._rng.sample(pairs, keep)
@@ -67,6 +80,36 @@ class CriticRefinement:
             examples, self._pending = self._pending, []
         if not examples or self.weight == 0:
             return None
+        return self.weight * self.loss(model, examples)
+
+    @property
+    def replayed(self) -> int:
+        """Labelled verdicts held for replay (0 without ``replay``)."""
+        return 2 * len(self._replay) if self._replay is not None else 0
+
+    def draw(self) -> list[tuple[list[dict], str]]:
+        """Up to ``max_examples`` labelled verdicts from the replay, both orders of each comparison together."""
+        if self._replay is None:
+            raise RuntimeError("CriticRefinement.draw needs replay > 0")
+        with self._lock:
+            pairs = list(self._replay)
+        keep = max(self.max_examples // 2, 1)
+        if len(pairs) > keep:
+            pairs = self._rng.sample(pairs, keep)
+        return [example for pair in pairs for example in pair]
+
+    def replay_state(self) -> list:
+        """The replay as plain JSON-able data (for checkpoints)."""
+        with self._lock:
+            return [list(pair) for pair in self._replay] if self._replay is not None else []
+
+    def load_replay_state(self, pairs: list) -> None:
+        with self._lock:
+            self._replay.clear()
+            self._replay.extend([(messages, answer) for messages, answer in pair] for pair in pairs)
+
+    def loss(self, model, examples: list[tuple[list[dict], str]]) -> torch.Tensor:
+        """Mean over ``examples`` of the verdict's negative log-likelihood under ``model`` (teacher-forced)."""
         if self.tokenizer is None:
             raise RuntimeError("CriticRefinement used before bind(tokenizer)")
         started = time.perf_counter()
@@ -100,4 +143,4 @@ class CriticRefinement:
         loss = token_nll.sum(dim=1).mean()
         self.trained_examples += len(rows)
         self.seconds += time.perf_counter() - started
-        return self.weight * loss
+        return loss

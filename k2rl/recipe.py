@@ -150,13 +150,13 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     seed_everything(config.seed)
     trainer = build_trainer(
         model, tokenizer, data.train, reward_funcs, reward_weights, config.trainer, run_dir / "rl_tmp", config.seed,
-        callbacks=[MetricsCallback(metrics, "rl"), evaluator], auxiliary_losses=[refinement] if refinement else (),
+        callbacks=[MetricsCallback(metrics, "rl"), evaluator], auxiliary_losses=[refinement] if refinement and config.critic.refine_adapter == "shared" else (),
         expert_selection=selection, rollout_func=engine, extra_args=vllm_args(config.rollout),
     )
     if engine is not None:
         attach_backend(engine, config.rollout, trainer)
     if critic is not None:
-        bind_critic(critic, refinement, config.critic, trainer, tokenizer)
+        critic_adapter = bind_critic(critic, refinement, config.critic, trainer, tokenizer)
     _, total = count_parameters(trainer.model)
     trainable = effective_trainable_parameters(trainer.model)  # masked-out expert blocks do not count
     _say(f"RL: {config.trainer.max_steps} steps, trainable {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%)")
@@ -165,7 +165,10 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     if critic is not None:
         steps = max(config.trainer.max_steps, 1)
         _say(f"critic: {critic.calls} verdicts in {critic.seconds:.1f}s ({critic.seconds / steps:.2f}s per step)")
-        if refinement is not None:
+        if critic_adapter is not None:
+            _say(f"critic refinement (own adapter): {critic_adapter.updates} critic steps on {refinement.trained_examples} "
+                 f"labelled verdicts, {critic_adapter.seconds / steps:.2f}s per RL step; saved in adapter/critic/")
+        elif refinement is not None:
             _say(f"critic refinement: {refinement.trained_examples} labelled verdicts, forward {refinement.seconds / steps:.2f}s per step")
     after = evaluator.measure(trainer.model)
     metrics.write("eval", config.trainer.max_steps, accuracy=after)

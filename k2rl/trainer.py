@@ -37,6 +37,10 @@ class K2GRPOTrainer(GRPOTrainer):
 
     routing_replay = None  # a k2rl.routing_replay.RoutingReplay when trainer.routing_replay is on
 
+    def record_metric(self, name: str, value: float) -> None:
+        """Log ``value`` under ``name`` with this step's training metrics (averaged like TRL's own)."""
+        self._metrics["train"][name].append(value)
+
     def enable_routing_replay(self) -> None:
         """Record router choices during generation; reuse them in every training forward."""
         self.routing_replay = RoutingReplay(self.model)
