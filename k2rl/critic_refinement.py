@@ -5,17 +5,18 @@ already knows, for every pair where exactly one sample passed the verifier, whic
 the ``rubric`` reward turns those pairs into labelled critic prompts (both orders, core rubrics) and
 hands them here with :meth:`CriticRefinement.add`.
 
-How the critic learns (K2 style, the same weights): the trainer adds ``weight x`` the cross-entropy
-of the correct verdict answer (``Verdict: A`` / ``Verdict: B``, teacher-forced after the critic
-prompt) to the policy's GRPO loss, through the same expert adapters. A separate critic adapter would
-judge with weights the policy never shares, which is the drift the loop exists to prevent; one set of
-weights also means the critic needs no model or optimizer of its own. Each batch of labels trains
-once, on the next optimizer step after it was produced, so the labels always come from on-policy
-rollouts. ``critic/agreement`` (logged by the reward every step) shows whether the loop works.
+Two ways the critic learns from them (``critic.refine_adapter``):
 
-The same buffer also feeds a critic with an adapter of its own (``critic.refine_adapter: own``,
-:mod:`k2rl.critic_adapter`), which takes several steps per RL step: it keeps the ``replay`` most
-recent labelled verdicts instead of only the latest batch and :meth:`draw` samples from them.
+- ``shared`` (K2 style, the same weights): the trainer adds ``weight x`` the cross-entropy of the
+  correct verdict (``Verdict: A`` / ``Verdict: B``, teacher-forced after the critic prompt) to the
+  policy's GRPO loss, through the same expert adapters. No model or optimizer of its own; each batch
+  of labels trains once, in the optimizer step after it was produced.
+- ``own``: the critic judges with the policy's adapter plus a delta of its own, which
+  :mod:`k2rl.critic_adapter` trains with its own optimizer, several steps per RL step, on a replay
+  of the ``replay`` most recent labelled verdicts (:meth:`CriticRefinement.draw`). It still reads
+  with the live policy's weights, so it does not drift away from the policy it judges.
+
+``critic/agreement`` (logged by the reward every step) shows whether the loop works.
 """
 
 from __future__ import annotations

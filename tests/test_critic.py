@@ -152,7 +152,7 @@ def test_wiring_binds_the_critic_and_fails_early_on_bad_recipes(tmp_path):
 
 def test_rubric_mix_recipe_validates():
     config = load_config(ROOT / "configs" / "rubric_mix.yaml", ["critic.pairs_per_group=2"])
-    assert config.critic.refine and config.critic.pairs_per_group == 2
+    assert config.critic.refine and config.critic.refine_adapter == "own" and config.critic.pairs_per_group == 2
     assert [r.name for r in config.rewards] == ["exact_answer", "rubric"]
     with pytest.raises(K2RLError, match="unknown key 'critic.pairs'"):
         load_config(ROOT / "configs" / "rubric_mix.yaml", ["critic.pairs=2"])
