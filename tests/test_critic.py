@@ -205,18 +205,12 @@ def test_refinement_keeps_both_orders_of_a_comparison_together():
         assert first[0] == second[0] and (first[1], second[1]) == ("Verdict: A", "Verdict: B")
 
 
-def test_refinement_learns_a_preference_beyond_position_with_the_real_tiny_policy(policy, tiny_policy_dir):
+def test_refinement_learns_a_preference_beyond_position_with_the_real_tiny_policy(policy, tiny_policy_dir, worked_vs_bare):
     """Both orders of each comparison, so a critic that only picks a letter stays at ln 2 per verdict;
     the loss goes well below it only when the critic reads which response is which."""
     model = load_policy(str(tiny_policy_dir)).model
     tokenizer = policy.tokenizer
-    rubric = load_rubric(CORE)
-    examples = []
-    for x, y, z in ((2, 3, 4), (7, 1, 5), (6, 6, 2), (9, 4, 3)):
-        worked, bare = f"{x} + {y} = {x + y}. {x + y} - {z} = {x + y - z}. The answer is {x + y - z}.", "The answer is 1."
-        question = chat(f"What is {x} + {y} - {z}?")
-        examples.append((critic_messages(question, worked, bare, rubric, "compact"), "Verdict: A"))
-        examples.append((critic_messages(question, bare, worked, rubric, "compact"), "Verdict: B"))
+    examples = worked_vs_bare
     refinement = CriticRefinement(weight=1.0, max_examples=len(examples), answer_prefix="Verdict:").bind(tokenizer)
     losses = train_critic(refinement, model, examples, steps=60)
     assert losses[-1] < 0.5 * torch.log(torch.tensor(2.0)).item()  # letter-only critics cannot get here

@@ -19,8 +19,6 @@ from k2rl.expert_lora import expert_lora_config
 from k2rl.policy import load_policy
 from k2rl.rewards import build_reward_funcs, register_reward
 from k2rl.rewards.answer import completion_text
-from k2rl.rewards.rubric import load_rubric
-from k2rl.rewards.rubric.prompt import critic_messages
 from k2rl.rewards.rubric.verdict import parse_verdict
 from k2rl.trainer import build_trainer
 
@@ -36,18 +34,6 @@ def even_length(prompts, completions, **kwargs):
 
 def chat(text):
     return [{"role": "user", "content": text}]
-
-
-def worked_vs_bare():
-    """Comparisons of a worked answer with a wrong bare one, each in both orders."""
-    rubric = load_rubric(CORE)
-    examples = []
-    for x, y, z in ((2, 3, 4), (7, 1, 5), (6, 6, 2), (9, 4, 3)):
-        worked, bare = f"{x} + {y} = {x + y}. {x + y} - {z} = {x + y - z}. The answer is {x + y - z}.", "The answer is 1."
-        question = chat(f"What is {x} + {y} - {z}?")
-        examples.append((critic_messages(question, worked, bare, rubric, "compact"), "Verdict: A"))
-        examples.append((critic_messages(question, bare, worked, rubric, "compact"), "Verdict: B"))
-    return examples
 
 
 @pytest.fixture
@@ -80,13 +66,13 @@ def test_replay_keeps_the_newest_comparisons_with_both_orders_together():
 
 
 @pytest.fixture(scope="module")
-def format_taught(tiny_policy_dir):
+def format_taught(tiny_policy_dir, worked_vs_bare):
     """The tiny policy after a few full fine-tuning steps on the verdict format with coin-flip labels
     (both letters for every comparison): it answers ``Verdict: A|B`` but prefers neither response,
     as the warm start's critic format rows leave a recipe's policy."""
     policy = load_policy(str(tiny_policy_dir))
     teacher = CriticRefinement(weight=1.0, max_examples=64, answer_prefix="Verdict:").bind(policy.tokenizer)
-    rows = [(messages, verdict) for messages, _ in worked_vs_bare() for verdict in ("Verdict: A", "Verdict: B")]
+    rows = [(messages, verdict) for messages, _ in worked_vs_bare for verdict in ("Verdict: A", "Verdict: B")]
     optimizer = torch.optim.Adam(policy.model.parameters(), lr=3e-3)
     for _ in range(30):
         optimizer.zero_grad()
@@ -96,11 +82,11 @@ def format_taught(tiny_policy_dir):
     return policy
 
 
-def test_own_adapter_learns_a_preference_and_leaves_the_policy_untouched(format_taught):
+def test_own_adapter_learns_a_preference_and_leaves_the_policy_untouched(format_taught, worked_vs_bare):
     tokenizer = format_taught.tokenizer
     torch.manual_seed(0)
     model = get_peft_model(format_taught.model, expert_lora_config(["routed_experts", "shared_experts"], 4, 8))
-    examples = worked_vs_bare()[:4]  # two comparisons, both orders
+    examples = worked_vs_bare[:4]  # two comparisons, both orders
     refinement = CriticRefinement(weight=1.0, max_examples=len(examples), answer_prefix="Verdict:", replay=64).bind(tokenizer)
     adapter = OwnCriticAdapter(refinement, learning_rate=2e-3, steps=10).attach(model, model.peft_config["default"])
     assert all(not p.requires_grad for p in adapter.critic_parameters)  # invisible to the policy's optimizer
