@@ -39,6 +39,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from k2rl.critic_refinement import CriticRefinement
+from k2rl.errors import K2RLError
 
 CRITIC_ADAPTER = "critic"
 STATE_FILE = "critic_state.pt"  # the critic's optimizer, next to the checkpoint's adapter/critic/ weights
@@ -69,6 +70,10 @@ class OwnCriticAdapter(TrainerCallback):
             raise RuntimeError("the critic adapter added no parameters")
         for p in self.critic_parameters:
             p.requires_grad_(False)
+            if dist.is_available() and dist.is_initialized():
+                # TRL seeds each process differently, so the adapters' random init differs; DDP syncs the
+                # policy's at wrap time, but this adapter is not DDP's: start every process from rank 0's.
+                dist.broadcast(p.data, src=0)
         self.optimizer = torch.optim.AdamW(self.critic_parameters, lr=self.learning_rate, weight_decay=0.0)
         if log_metric is not None:
             self.log_metric = log_metric
@@ -117,6 +122,8 @@ class OwnCriticAdapter(TrainerCallback):
                     losses.append(loss.item())
                 if distributed:
                     for p in self.critic_parameters:
+                        if p.grad is None:  # this process had no labels this step: it contributes zeros
+                            p.grad = torch.zeros_like(p)
                         dist.all_reduce(p.grad)
                         p.grad /= dist.get_world_size()
                 torch.nn.utils.clip_grad_norm_(self.critic_parameters, self.max_grad_norm)
@@ -153,7 +160,7 @@ class OwnCriticAdapter(TrainerCallback):
         """Critic weights, optimizer and replay from a checkpoint written by a run with this adapter."""
         weights = checkpoint / CRITIC_ADAPTER / "adapter_model.safetensors"
         if not weights.is_file():
-            raise FileNotFoundError(f"{checkpoint} has no critic adapter ({weights}); was it written with critic.refine_adapter: own?")
+            raise K2RLError(f"{checkpoint} has no critic adapter ({weights}); was it written with critic.refine_adapter: own?")
         set_peft_model_state_dict(self.model, load_file(str(weights)), adapter_name=CRITIC_ADAPTER)
         state = torch.load(checkpoint / STATE_FILE, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -169,6 +169,9 @@ def test_grpo_with_an_own_critic_adapter_trains_both_and_resumes_the_critic(tiny
     final_adapter.load(saved)
     assert all(torch.equal(a, b) for a, b in zip(final_adapter.critic_parameters, adapter.critic_parameters))
 
+    with pytest.raises(K2RLError, match="no critic adapter"):
+        final_adapter.load(tmp_path)  # not a checkpoint of a run with an own critic adapter
+
     again, _, again_adapter = _own_trainer(tiny_policy_dir, tmp_path, max_steps=3)
     again.train(resume_from_checkpoint=str(saved))  # the callback restores the critic, then takes step 3
     assert again_adapter.updates == 3 * 2
@@ -181,3 +184,40 @@ def test_own_adapter_config_errors():
         load_config(ROOT / "configs" / "rubric_mix.yaml", ["critic.refine_adapter=own", "critic.refine_steps=0"])
     with pytest.raises(K2RLError, match="refine_adapter"):
         load_config(ROOT / "configs" / "rubric_mix.yaml", ["critic.refine_adapter=separate"])
+
+
+def _two_process_refine(rank, policy_dir, port, examples, out):
+    """One of two gloo processes: a differently seeded critic adapter; only rank 0 has labels."""
+    import torch.distributed as dist
+
+    torch.manual_seed(rank)  # as under TRL, where every process is seeded differently
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        policy = load_policy(policy_dir)
+        model = get_peft_model(policy.model, expert_lora_config(["routed_experts", "shared_experts"], 4, 8))
+        refinement = CriticRefinement(weight=1.0, max_examples=4, answer_prefix="Verdict:", replay=16).bind(policy.tokenizer)
+        adapter = OwnCriticAdapter(refinement, learning_rate=1e-2, steps=2).attach(model, model.peft_config["default"])
+        start = torch.cat([p.detach().flatten() for p in adapter.critic_parameters])
+        if rank == 0:
+            refinement.add(examples)
+        adapter.refine()
+        end = torch.cat([p.detach().flatten() for p in adapter.critic_parameters])
+        torch.save({"start": start, "end": end, "updates": adapter.updates}, f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_own_adapter_stays_identical_across_processes(tiny_policy_dir, worked_vs_bare, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_two_process_refine, args=(str(tiny_policy_dir), port, worked_vs_bare[:4], str(tmp_path)), nprocs=2)
+    first, second = (torch.load(tmp_path / f"{rank}.pt") for rank in (0, 1))
+    assert torch.equal(first["start"], second["start"])  # one starting point, whatever each process drew
+    assert first["updates"] == second["updates"] == 2  # the process without labels stepped too
+    assert not torch.equal(first["start"], first["end"])
+    assert torch.equal(first["end"], second["end"])  # averaged gradients: the critics never diverge
