@@ -8,8 +8,9 @@ samples ``--samples`` answers to each held-out prompt once; ``exact_answer`` lab
 where exactly one passed becomes two comparisons (both orders) on the core rubric. The same
 comparisons are judged by the critic before RL (the starting policy) and after (starting policy plus
 the run's ``adapter/``, the policy as critic; plus ``adapter/critic/`` when the run refined an
-own critic adapter). Prints agreement, the share of decided verdicts and
-agreement among decided, for both, and the after/before ratio.
+own critic adapter), and with every checkpoint the run kept (``rl_tmp/checkpoint-N``, with
+``trainer.save_steps``). Prints agreement, the share of decided verdicts and agreement among decided
+for each, split by the styles the pair shows (worked vs bare answers), and the after/before ratio.
 """
 
 from __future__ import annotations
@@ -44,10 +45,9 @@ def sample(model, tokenizer, prompts, n, max_new_tokens, seed):
     return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def judge(critic, comparisons_plan, conversations, passed):
+def judge(critic, comparisons_plan, conversations):
     answers = critic.judge(conversations)
-    comparisons = [Comparison(a, b, 0, 1.0, parse_verdict(t)) for (a, b), t in zip(comparisons_plan, answers)]
-    return agreement(comparisons, passed, {0})
+    return [Comparison(a, b, 0, 1.0, parse_verdict(t)) for (a, b), t in zip(comparisons_plan, answers)]
 
 
 def main():
@@ -78,21 +78,51 @@ def main():
     conversations = [critic_messages(flat_prompts[a], completions[a], completions[b], rubric, style) for a, b in plan]
     critic = PolicyCritic(critic_cfg.get("max_new_tokens", 4), 32, critic_cfg.get("answer_prefix", "Verdict:"))
     print(f"pass rate {sum(passed) / len(passed):.3f}; {len(labels)} labelled pairs, {len(plan)} comparisons")
-    before = judge(critic.bind(model, tokenizer), plan, conversations, passed)
-    after_model = PeftModel.from_pretrained(model, str(args.run_dir / "adapter")).eval()
-    own = args.run_dir / "adapter" / CRITIC_ADAPTER  # critic.refine_adapter: own -- the critic is policy + its delta
-    if own.is_dir():
-        after_model.load_adapter(str(own), adapter_name=CRITIC_ADAPTER)
-        after_model.base_model.set_adapter(["default", CRITIC_ADAPTER])
-        print("after RL the critic is the policy's adapter plus the critic's own (adapter/critic/)")
-    after = judge(critic.bind(after_model, tokenizer), plan, conversations, passed)
-    for name, a in (("before RL", before), ("after RL", after)):
-        decided = a.decided / a.labelled
-        among = f"{a.decided_rate:.3f}" if a.decided else "n/a"
-        print(f"{name:9s}: agreement {a.rate:.3f}  decided {decided:.3f}  agreement among decided {among}")
+    kinds = [_pair_kind(completions[a], completions[b]) for a, b in plan]
+    print("comparisons by style: " + ", ".join(f"{k} {kinds.count(k)}" for k in KINDS))
+    results = []
+    peft_model = None
+    for i, (name, adapter_dir) in enumerate(_snapshots(args.run_dir)):
+        if adapter_dir is None:
+            judged_by = model
+        else:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=f"policy{i}").eval()
+            else:
+                peft_model.load_adapter(str(adapter_dir), adapter_name=f"policy{i}")
+            active = [f"policy{i}"]
+            if (adapter_dir / CRITIC_ADAPTER).is_dir():  # critic.refine_adapter: own -- the critic is policy + its delta
+                peft_model.load_adapter(str(adapter_dir / CRITIC_ADAPTER), adapter_name=f"critic{i}")
+                active.append(f"critic{i}")
+            peft_model.base_model.set_adapter(active)
+            judged_by = peft_model
+        comparisons = judge(critic.bind(judged_by, tokenizer), plan, conversations)
+        results.append((name, comparisons))
+    print(f"{'critic':10s} {'agreement':>9s} {'decided':>8s} {'among decided':>14s}   " + "   ".join(f"{k:>13s}" for k in KINDS))
+    for name, comparisons in results:
+        overall = agreement(comparisons, passed, {0})
+        by_kind = [agreement([c for c, k in zip(comparisons, kinds) if k == kind], passed, {0}) for kind in KINDS]
+        among = f"{overall.decided_rate:.3f}" if overall.decided else "n/a"
+        print(f"{name:10s} {overall.rate:9.3f} {overall.decided / overall.labelled:8.3f} {among:>14s}   "
+              + "   ".join(f"{a.rate:13.3f}" if a.labelled else f"{'-':>13s}" for a in by_kind))
+    before, after = (agreement(results[j][1], passed, {0}) for j in (0, -1))
     print(f"ratio after/before agreement: {after.rate / before.rate:.2f}" if before.rate else
           f"before RL agreement is 0; after: {after.rate:.3f}")
 
+
+KINDS = ("worked vs bare", "both worked", "both bare")
+
+
+def _pair_kind(a: str, b: str) -> str:
+    """Which answer styles a comparison shows: a worked answer writes its steps as equations."""
+    worked = ("=" in a) + ("=" in b)
+    return KINDS[{1: 0, 2: 1, 0: 2}[worked]]
+
+
+def _snapshots(run_dir: Path) -> list[tuple[str, Path | None]]:
+    """The critics to judge with: the starting policy, each saved checkpoint, the final adapters."""
+    checkpoints = sorted((run_dir / "rl_tmp").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return [("before RL", None)] + [(f"step {c.name.split('-')[1]}", c) for c in checkpoints] + [("after RL", run_dir / "adapter")]
 
 if __name__ == "__main__":
     main()
