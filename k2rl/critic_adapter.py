@@ -43,7 +43,7 @@ from k2rl.errors import K2RLError
 
 CRITIC_ADAPTER = "critic"
 STATE_FILE = "critic_state.pt"  # the critic's optimizer, next to the checkpoint's adapter/critic/ weights
-REPLAY_FILE = "critic_replay.json"
+REPLAY_FILE = "critic_replay_{process}.json"  # one per process: each holds the labels of its own share of the batch
 
 
 class OwnCriticAdapter(TrainerCallback):
@@ -140,7 +140,7 @@ class OwnCriticAdapter(TrainerCallback):
         if not self._restore_checked:  # the trainer has loaded a resumed run's state by now (not yet at on_train_begin)
             self._restore_checked = True
             if state.global_step > 0:
-                self.load(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+                self.load(Path(args.output_dir) / f"checkpoint-{state.global_step}", args.process_index)
 
     def on_step_end(self, args, state, control, **kwargs):
         started = time.perf_counter()
@@ -152,12 +152,15 @@ class OwnCriticAdapter(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
+        if not checkpoint.is_dir():
+            return
+        if state.is_world_process_zero:  # the critics are identical across processes (averaged gradients)
             torch.save({"optimizer": self.optimizer.state_dict(), "updates": self.updates}, checkpoint / STATE_FILE)
-            (checkpoint / REPLAY_FILE).write_text(json.dumps(self.refinement.replay_state()))
+        replay = checkpoint / REPLAY_FILE.format(process=args.process_index)
+        replay.write_text(json.dumps(self.refinement.replay_state()))
 
-    def load(self, checkpoint: Path) -> None:
-        """Critic weights, optimizer and replay from a checkpoint written by a run with this adapter."""
+    def load(self, checkpoint: Path, process: int = 0) -> None:
+        """Critic weights, optimizer and (this ``process``'s) replay from a checkpoint of a run with this adapter."""
         weights = checkpoint / CRITIC_ADAPTER / "adapter_model.safetensors"
         if not weights.is_file():
             raise K2RLError(f"{checkpoint} has no critic adapter ({weights}); was it written with critic.refine_adapter: own?")
@@ -165,4 +168,4 @@ class OwnCriticAdapter(TrainerCallback):
         state = torch.load(checkpoint / STATE_FILE, weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
-        self.refinement.load_replay_state(json.loads((checkpoint / REPLAY_FILE).read_text()))
+        self.refinement.load_replay_state(json.loads((checkpoint / REPLAY_FILE.format(process=process)).read_text()))

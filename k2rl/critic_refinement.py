@@ -69,11 +69,8 @@ class CriticRefinement:
             with self._lock:
                 self._replay.extend(pairs)
             return
-        keep = max(self.max_examples // 2, 1)
-        if len(pairs) > keep:
-            pairs = self._rng.sample(pairs, keep)
         with self._lock:
-            self._pending = [example for pair in pairs for example in pair]
+            self._pending = self._subsample(pairs)
 
     def __call__(self, model) -> torch.Tensor | None:
         """``weight x`` mean verdict cross-entropy on the pending labels (consumed), or None if there are none."""
@@ -94,6 +91,10 @@ class CriticRefinement:
             raise RuntimeError("CriticRefinement.draw needs replay > 0")
         with self._lock:
             pairs = list(self._replay)
+        return self._subsample(pairs)
+
+    def _subsample(self, pairs: list) -> list[tuple[list[dict], str]]:
+        """At most ``max_examples`` verdicts, drawn by comparison (both orders stay together), flattened."""
         keep = max(self.max_examples // 2, 1)
         if len(pairs) > keep:
             pairs = self._rng.sample(pairs, keep)

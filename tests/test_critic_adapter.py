@@ -159,7 +159,7 @@ def test_grpo_with_an_own_critic_adapter_trains_both_and_resumes_the_critic(tiny
 
     checkpoint = tmp_path / "checkpoint-1"
     assert (checkpoint / CRITIC_ADAPTER / "adapter_model.safetensors").is_file()
-    assert (checkpoint / STATE_FILE).is_file() and (checkpoint / REPLAY_FILE).is_file()
+    assert (checkpoint / STATE_FILE).is_file() and (checkpoint / REPLAY_FILE.format(process=0)).is_file()
 
     resumed, _, resumed_adapter = _own_trainer(tiny_policy_dir, tmp_path, max_steps=2)
     resumed_adapter.load(checkpoint)
