@@ -188,10 +188,14 @@ class CriticConfig:
     refine_learning_rate: float = 5e-3  # own adapter only
     refine_steps: int = 4  # own adapter only: critic optimizer steps after each RL step
     refine_replay: int = 1024  # own adapter only: most recent labelled verdicts kept to draw from
+    refine_reservoir: int = 0  # own adapter only: plus a uniform sample of all verdicts so far (k2rl/label_replay.py)
 
     def __post_init__(self):
-        if self.refine_adapter == "own" and (self.refine_steps < 1 or self.refine_replay < 2 or self.refine_learning_rate <= 0):
-            raise ValueError("critic: refine_adapter own needs refine_steps >= 1, refine_replay >= 2 and refine_learning_rate > 0")
+        if self.refine_adapter == "own" and (
+            self.refine_steps < 1 or self.refine_replay < 2 or self.refine_reservoir < 0 or self.refine_learning_rate <= 0
+        ):
+            raise ValueError("critic: refine_adapter own needs refine_steps >= 1, refine_replay >= 2, "
+                             "refine_reservoir >= 0 and refine_learning_rate > 0")
 
 
 @dataclass

@@ -77,8 +77,9 @@ def wire_rubric_rewards(
     critic = PolicyCritic(config.max_new_tokens, config.batch_size, config.answer_prefix)
     refinement = None
     if config.refine:
-        replay = config.refine_replay if config.refine_adapter == "own" else 0
-        refinement = CriticRefinement(config.refine_weight, config.refine_max_examples, seed, config.answer_prefix, replay)
+        own = config.refine_adapter == "own"
+        refinement = CriticRefinement(config.refine_weight, config.refine_max_examples, seed, config.answer_prefix,
+                                      replay=config.refine_replay if own else 0, reservoir=config.refine_reservoir if own else 0)
     wired = []
     for spec in specs:
         if spec.get("name") == "rubric":

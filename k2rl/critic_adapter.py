@@ -13,8 +13,9 @@ from. With ``critic.refine_adapter: own`` the critic instead judges with
   which is the point of a self-critic. Only the critic's delta is its own.
 - The delta has its own AdamW, learning rate and number of steps per RL step (``refine_steps``),
   so the critic can learn faster than the policy changes.
-- It trains on a replay of the most recent labelled verdicts (``refine_replay``), not only the
-  latest batch, so early lessons are not dropped the moment the policy moves on.
+- It trains on a replay of labelled verdicts, not only the latest batch: the most recent ones
+  (``refine_replay``) plus, optionally, a uniform sample of all of them (``refine_reservoir``), so
+  early lessons are not dropped once the policy moves on (:mod:`k2rl.label_replay`).
 - The two optimizers never share parameters: the critic's tensors are not trainable when TRL
   builds the policy's optimizer, and the policy's are frozen while the critic trains.
 

@@ -13,7 +13,7 @@ Two ways the critic learns from them (``critic.refine_adapter``):
   of labels trains once, in the optimizer step after it was produced.
 - ``own``: the critic judges with the policy's adapter plus a delta of its own, which
   :mod:`k2rl.critic_adapter` trains with its own optimizer, several steps per RL step, on a replay
-  of the ``replay`` most recent labelled verdicts (:meth:`CriticRefinement.draw`). It still reads
+  of labelled verdicts (:meth:`CriticRefinement.draw`, :mod:`k2rl.label_replay`). It still reads
   with the live policy's weights, so it does not drift away from the policy it judges.
 
 ``critic/agreement`` (logged by the reward every step) shows whether the loop works.
@@ -24,10 +24,11 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import deque
 
 import torch
 import torch.nn.functional as F
+
+from k2rl.label_replay import LabelReplay
 
 
 class CriticRefinement:
@@ -35,15 +36,18 @@ class CriticRefinement:
 
     name = "critic/refine_loss"
 
-    def __init__(self, weight: float, max_examples: int, seed: int = 0, answer_prefix: str = "", replay: int = 0):
+    def __init__(
+        self, weight: float, max_examples: int, seed: int = 0, answer_prefix: str = "", replay: int = 0, reservoir: int = 0
+    ):
         self.weight, self.max_examples = weight, max_examples
         # The critic's answer starts with this text, prefilled at judging time: it is never generated,
         # so it is part of the context here too, and the loss falls on the verdict alone.
         self.answer_prefix = answer_prefix
         self.tokenizer = None
         self._pending: list[tuple[list[dict], str]] = []
-        # With ``replay``: the most recent labelled comparisons (each as its two orders), oldest dropped first.
-        self._replay: deque | None = deque(maxlen=max(replay // 2, 1)) if replay else None
+        # With ``replay``: the most recent labelled verdicts, plus a ``reservoir`` sample of all of them
+        # (sizes in verdicts; the replay holds comparisons, two verdicts each).
+        self._replay = LabelReplay(max(replay // 2, 1), reservoir // 2, seed) if replay else None
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # rewards may run on a timeout thread
         self.trained_examples = 0
@@ -56,7 +60,7 @@ class CriticRefinement:
     def add(self, examples: list[tuple[list[dict], str]]) -> None:
         """Labels from the newest rollouts; they replace older unused ones (kept on-policy), at most ``max_examples``.
 
-        With ``replay`` they join the replay instead, where the oldest comparisons make room.
+        With ``replay`` they join the replay instead (:class:`k2rl.label_replay.LabelReplay`).
 
         ``examples`` come as order pairs: each comparison shown both ways, consecutively (winner as A,
         then winner as B). Subsampling keeps the two together, so every step trains as many "A" as
@@ -64,13 +68,15 @@ class CriticRefinement:
         towards one letter (the position bias that leaves a small critic answering the same letter in
         both orders), only by reading which response is which.
         """
-        pairs = [examples[i : i + 2] for i in range(0, len(examples), 2)]
+        pairs = [tuple(examples[i : i + 2]) for i in range(0, len(examples), 2)]
         if self._replay is not None:
             with self._lock:
-                self._replay.extend(pairs)
+                self._replay.add(pairs)
             return
+        if len(pairs) > self._comparisons_per_batch:
+            pairs = self._rng.sample(pairs, self._comparisons_per_batch)
         with self._lock:
-            self._pending = self._subsample(pairs)
+            self._pending = [example for pair in pairs for example in pair]
 
     def __call__(self, model) -> torch.Tensor | None:
         """``weight x`` mean verdict cross-entropy on the pending labels (consumed), or None if there are none."""
@@ -90,25 +96,21 @@ class CriticRefinement:
         if self._replay is None:
             raise RuntimeError("CriticRefinement.draw needs replay > 0")
         with self._lock:
-            pairs = list(self._replay)
-        return self._subsample(pairs)
-
-    def _subsample(self, pairs: list) -> list[tuple[list[dict], str]]:
-        """At most ``max_examples`` verdicts, drawn by comparison (both orders stay together), flattened."""
-        keep = max(self.max_examples // 2, 1)
-        if len(pairs) > keep:
-            pairs = self._rng.sample(pairs, keep)
+            pairs = self._replay.draw(self._comparisons_per_batch)
         return [example for pair in pairs for example in pair]
 
-    def replay_state(self) -> list:
+    @property
+    def _comparisons_per_batch(self) -> int:
+        return max(self.max_examples // 2, 1)
+
+    def replay_state(self) -> dict:
         """The replay as plain JSON-able data (for checkpoints)."""
         with self._lock:
-            return [list(pair) for pair in self._replay] if self._replay is not None else []
+            return self._replay.state() if self._replay is not None else {}
 
-    def load_replay_state(self, pairs: list) -> None:
+    def load_replay_state(self, state: dict) -> None:
         with self._lock:
-            self._replay.clear()
-            self._replay.extend([(messages, answer) for messages, answer in pair] for pair in pairs)
+            self._replay.load_state(state)
 
     def loss(self, model, examples: list[tuple[list[dict], str]]) -> torch.Tensor:
         """Mean over ``examples`` of the verdict's negative log-likelihood under ``model`` (teacher-forced)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from k2rl.critic_refinement import CriticRefinement
 from k2rl.data import load_task_data
 from k2rl.errors import K2RLError
 from k2rl.expert_lora import expert_lora_config
+from k2rl.label_replay import LabelReplay
 from k2rl.policy import load_policy
 from k2rl.rewards import build_reward_funcs, register_reward
 from k2rl.rewards.answer import completion_text
@@ -53,7 +55,7 @@ def test_replay_keeps_the_newest_comparisons_with_both_orders_together():
     for batch in range(3):
         refinement.add([(chat(f"{batch}-{i}"), v) for i in range(2) for v in ("Verdict: A", "Verdict: B")])
     assert refinement.replayed == 6
-    kept = {messages[0]["content"] for pair in refinement.replay_state() for messages, _ in pair}
+    kept = {messages[0]["content"] for pair in refinement.replay_state()["recent"] for messages, _ in pair}
     assert kept == {"1-1", "2-0", "2-1"}  # the oldest made room
     drawn = refinement.draw()
     assert len(drawn) == 4
@@ -61,8 +63,31 @@ def test_replay_keeps_the_newest_comparisons_with_both_orders_together():
         assert first[0] == second[0] and (first[1], second[1]) == ("Verdict: A", "Verdict: B")
     assert refinement(None) is None  # with a replay nothing is pending for the shared (auxiliary-loss) path
     restored = CriticRefinement(weight=1.0, max_examples=4, replay=6)
-    restored.load_replay_state(refinement.replay_state())
+    restored.load_replay_state(json.loads(json.dumps(refinement.replay_state())))  # as a checkpoint holds it
     assert restored.replay_state() == refinement.replay_state()
+    assert restored.draw() and all(isinstance(messages, list) and answer.startswith("Verdict") for messages, answer in restored.draw())
+
+
+def test_reservoir_keeps_a_uniform_sample_of_everything_and_draws_half_from_it():
+    replay = LabelReplay(recent=50, reservoir=200, seed=0)
+    replay.add([(("old", i), ("old", i)) for i in range(2000)])  # 2000 comparisons: only the last 50 are recent
+    replay.add([(("new", i), ("new", i)) for i in range(50)])
+    assert replay.seen == 2050 and len(replay.recent) == 50 and len(replay.reservoir) == 200
+    assert all(c[0][0] == "new" for c in replay.recent)
+    kept = [c[0][1] for c in replay.reservoir if c[0][0] == "old"]
+    assert len(kept) > 180  # the reservoir is mostly history
+    assert 600 < sum(kept) / len(kept) < 1400 and min(kept) < 300 and max(kept) > 1700  # spread over all of it
+    drawn = replay.draw(20)
+    assert len(drawn) == 20 and sum(c in replay.reservoir for c in drawn) >= 10
+    assert sum(c[0][0] == "new" for c in drawn) >= 10  # half from the recent part
+    recent_only = LabelReplay(recent=50, seed=0)
+    recent_only.add([(("old", i), ("old", i)) for i in range(2000)])
+    assert {c[0][1] for c in recent_only.draw(20)} <= set(range(1950, 2000))
+    restored = LabelReplay(recent=50, reservoir=200)
+    restored.load_state(json.loads(json.dumps(replay.state())))
+    assert json.dumps(restored.state()) == json.dumps(replay.state()) and restored.seen == 2050
+    with pytest.raises(ValueError):
+        LabelReplay(recent=0)
 
 
 @pytest.fixture(scope="module")
