@@ -155,7 +155,7 @@ def _own_trainer(tiny_policy_dir, out_dir, max_steps):
     trainer_config = TrainerConfig(max_steps=max_steps, per_device_train_batch_size=8, num_generations=4,
                                    max_completion_length=6, logging_steps=1, learning_rate=1e-2, save_steps=1)
     critic_config = CriticConfig(pairs_per_group=2, max_new_tokens=2, refine=True, refine_max_examples=4,
-                                 refine_adapter="own", refine_steps=2, refine_replay=32)
+                                 refine_adapter="own", refine_steps=2, refine_replay=32, refine_reservoir=16)
     specs, critic, refinement = wire_rubric_rewards(
         [{"name": "_test_even_length_own_adapter"},  # mixed outcomes, so the policy has advantages to learn from
          {"name": "rubric", "weight": 0.5, "options": {"rubrics": [str(CORE)], "verifier": "_test_even_length_own_adapter"}}],
@@ -189,6 +189,9 @@ def test_grpo_with_an_own_critic_adapter_trains_both_and_resumes_the_critic(tiny
     resumed, _, resumed_adapter = _own_trainer(tiny_policy_dir, tmp_path, max_steps=2)
     resumed_adapter.load(checkpoint)
     assert resumed_adapter.updates == 2 and resumed_adapter.refinement.replayed > 0
+    state = resumed_adapter.refinement.replay_state()
+    assert json.dumps(state) == (checkpoint / REPLAY_FILE.format(process=0)).read_text()
+    assert len(state["reservoir"]) == min(state["seen"], 8) > 0  # 16 verdicts: 8 comparisons
     saved = tmp_path / "checkpoint-2"
     final, _, final_adapter = _own_trainer(tiny_policy_dir, tmp_path, max_steps=2)
     final_adapter.load(saved)
