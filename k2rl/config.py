@@ -188,7 +188,7 @@ class CriticConfig:
     refine_learning_rate: float = 5e-3  # own adapter only
     refine_steps: int = 4  # own adapter only: critic optimizer steps after each RL step
     refine_replay: int = 1024  # own adapter only: most recent labelled verdicts kept to draw from
-    refine_reservoir: int = 0  # own adapter only: plus a uniform sample of all verdicts so far (k2rl/label_replay.py)
+    refine_reservoir: int = 4096  # own adapter only: plus a uniform sample of all verdicts so far; 0 = off (k2rl/label_replay.py)
 
     def __post_init__(self):
         if self.refine_adapter == "own" and (
