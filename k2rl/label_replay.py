@@ -38,7 +38,7 @@ class LabelReplay:
         self._rng = random.Random(seed)
 
     def __len__(self) -> int:
-        """Distinct comparisons held (one kept in both parts counts twice)."""
+        """Comparisons held, counted per part (one kept in both recent and reservoir counts twice)."""
         return len(self.recent) + len(self.reservoir)
 
     def add(self, comparisons: list[Comparison]) -> None:
@@ -54,7 +54,7 @@ class LabelReplay:
 
     def draw(self, n: int) -> list[Comparison]:
         """Up to ``n`` comparisons, half from the reservoir when it holds any, without repeats within a part."""
-        from_reservoir = min(n // 2, len(self.reservoir)) if self.reservoir else 0
+        from_reservoir = min(n // 2, len(self.reservoir))
         from_recent = min(n - from_reservoir, len(self.recent))
         return self._rng.sample(list(self.recent), from_recent) + self._rng.sample(self.reservoir, from_reservoir)
 

@@ -67,7 +67,7 @@ class K2GRPOTrainer(GRPOTrainer):
                 extra = auxiliary(model)
                 if extra is not None:
                     loss = loss + extra / self.current_gradient_accumulation_steps
-                    self._metrics["train"][auxiliary.name].append(extra.item())
+                    self.record_metric(auxiliary.name, extra.item())
         return loss
 
     def _generate_and_score_completions(self, inputs):
