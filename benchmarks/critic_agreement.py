@@ -82,7 +82,7 @@ def main():
     print("comparisons by style: " + ", ".join(f"{k} {kinds.count(k)}" for k in KINDS))
     results = []
     peft_model = None
-    for i, (name, adapter_dir) in enumerate(_snapshots(args.run_dir)):
+    for i, (name, adapter_dir) in enumerate(_snapshots(args.run_dir, recipe["trainer"]["max_steps"])):
         if adapter_dir is None:
             judged_by = model
         else:
@@ -96,18 +96,18 @@ def main():
                 active.append(f"critic{i}")
             peft_model.base_model.set_adapter(active)
             judged_by = peft_model
-        comparisons = judge(critic.bind(judged_by, tokenizer), plan, conversations)
-        results.append((name, comparisons))
-    print(f"{'critic':10s} {'agreement':>9s} {'decided':>8s} {'among decided':>14s}   " + "   ".join(f"{k:>13s}" for k in KINDS))
+        results.append((name, judge(critic.bind(judged_by, tokenizer), plan, conversations)))
+    print(f"{'critic':20s} {'agreement':>9s} {'decided':>8s} {'among decided':>14s}   " + "   ".join(f"{k:>13s}" for k in KINDS))
+    overall_rates = []
     for name, comparisons in results:
         overall = agreement(comparisons, passed, {0})
+        overall_rates.append(overall.rate)
         by_kind = [agreement([c for c, k in zip(comparisons, kinds) if k == kind], passed, {0}) for kind in KINDS]
         among = f"{overall.decided_rate:.3f}" if overall.decided else "n/a"
-        print(f"{name:10s} {overall.rate:9.3f} {overall.decided / overall.labelled:8.3f} {among:>14s}   "
+        print(f"{name:20s} {overall.rate:9.3f} {overall.decided / overall.labelled:8.3f} {among:>14s}   "
               + "   ".join(f"{a.rate:13.3f}" if a.labelled else f"{'-':>13s}" for a in by_kind))
-    before, after = (agreement(results[j][1], passed, {0}) for j in (0, -1))
-    print(f"ratio after/before agreement: {after.rate / before.rate:.2f}" if before.rate else
-          f"before RL agreement is 0; after: {after.rate:.3f}")
+    before, after = overall_rates[0], overall_rates[-1]
+    print(f"ratio after/before agreement: {after / before:.2f}" if before else f"before RL agreement is 0; after: {after:.3f}")
 
 
 KINDS = ("worked vs bare", "both worked", "both bare")
@@ -119,10 +119,11 @@ def _pair_kind(a: str, b: str) -> str:
     return KINDS[{1: 0, 2: 1, 0: 2}[worked]]
 
 
-def _snapshots(run_dir: Path) -> list[tuple[str, Path | None]]:
-    """The critics to judge with: the starting policy, each saved checkpoint, the final adapters."""
-    checkpoints = sorted((run_dir / "rl_tmp").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return [("before RL", None)] + [(f"step {c.name.split('-')[1]}", c) for c in checkpoints] + [("after RL", run_dir / "adapter")]
+def _snapshots(run_dir: Path, last_step: int) -> list[tuple[str, Path | None]]:
+    """The critics to judge with: the starting policy, each checkpoint before the last step, the final adapters."""
+    steps = sorted(int(c.name.split("-")[1]) for c in (run_dir / "rl_tmp").glob("checkpoint-*"))
+    middle = [(f"step {step}", run_dir / "rl_tmp" / f"checkpoint-{step}") for step in steps if step < last_step]
+    return [("before RL", None)] + middle + [(f"after RL (step {last_step})", run_dir / "adapter")]
 
 if __name__ == "__main__":
     main()
