@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DeepseekV3Config, PreTrainedModel
 
 from k2rl.errors import K2RLError
+from k2rl.precision import policy_dtype
 from k2rl.tokenizer import build_tokenizer
 
 # Kimi K2 values, kept by the tiny preset where the ratio still means something.
@@ -124,11 +125,9 @@ def load_policy(
 ) -> Policy:
     """Load model and tokenizer from a local directory or hub id with ``from_pretrained``."""
     source = resolve_model_source(name_or_path)
-    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
-    if dtype not in torch_dtype:
-        raise K2RLError(f"unknown dtype {dtype!r} (choose from {', '.join(torch_dtype)})")
+    torch_dtype = policy_dtype(dtype)
     config = _kimi_k2_as_deepseek_v3(Path(source)) if os.path.isdir(source) else None
-    kwargs = {"dtype": torch_dtype[dtype], "trust_remote_code": trust_remote_code}
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if config is not None:
         kwargs["config"] = config
     if device_map:

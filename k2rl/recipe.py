@@ -19,6 +19,7 @@ from k2rl.checkpointing import checkpoint_step, forget_after, last_checkpoint, r
 from k2rl.config import RunConfig
 from k2rl.critic import bind_critic, verdict_format_rows, wire_rubric_rewards
 from k2rl.data import load_task_data
+from k2rl.environment import environment
 from k2rl.distributed import from_main, is_main, wait_for_everyone
 from k2rl.evaluation import heldout_accuracy
 from k2rl.expert_lora import merged_expert_adapters
@@ -185,6 +186,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         "total_parameters": total,
         "rl_steps": config.trainer.max_steps,
         "run_dir": str(run_dir),
+        "environment": environment(),
     }
     if is_main():
         _write_summary(run_dir, summary)

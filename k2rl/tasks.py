@@ -27,6 +27,8 @@ _TEMPLATES = [
 
 ANSWER_FORMAT = "The answer is {answer}."
 WORKED_STEP = "{left} {op} {right} = {result}."
+# Lead-ins of worked demonstrations, as different annotators phrase them; each starts with its own token.
+WORKED_LEAD_INS = ("Step by step:", "Working it out:", "Let me compute:", "First,")
 
 
 def _item(rng: random.Random, max_operand: int, max_second_operand: int | None) -> dict:
@@ -59,10 +61,12 @@ def demonstration_text(row: dict) -> str:
     return row.get("demonstration") or ANSWER_FORMAT.format(answer=row["answer"])
 
 
-def _demonstration(row: dict, worked: bool) -> str:
-    """The warm start's target text: the bare answer, or the worked steps followed by it."""
+def _demonstration(row: dict, worked: bool, lead_in: str | None = None) -> str:
+    """The warm start's target text: the bare answer, or the worked steps (after ``lead_in``) followed by it."""
     answer = ANSWER_FORMAT.format(answer=row["answer"])
-    return " ".join([*row["steps"], answer]) if worked else answer
+    if not worked:
+        return answer
+    return " ".join([*([lead_in] if lead_in else []), *row["steps"], answer])
 
 
 def arithmetic(
@@ -72,6 +76,7 @@ def arithmetic(
     max_second_operand: int | None = None,
     terms: int = 2,
     worked_fraction: float = 0.0,
+    worked_lead_ins: int = 0,
     exclude: set[str] | None = None,
 ) -> Dataset:
     """``size`` distinct problems (columns ``question``, ``answer``, ``demonstration``), none in ``exclude``.
@@ -89,6 +94,8 @@ def arithmetic(
         raise K2RLError(f"arithmetic task: terms must be at least 2, got {terms}")
     if terms > 2 and max_second_operand is not None:
         raise K2RLError("arithmetic task: max_second_operand applies to two-term problems only; drop it or set terms: 2")
+    if not 0 <= worked_lead_ins <= len(WORKED_LEAD_INS):
+        raise K2RLError(f"arithmetic task: worked_lead_ins must be between 0 and {len(WORKED_LEAD_INS)}, got {worked_lead_ins}")
     if not 0.0 <= worked_fraction <= 1.0:
         raise K2RLError(f"arithmetic task: worked_fraction must be between 0 and 1, got {worked_fraction}")
     exclude = exclude or set()
@@ -105,7 +112,8 @@ def arithmetic(
             continue
         seen.add(row["question"])
         worked = style_rng.random() < worked_fraction
-        rows.append({"question": row["question"], "answer": row["answer"], "demonstration": _demonstration(row, worked)})
+        lead_in = WORKED_LEAD_INS[style_rng.randrange(worked_lead_ins)] if worked and worked_lead_ins else None
+        rows.append({"question": row["question"], "answer": row["answer"], "demonstration": _demonstration(row, worked, lead_in)})
     return Dataset.from_list(rows)
 
 

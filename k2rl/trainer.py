@@ -20,6 +20,7 @@ from k2rl.checkpointing import record_batch
 from k2rl.config import TrainerConfig
 from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
 from k2rl.expert_select import restrict_to_experts
+from k2rl.precision import trainer_precision
 from k2rl.routing_replay import RoutingReplay
 
 
@@ -81,7 +82,6 @@ class K2GRPOTrainer(GRPOTrainer):
 
 def grpo_args(config: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int) -> GRPOConfig:
     """GRPOConfig from the recipe's ``trainer`` section."""
-    on_accelerator = torch.cuda.is_available()
     return GRPOConfig(
         output_dir=str(out_dir),
         max_steps=config.max_steps,
@@ -106,10 +106,7 @@ def grpo_args(config: TrainerConfig, reward_weights: list[float], out_dir: Path,
         save_total_limit=config.save_total_limit,
         report_to=[],
         seed=seed,
-        use_cpu=not on_accelerator,
-        # TRL turns bf16 on by default; on a CPU that means bf16 autocast for every policy forward,
-        # which costs the tiny policy precision and buys no speed. Keep TRL's default on accelerators.
-        bf16=on_accelerator,
+        **trainer_precision(),
         dataloader_num_workers=0,
         log_completions=False,
         disable_tqdm=False,

@@ -15,13 +15,12 @@ from trl import SFTConfig, SFTTrainer
 
 from k2rl.config import WarmStartConfig
 from k2rl.data import sft_dataset
+from k2rl.precision import trainer_precision
 
 
-def warm_start(
-    model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None
-):
-    """Supervised fine-tuning on prompt -> demonstration pairs (plus ``extra_rows``); returns the trained model."""
-    args = SFTConfig(
+def warm_start_args(config: WarmStartConfig, out_dir: Path, seed: int, long_prompts: bool = False) -> SFTConfig:
+    """SFTConfig for the warm start (``long_prompts``: critic prompts are a few hundred tokens)."""
+    return SFTConfig(
         output_dir=str(out_dir),
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
@@ -32,12 +31,19 @@ def warm_start(
         save_strategy="no",
         report_to=[],
         seed=seed,
-        use_cpu=True,
+        **trainer_precision(),
         dataloader_num_workers=0,
-        max_length=512 if extra_rows is not None else 128,  # critic prompts are a few hundred tokens
+        max_length=512 if long_prompts else 128,
         completion_only_loss=True,
         disable_tqdm=False,
     )
+
+
+def warm_start(
+    model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None
+):
+    """Supervised fine-tuning on prompt -> demonstration pairs (plus ``extra_rows``); returns the trained model."""
+    args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None)
     rows = sft_dataset(train)
     if extra_rows is not None:
         rows = concatenate_datasets([rows, extra_rows.select_columns(["prompt", "completion"])]).shuffle(seed=seed)

@@ -23,8 +23,9 @@ fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # The CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build.
-"$VENV/bin/python" -m pip install -q torch==2.13.0
-"$VENV/bin/python" -m pip install -q -e ".[test,docker]"
+# Every other package at the exact version the suite and the README's figures were measured with.
+"$VENV/bin/python" -m pip install -q -c constraints.txt torch==2.13.0
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test,docker]"
 
 if [ "$(id -u)" = 0 ]; then
     K2RL_PYTHON="$VENV/bin/python" bash .ci/setup-docker.sh

@@ -1,10 +1,12 @@
+import collections
+
 import pytest
 
 from k2rl.config import DataConfig
 from k2rl.data import load_task_data, sft_dataset
 from k2rl.errors import K2RLError
 from k2rl.rewards.answer import answers_match
-from k2rl.tasks import arithmetic_splits
+from k2rl.tasks import WORKED_LEAD_INS, arithmetic_splits
 
 
 def _operands(question: str) -> list[int]:
@@ -99,3 +101,25 @@ def test_worked_fraction_sets_the_demonstration_style_only():
 def test_bad_task_options_are_one_clear_error(options, message):
     with pytest.raises(K2RLError, match=message):
         arithmetic_splits(train_size=10, eval_size=5, seed=0, **options)
+
+
+def test_worked_lead_ins_vary_the_opening_only():
+    plain, _ = arithmetic_splits(train_size=400, eval_size=50, seed=0, max_operand=9, terms=3, worked_fraction=0.6)
+    led, _ = arithmetic_splits(train_size=400, eval_size=50, seed=0, max_operand=9, terms=3, worked_fraction=0.6,
+                               worked_lead_ins=3)
+    assert plain["question"] == led["question"] and plain["answer"] == led["answer"]
+    openings = collections.Counter()
+    for before, after in zip(plain["demonstration"], led["demonstration"]):
+        if "=" not in before:
+            assert after == before  # bare answers are untouched
+            continue
+        lead_in = after[: -len(before)].strip()
+        assert after.endswith(before) and lead_in in WORKED_LEAD_INS[:3]
+        openings[lead_in] += 1
+    bare = sum("=" not in d for d in led["demonstration"])
+    assert len(openings) == 3 and max(openings.values()) < bare  # no worked opening outweighs the bare answer
+
+
+def test_worked_lead_ins_out_of_range_is_one_clear_error():
+    with pytest.raises(K2RLError, match="worked_lead_ins must be between 0 and"):
+        arithmetic_splits(train_size=10, eval_size=5, seed=0, terms=3, worked_lead_ins=9)

@@ -8,6 +8,7 @@ from peft import PeftModel
 
 from k2rl.cli import main
 from k2rl.policy import load_policy
+from precision_watch import assert_full_precision, watch_precision
 
 FAST = [
     "data.train_size=64",
@@ -22,14 +23,30 @@ FAST = [
     "eval.max_new_tokens=8",
 ]
 
+WATCHED: dict = {}  # what watch_precision saw during the smoke run
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, request):
     out = tmp_path_factory.mktemp("runs")
     recipe = request.config.rootpath / "configs" / "quickstart.yaml"
-    code = main(["train", str(recipe), f"output_dir={out}", "run_name=smoke", *FAST])
+    with watch_precision() as seen:  # warm start, evaluation, RL generation and training forwards
+        code = main(["train", str(recipe), f"output_dir={out}", "run_name=smoke", *FAST])
     assert code == 0
+    WATCHED.update(seen)
     return out / "smoke"
+
+
+def test_every_cpu_forward_ran_in_float32_without_autocast(smoke_run):
+    assert_full_precision(WATCHED)
+
+
+def test_summary_records_what_the_run_was_computed_on(smoke_run):
+    env = json.loads((smoke_run / "summary.json").read_text())["environment"]
+    assert env["packages"]["torch"] == torch.__version__
+    assert set(env["packages"]) >= {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["threads"] == torch.get_num_threads() and env["device"] == "cpu" and env["cpu"]
 
 
 def test_run_directory_has_every_output(smoke_run):

