@@ -101,6 +101,7 @@ def arithmetic(
     exclude = exclude or set()
     rng = random.Random(seed)
     style_rng = random.Random(f"{seed}-style")  # the style draw never changes which items are drawn
+    lead_in_rng = random.Random(f"{seed}-lead-in")  # nor does the lead-in draw change the style draw
     rows, seen = [], set(exclude)
     attempts = 0
     while len(rows) < size:
@@ -112,7 +113,7 @@ def arithmetic(
             continue
         seen.add(row["question"])
         worked = style_rng.random() < worked_fraction
-        lead_in = WORKED_LEAD_INS[style_rng.randrange(worked_lead_ins)] if worked and worked_lead_ins else None
+        lead_in = WORKED_LEAD_INS[lead_in_rng.randrange(worked_lead_ins)] if worked and worked_lead_ins else None
         rows.append({"question": row["question"], "answer": row["answer"], "demonstration": _demonstration(row, worked, lead_in)})
     return Dataset.from_list(rows)
 
