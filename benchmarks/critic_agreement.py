@@ -24,10 +24,10 @@ import yaml
 from peft import PeftModel
 
 from k2rl.config import DataConfig
-from k2rl.critic import PolicyCritic
-from k2rl.critic_adapter import CRITIC_ADAPTER
-from k2rl.data import load_task_data
-from k2rl.policy import load_policy
+from k2rl.critic.judge import PolicyCritic
+from k2rl.critic.adapter import CRITIC_ADAPTER
+from k2rl.data.sources import load_task_data
+from k2rl.policy.build import load_policy
 from k2rl.rewards import get_reward
 from k2rl.rewards.rubric import load_rubric
 from k2rl.rewards.rubric.aggregate import Comparison, agreement, preference_labels

@@ -20,8 +20,8 @@ import time
 import torch
 from peft import get_peft_model
 
-from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
-from k2rl.policy import init_policy, load_policy
+from k2rl.experts.lora import expert_lora_config, merged_expert_adapters
+from k2rl.policy.build import init_policy, load_policy
 
 
 def timed_generate(model, inputs, new_tokens: int, repeats: int) -> tuple[float, torch.Tensor]:

@@ -30,7 +30,7 @@ AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE
 
 def cpu_description() -> str:
     sys.path.insert(0, str(ROOT))
-    from k2rl.environment import cpu_name
+    from k2rl.run.environment import cpu_name
 
     flags = set()
     try:

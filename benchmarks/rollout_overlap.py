@@ -22,10 +22,10 @@ import time
 
 import torch
 
-from k2rl.policy import init_policy, load_policy
+from k2rl.policy.build import init_policy, load_policy
 from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.engine import Limits, RolloutEngine
-from k2rl.tasks import arithmetic
+from k2rl.data.arithmetic import arithmetic
 
 
 class MirroredJudge:

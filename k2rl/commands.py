@@ -17,7 +17,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _init_policy(args: argparse.Namespace) -> int:
-    from k2rl.policy import init_policy
+    from k2rl.policy.build import init_policy
 
     out = init_policy(args.preset, args.out_dir, seed=args.seed)
     print(f"k2rl: saved a {args.preset} policy to {out}")

@@ -50,11 +50,12 @@ def length_penalty(
 
 @register_reward("budget_exceeded")
 def budget_exceeded(prompts, completions, budget_exceeded=None, penalty: float = 0.5, **kwargs) -> list[float]:
-    """``-penalty`` for each response the trainer cut at its task's token budget, else 0.
+    """``-penalty`` for each response cut at its task's token budget, else 0 (None: not finished yet).
 
-    The trainer (``trainer.budget`` in the recipe) does the cutting and marks the rows; this reward only
-    prices the mark, so the penalty shows up in the reward logs like any other reward.
+    Whoever samples does the cutting and marks the rows -- the trainer for TRL's own generation, the
+    rollout engine for its rollouts, both from ``trainer.budget`` (:mod:`k2rl.rollouts.budget`); this
+    reward only prices the mark, so the penalty shows up in the reward logs like any other reward.
     """
     if budget_exceeded is None:
         raise K2RLError("reward 'budget_exceeded' needs trainer.budget in the recipe (the trainer marks over-budget rows)")
-    return [-float(penalty) if over else 0.0 for over in budget_exceeded]
+    return [None if over is None else -float(penalty) if over else 0.0 for over in budget_exceeded]

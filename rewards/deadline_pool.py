@@ -8,13 +8,26 @@ therefore costs at most one timeout and one cheap restart, and never blocks late
 
 Tasks travel in chunks (the tasks of one key, e.g. one prompt's samples), one message per chunk,
 and each worker holds the next chunk before it finishes the current one, so it never sits idle
-waiting for a busy parent between checks of a few milliseconds. The deadline stays per task: the
+waiting for a busy parent between short checks. The deadline stays per task: the
 worker answers each task as it finishes, stamped with the time, and the next task's deadline runs
 from that stamp. A task that overruns or kills its worker settles alone; the rest of its chunks go
 back to the queue.
 
 Why not ``concurrent.futures.ProcessPoolExecutor``: it cannot kill the one worker running a stuck
 task (``cancel`` only works for tasks that have not started), so a hang poisons the pool.
+
+Why not the sandbox's pool (:mod:`k2rl.sandboxes.pool`), although both keep warm child processes and
+replace one that stops answering: the trust boundary, what a worker is and how a deadline is
+enforced all differ. A worker here is a trusted interpreter running k2rl's own function on untrusted
+*data*; this parent's deadline *is* the task's outcome (``timeout``), enforced by killing the worker,
+and tasks travel in pipelined chunks over pickled connections, all waited on from one loop. A sandbox
+worker is a harness process that owns a bubblewrap or Docker sandbox running untrusted *code*; the
+program's limits are enforced inside it (the zygote, rlimits, cgroups, a SIGALRM watchdog), so its
+"timeout" is a verdict the harness decides, and the pool's own deadline is only a backstop whose
+expiry is an infrastructure failure. Its jobs go one at a time per slot as JSON frames, never
+pickled, and a replacement must start a new sandbox. What the two share (start a child interpreter,
+kill it and start another) is a few lines in each; one core for both would put pickling and chunk
+stealing next to the security boundary, or make every math check pay for the sandbox protocol.
 
 Workers start lazily on first use as fresh interpreters (``python -c``), talking over a socket pair
 with ``multiprocessing.connection`` framing. Forking a parent that holds torch threads and CUDA

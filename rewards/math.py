@@ -17,7 +17,7 @@ compares symbolically and numerically. This module adds what a training loop nee
 * **SLL-first parsing.** Most of math-verify's time is its ANTLR LaTeX parser predicting in
   full-context (LL) mode. Workers parse in SLL mode first and fall back to latex2sympy's own LL parse
   on any syntax error, ANTLR's documented two-stage strategy, which yields the same parse trees
-  (:func:`sll_first_latex2sympy`). Same results, about a fifth of the parsing time.
+  (:func:`sll_first_latex2sympy`). Same results, less parsing time (``benchmarks/math_checker.py``).
 
 Reward mode: the gold answer is never rewritten. A bare gold (``\\frac{3}{4}``, ``(2, 5]``) is only
 given ``$…$`` delimiters so math-verify reads it as one expression; a gold that already has
@@ -35,9 +35,10 @@ import os
 import threading
 from collections.abc import Sequence
 
+from k2rl import resources
 from k2rl.errors import K2RLError
 from k2rl.rewards.answer import completion_text, dataset_column
-from k2rl.rewards.deadline_pool import OK, DeadlinePool
+from k2rl.rewards.deadline_pool import OK, TIMEOUT, DeadlinePool
 from k2rl.rewards.registry import register_reward
 
 DEFAULT_TIMEOUT_S = 5.0  # math-verify's own default per operation
@@ -245,7 +246,7 @@ class MathChecker:
                     verdicts[key] = bool(value)
                 else:
                     verdicts[key] = None
-                    if status == "timeout":
+                    if status == TIMEOUT:
                         self.timeouts += 1
                     else:
                         self.errors += 1
@@ -258,17 +259,15 @@ class MathChecker:
         self.pool.close()
 
 
-_checkers: dict[tuple[int, float], MathChecker] = {}
-_checkers_lock = threading.Lock()
-
-
 def get_checker(*, workers: int = DEFAULT_WORKERS, timeout_s: float = DEFAULT_TIMEOUT_S) -> MathChecker:
-    """The shared checker for these settings (workers start on its first check, not here)."""
-    with _checkers_lock:
-        key = (int(workers), float(timeout_s))
-        if key not in _checkers:
-            _checkers[key] = MathChecker(workers=key[0], timeout_s=key[1])
-        return _checkers[key]
+    """The shared checker for these settings (workers start on its first check, not here).
+
+    Registered in :mod:`k2rl.resources`: ``resources.close_all()`` stops its workers, and the next
+    call makes a fresh checker.
+    """
+    workers, timeout_s = int(workers), float(timeout_s)
+    return resources.shared(("k2rl.rewards.math", workers, timeout_s),
+                            lambda: MathChecker(workers=workers, timeout_s=timeout_s))
 
 
 def is_equivalent(response: str, gold: str) -> bool:

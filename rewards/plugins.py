@@ -14,6 +14,7 @@ built-in — so a slow or broken third-party package never costs anything to run
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 
 from k2rl.errors import K2RLError
@@ -34,10 +35,9 @@ def describe(ep: EntryPoint) -> str:
     return f"{source} ({ep.value})"
 
 
-def load_plugin(ep: EntryPoint) -> None:
-    """Import one plugin and register what it provides; a broken plugin is a K2RLError naming it."""
-    from k2rl.rewards.registry import register_reward, registered_rewards
-
+def load_plugin(ep: EntryPoint, register: Callable[[str, Callable, str], None]) -> None:
+    """Import one plugin; a module registers its rewards as it is imported, a function is handed to
+    ``register(name, function, where it came from)``. A broken plugin is a K2RLError naming it."""
     if ep.name in _loaded:
         return
     try:
@@ -49,13 +49,7 @@ def load_plugin(ep: EntryPoint) -> None:
     if isinstance(target, types.ModuleType):
         pass  # importing it ran its @register_reward decorators
     elif callable(target):
-        existing = registered_rewards().get(ep.name)
-        if existing is not None and existing is not target:
-            raise K2RLError(
-                f"reward plugin {ep.name!r} from {describe(ep)} clashes with the reward of that name "
-                f"from {existing.__module__}"
-            )
-        register_reward(ep.name)(target)
+        register(ep.name, target, describe(ep))
     else:
         raise K2RLError(
             f"reward plugin {ep.name!r} from {describe(ep)} points at a {type(target).__name__}, "
@@ -64,11 +58,11 @@ def load_plugin(ep: EntryPoint) -> None:
     _loaded[ep.name] = describe(ep)
 
 
-def load_plugins(name: str | None = None) -> None:
+def load_plugins(register: Callable[[str, Callable, str], None], name: str | None = None) -> None:
     """Load the plugin called ``name`` (if any), or every plugin when ``name`` is None."""
     for ep in plugin_entry_points():
         if name is None or ep.name == name:
-            load_plugin(ep)
+            load_plugin(ep, register)
 
 
 def plugin_sources() -> dict[str, str]:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k2rl.errors import K2RLError
+from k2rl.rewards.plugins import load_plugins
 
 RewardFunc = Callable[..., list]
 
@@ -35,6 +36,16 @@ def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
     return decorate
 
 
+def _register_plugin(name: str, fn: RewardFunc, source: str) -> None:
+    """A plugin's entry point that names a function: registered under the entry point's name."""
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing is not fn:
+        raise K2RLError(
+            f"reward plugin {name!r} from {source} clashes with the reward of that name from {existing.__module__}"
+        )
+    register_reward(name)(fn)
+
+
 def registered_rewards() -> dict[str, RewardFunc]:
     """Rewards registered so far by name (built-ins are imported by ``k2rl.rewards``; plugins not loaded)."""
     return dict(_REGISTRY)
@@ -42,9 +53,7 @@ def registered_rewards() -> dict[str, RewardFunc]:
 
 def available_rewards() -> dict[str, RewardFunc]:
     """Every reward a recipe can name: built-ins, decorated functions and all entry-point plugins."""
-    from k2rl.rewards.plugins import load_plugins
-
-    load_plugins()
+    load_plugins(_register_plugin)
     return dict(_REGISTRY)
 
 
@@ -71,11 +80,9 @@ def get_reward(name: str, **options: Any) -> RewardFunc:
     ``**kwargs``. The result keeps a ``__name__`` (TRL uses it to label logged metrics).
     """
     if name not in _REGISTRY:
-        from k2rl.rewards.plugins import load_plugins
-
-        load_plugins(name)
+        load_plugins(_register_plugin, name)
         if name not in _REGISTRY:
-            load_plugins()
+            load_plugins(_register_plugin)
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise K2RLError(f"unknown reward {name!r} (known rewards: {known})")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import logging
 import re
-import threading
 
 from k2rl.errors import K2RLError
 from k2rl.rewards.answer import completion_text
@@ -25,8 +24,6 @@ from k2rl.rewards.registry import register_reward
 log = logging.getLogger(__name__)
 MODES = ("pass_fraction", "all_or_nothing")
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
-_SANDBOXES: dict = {}
-_LOCK = threading.Lock()
 
 
 def extract_code(text: str) -> str:
@@ -40,13 +37,10 @@ def extract_code(text: str) -> str:
 
 
 def _sandbox(backend: str, workers: int | None):
-    from k2rl.sandboxes import get_sandbox
+    """The reward's sandbox for these settings, shared by its calls until ``k2rl.resources.close_all()``."""
+    from k2rl.sandboxes import shared_sandbox
 
-    key = (backend, workers)
-    with _LOCK:
-        if key not in _SANDBOXES:
-            _SANDBOXES[key] = get_sandbox(backend, **({"workers": workers} if workers else {}))
-        return _SANDBOXES[key]
+    return shared_sandbox((__name__, backend, workers), backend, workers)
 
 
 def _with_entry_point(tests: str, entry_point: str | None) -> str:

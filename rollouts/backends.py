@@ -5,7 +5,7 @@ context, the new token ids (ending with the end-of-turn token when the turn fini
 log-probability of each sampled token under the sampling distribution.
 
 - :class:`TransformersBackend` (default, CPU or one GPU): ``model.generate`` with the expert
-  adapters folded in for the call (:func:`k2rl.expert_lora.merged_expert_adapters`).
+  adapters folded in for the call (:func:`k2rl.experts.lora.merged_expert_adapters`).
 - :class:`VLLMBackend`: TRL's vLLM integration (``use_vllm=True``, server or colocate mode); TRL
   pushes the merged weights before each step. **Not run in this repository's CPU CI**; see
   :mod:`k2rl.rollouts.vllm_sync` for the fused-expert weight check.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from k2rl.expert_lora import merged_expert_adapters
+from k2rl.experts.lora import merged_expert_adapters
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ class TransformersBackend:
         out = []
         with self.session():
             for start in range(0, len(contexts), step):
-                out += self._generate(contexts[start:start + step], max_new_tokens[start:start + step], sampling)
+                out += self._generate_chunk(contexts[start:start + step], max_new_tokens[start:start + step], sampling)
         return out
 
-    def _generate(self, contexts, max_new_tokens, sampling):
+    def _generate_chunk(self, contexts, max_new_tokens, sampling):
         device = next(self.model.parameters()).device
         width = max(len(c) for c in contexts)
         input_ids = torch.tensor([[self.pad_id] * (width - len(c)) + c for c in contexts], device=device)

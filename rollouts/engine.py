@@ -28,7 +28,9 @@ from dataclasses import dataclass
 
 from trl.models import unwrap_model_for_generation
 
+from k2rl.config import BudgetConfig
 from k2rl.errors import K2RLError
+from k2rl.rollouts.budget import EXCEEDED_COLUMN, row_budgets
 from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.overlap import ScoringPipeline
 from k2rl.rollouts.partial import Group, PartialRollouts, is_complete
@@ -48,6 +50,14 @@ class Limits:
     max_tool_calls: int = 8
     token_budget: int = 256  # completion tokens in all, policy and environment
     iteration_budget: int | None = None  # policy tokens per trajectory per iteration; None: no partial rollouts
+    budget: BudgetConfig | None = None  # per-task budgets (trainer.budget): a row's cap is the smaller one
+
+    def row_budget(self, row: dict) -> tuple[int, bool]:
+        """(completion tokens this row may use, whether a per-task budget set it)."""
+        per_task = row_budgets([row], self.budget)[0] if self.budget is not None and self.budget.column else None
+        if per_task is None or per_task >= self.token_budget:
+            return self.token_budget, per_task is not None
+        return per_task, True
 
     def __post_init__(self):
         for name in ("max_turns", "token_budget"):
@@ -87,7 +97,8 @@ class RolloutEngine:
     # ------------------------------------------------------------------ TRL's rollout_func
     def __call__(self, prompts: list, trainer) -> dict:
         training = trainer.model.training
-        rows = getattr(trainer, "rollout_rows", None) or [{"prompt": p} for p in prompts]
+        # TRL hands rollout_func only the prompts; k2rl's trainer exposes the batch rows for the rewards.
+        rows = (trainer.batch_rows() if hasattr(trainer, "batch_rows") else None) or [{"prompt": p} for p in prompts]
         if len(rows) != len(prompts):
             raise RuntimeError("rollout rows and prompts disagree; the trainer must record its batch rows")
         args = trainer.args
@@ -100,10 +111,10 @@ class RolloutEngine:
                                              gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
                 self.backend = TransformersBackend(model, trainer.processing_class)
                 output = self.run(rows, group, sampling, carry=training)
-        mode = "train" if training else "eval"
         stats = self.last_stats
-        for key in ("generate_s", "score_s", "wall_s", "tool_calls", "paused_groups", "skipped_groups"):
-            trainer._metrics[mode][f"rollouts/{key}"].append(float(getattr(stats, key)))
+        if hasattr(trainer, "record_metric"):
+            for key in ("generate_s", "score_s", "wall_s", "tool_calls", "paused_groups", "skipped_groups"):
+                trainer.record_metric(f"rollouts/{key}", float(getattr(stats, key)))
         return output
 
     # ------------------------------------------------------------------ the engine proper
@@ -160,10 +171,11 @@ class RolloutEngine:
             ids = ids["input_ids"] if hasattr(ids, "keys") else ids
         # A copy: TRL writes the returned columns back into its batch rows, and a paused row outlives its batch.
         row = {k: v for k, v in row.items() if k not in OUTPUT_COLUMNS and not k.startswith("k2rl_reward_")}
-        return Trajectory(row=row, prompt_ids=list(ids))
+        budget, per_task = self.limits.row_budget(row)
+        return Trajectory(row=row, prompt_ids=list(ids), budget=budget, per_task_budget=per_task)
 
     def _allowance(self, t: Trajectory) -> int:
-        left = self.limits.token_budget - len(t.completion_ids)
+        left = t.budget - len(t.completion_ids)
         if self.limits.iteration_budget is not None:
             left = min(left, self.limits.iteration_budget - t.iteration_tokens)
         return left
@@ -189,7 +201,7 @@ class RolloutEngine:
             self._run_tools(calls)
 
     def _out_of_tokens(self, t: Trajectory) -> None:
-        if len(t.completion_ids) >= self.limits.token_budget:
+        if len(t.completion_ids) >= t.budget:
             self._close_open_turn(t)
             t.finish("token_budget")
         else:
@@ -232,8 +244,8 @@ class RolloutEngine:
                 t.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
             ids = self.tokenizer(tool_results_text(self.tokenizer, results), add_special_tokens=False)["input_ids"]
             t.add_environment_tokens(ids)
-            if len(t.completion_ids) >= self.limits.token_budget:
-                t.truncate(self.limits.token_budget)
+            if len(t.completion_ids) >= t.budget:
+                t.truncate(t.budget)
                 t.finish("token_budget")
 
     def _answer(self, t: Trajectory, call, allowed: bool) -> str:
@@ -277,6 +289,8 @@ class RolloutEngine:
         }
         for i in range(len(self.reward_funcs)):
             output[REWARD_COLUMN.format(i)] = [t.rewards[i] if t.rewards is not None else None for t in trajectories]
+        if self.limits.budget is not None and self.limits.budget.column:  # read by the budget_exceeded reward
+            output[EXCEEDED_COLUMN] = [t.over_budget() for t in trajectories]
         return output
 
 

@@ -6,7 +6,7 @@ An assistant turn that calls tools ends with a section like::
     {"code": "print(1)"}<|tool_call_end|><|tool_calls_section_end|><|im_end|>
 
 (one ``<|tool_call_begin|>…<|tool_call_end|>`` per call, ids ``functions.NAME:INDEX``). This is the
-layout the chat template in :mod:`k2rl.tokenizer` renders for an assistant message with
+layout the chat template in :mod:`k2rl.policy.tokenizer` renders for an assistant message with
 ``tool_calls``, so a parsed turn rendered back through the template gives the same text.
 
 A policy under training writes broken calls all the time. A broken call is not an exception here:

@@ -7,43 +7,46 @@ back as text too: a tool never raises into the engine for the policy's mistakes.
 
 from __future__ import annotations
 
-import threading
+import itertools
 from collections.abc import Callable
 
+from k2rl import resources
 from k2rl.errors import K2RLError
 from k2rl.rollouts.tool_calls import ToolCall
 
 Tool = Callable[[dict], str]
+_TOOL_IDS = itertools.count()
 
 
 class PythonTool:
-    """``python(code)``: run ``code`` in a sandbox, answer with its stdout (and the tail of stderr if it failed)."""
+    """``python(code)``: run ``code`` in a sandbox, answer with its stdout (and the tail of stderr if it failed).
+
+    Each tool has its own sandbox, started on its first call and registered in :mod:`k2rl.resources`:
+    :meth:`close` or ``resources.close_all()`` stops it, and a later call starts a fresh one.
+    """
 
     name = "python"
 
     def __init__(self, backend: str = "local", timeout_s: float = 5.0, max_chars: int = 400, workers: int | None = None):
         self.backend, self.timeout_s, self.max_chars, self.workers = backend, timeout_s, max_chars, workers
-        self._sandbox = None
-        self._lock = threading.Lock()
+        self._key = (__name__, self.name, next(_TOOL_IDS))  # this tool's own sandbox
 
     def _get_sandbox(self):
-        with self._lock:
-            if self._sandbox is None:
-                from k2rl.sandboxes import get_sandbox
+        from k2rl.sandboxes import shared_sandbox
 
-                self._sandbox = get_sandbox(self.backend, **({"workers": self.workers} if self.workers else {}))
-            return self._sandbox
+        return shared_sandbox(self._key, self.backend, self.workers)
 
     def __call__(self, arguments: dict) -> str:
         code = arguments.get("code")
         if not isinstance(code, str):
             return "error: python takes one argument, code (a string of Python source)"
         from k2rl.sandboxes.tool_run import run_program
+        from k2rl.sandboxes.verdict import Status
 
         run = run_program(self._get_sandbox(), code, timeout_s=self.timeout_s)
-        if run.status == "ok":
+        if run.status == Status.OK:
             text = run.stdout
-        elif run.status == "timeout":
+        elif run.status == Status.TIMEOUT:
             text = f"{run.stdout}error: the program exceeded its {self.timeout_s:g}s time limit"
         else:
             lines = run.stderr.strip().splitlines()
@@ -51,8 +54,7 @@ class PythonTool:
         return _clip(text, self.max_chars)
 
     def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
+        resources.close(self._key)
 
 
 def _clip(text: str, max_chars: int) -> str:

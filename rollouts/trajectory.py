@@ -31,6 +31,14 @@ class Trajectory:
     status: str = RUNNING
     stop_reason: str | None = None  # answer | max_turns | max_tool_calls | token_budget
     rewards: list[float | None] | None = None
+    budget: int = 256  # completion tokens this trajectory may use (its row's budget)
+    per_task_budget: bool = False  # the budget came from the row's task type (trainer.budget)
+
+    def over_budget(self) -> bool | None:
+        """Cut at a per-task budget (priced by the budget_exceeded reward); None while paused."""
+        if self.status != DONE:
+            return None
+        return self.per_task_budget and self.stop_reason == "token_budget"
 
     def context(self) -> list[int]:
         return self.prompt_ids + self.completion_ids

@@ -2,7 +2,7 @@
 
 transformers stores a MoE layer's routed experts fused: ``mlp.experts.gate_up_proj`` (experts x
 2*inter x hidden, gate rows first) and ``mlp.experts.down_proj`` (experts x hidden x inter); k2rl's
-LoRA adapts exactly these tensors (:mod:`k2rl.expert_lora`). A vLLM DeepSeek-V3/Kimi-K2 model
+LoRA adapts exactly these tensors (:mod:`k2rl.experts.lora`). A vLLM DeepSeek-V3/Kimi-K2 model
 loads per-expert checkpoint tensors (``mlp.experts.{e}.gate_proj.weight`` ...). When the policy
 syncs to vLLM, each expert must arrive as *base + its own LoRA delta*, split on the right axis; a
 wrong split or a skipped merge still "loads", and generation silently samples from the wrong policy.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from k2rl.expert_lora import merged_expert_adapters
+from k2rl.experts.lora import merged_expert_adapters
 
 FUSED = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 

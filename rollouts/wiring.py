@@ -19,6 +19,7 @@ def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer
         max_tool_calls=config.max_tool_calls,
         token_budget=config.token_budget or trainer_config.max_completion_length,
         iteration_budget=config.iteration_budget if config.partial_rollouts else None,
+        budget=trainer_config.budget if trainer_config.budget.column else None,
     )
     tools = build_tools(config.tools, backend=config.sandbox, timeout_s=config.tool_timeout_s)
     engine = RolloutEngine(tokenizer, tools=tools, limits=limits, reward_funcs=reward_funcs,
@@ -26,9 +27,24 @@ def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer
     return engine, precomputed_rewards(reward_funcs)
 
 
-def attach_backend(engine: RolloutEngine, config: RolloutConfig, trainer) -> None:
+def rollout_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer, reward_funcs):
+    """``(engine, reward_funcs)`` when the recipe uses k2rl's engine, else ``(None, reward_funcs)`` unchanged."""
+    if not config.enabled:  # no tools, partial rollouts, overlap or vLLM: TRL's own generation runs
+        return None, reward_funcs
+    return build_engine(config, trainer_config, tokenizer, reward_funcs)
+
+
+def describe(config: RolloutConfig) -> str:
+    """One line saying which engine features a run uses."""
+    if not config.enabled:
+        return "rollouts: TRL's own generation"
+    return (f"rollout engine: tools {config.tools or 'none'}, max {config.max_turns} turns, "
+            f"partial rollouts {'on' if config.partial_rollouts else 'off'}, overlap {'on' if config.overlap else 'off'}")
+
+
+def attach_backend(engine: RolloutEngine | None, config: RolloutConfig, trainer) -> None:
     """Pick the generation backend once the trainer exists (vLLM lives on the trainer)."""
-    if config.backend == "vllm":
+    if engine is not None and config.backend == "vllm":
         from k2rl.rollouts.backends import VLLMBackend
 
         engine.backend = VLLMBackend(trainer)  # otherwise the engine builds a TransformersBackend on first use

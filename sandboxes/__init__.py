@@ -3,7 +3,7 @@
     from k2rl.sandboxes import get_sandbox
     sb = get_sandbox("local")                  # or "docker"
     v = sb.run_tests(program, tests, timeout_s=10.0)
-    v.passed, v.status, v.stdout, v.stderr, v.duration_s
+    v.passed, v.status, v.stdout, v.stderr, v.duration_s   # status: a Status (a str), see .verdict
     sb.run_tests_many([(program, tests), ...])   # concurrent, input order
     sb.run_io(program, [(stdin, expected_stdout), ...])
 
@@ -27,8 +27,11 @@ How it fits together (one pool slot; ``workers`` slots run side by side)::
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
+from k2rl import resources
 from k2rl.errors import K2RLError
-from k2rl.sandboxes.verdict import Verdict
+from k2rl.sandboxes.verdict import Status, Verdict
 
 BACKENDS = ("local", "docker")
 
@@ -46,4 +49,11 @@ def get_sandbox(backend: str = "local", **options):
     return Sandbox(backend, **options)
 
 
-__all__ = ["BACKENDS", "Verdict", "get_sandbox"]
+def shared_sandbox(key: Hashable, backend: str = "local", workers: int | None = None):
+    """The sandbox registered under ``key`` in :mod:`k2rl.resources`, made on first use with these
+    settings (so a key should name them); ``resources.close(key)`` or ``close_all()`` stops it and the
+    next call makes a fresh one."""
+    return resources.shared(key, lambda: get_sandbox(backend, **({"workers": workers} if workers else {})))
+
+
+__all__ = ["BACKENDS", "Status", "Verdict", "get_sandbox", "shared_sandbox"]

@@ -73,16 +73,11 @@ def release(created: list[Path]) -> None:
             pass
 
 
-def confined() -> bool:
-    """True when this process sits in a cgroup made by :func:`confine`."""
-    return any("k2rl-sandbox-" in path for path in _own_paths().values())
-
-
 class OomKills:
     """The kernel's OOM-kill count in the cgroups made by :func:`confine`, read twice per job.
 
-    The counter files are opened once and re-read with ``pread``: a path lookup per read (and a
-    failed open for the controller a hierarchy lacks) cost more than the rest of the check.
+    The counter files are opened once and re-read with ``pread``, so no path lookup (nor a failed
+    open for the controller a hierarchy lacks) is repeated on every job.
     """
 
     def __init__(self, created: list[Path]):

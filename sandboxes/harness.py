@@ -38,6 +38,7 @@ from k2rl.sandboxes.session import (
     SandboxLost,
     Session,
 )
+from k2rl.sandboxes.verdict import Status, verdict_status
 from k2rl.sandboxes.wire import READ_SIZE, FrameReader, load_value, pack_frame
 
 STARTUP_S = 120.0  # a container can take a while to start on a loaded machine
@@ -56,9 +57,11 @@ def _check_never_called(tree: ast.Module) -> bool:
     return True
 
 
-def _verdict(status: str, detail: str = "", done: dict | None = None, start: float = 0.0) -> dict:
+def _verdict(status: Status, detail: str = "", done: dict | None = None, start: float = 0.0) -> dict:
+    """The reply to the pool: plain data, the status as its string value."""
+    status = verdict_status(status)
     done = done or {}
-    return {"passed": status == "passed", "status": status, "detail": detail[:2000],
+    return {"passed": status == Status.PASSED, "status": status.value, "detail": detail[:2000],
             "stdout": str(done.get("stdout", ""))[-8192:], "stderr": str(done.get("stderr", ""))[-8192:],
             "duration_s": time.monotonic() - start}
 
@@ -109,20 +112,20 @@ def run_tests_job(channel: Channel, job: dict) -> dict:
     try:
         statements = compile_tests(job["tests"])
     except ValueError as exc:
-        return _verdict("error", str(exc), start=start)
+        return _verdict(Status.ERROR, str(exc), start=start)
     total = max(1, sum(1 for _, is_case, _ in statements if is_case))
     passed_cases = 0
     session = Session(channel, start + job["timeout"])
-    status, detail = "passed", ""
+    status, detail = Status.PASSED, ""
     try:
         session.start({"op": "run", "mode": "tests", "program": job["program"], "timeout": job["timeout"],
                        "limits": job["limits"]})
         first = session.candidate_message()
         if "load_error" in first:
             error = first["load_error"]
-            status, detail = "error", f"the program failed to load: {str(error[-1] if type(error) is list else error)}"
+            status, detail = Status.ERROR, f"the program failed to load: {str(error[-1] if type(error) is list else error)}"
             if type(error) is list and error and error[0] == "MemoryError":
-                status = "memory"
+                status = Status.MEMORY
         elif type(first.get("ready")) is dict and type(first.get("values")) is dict:
             namespace = _namespace(session, first)
             for code, is_case, where in statements:
@@ -131,34 +134,34 @@ def run_tests_job(channel: Channel, job: dict) -> dict:
                 except Abort:
                     raise
                 except BaseException as exc:  # noqa: BLE001 - a failed case; later cases still run
-                    if status == "passed":
-                        status, detail = "failed", f"{type(exc).__name__}: {exc} (tests.py {where})"
+                    if status == Status.PASSED:
+                        status, detail = Status.FAILED, f"{type(exc).__name__}: {exc} (tests.py {where})"
                     if not is_case:  # setup failed: nothing after it can be trusted to mean anything
                         break
                     continue
                 passed_cases += is_case
-            if not any(is_case for _, is_case, _ in statements) and status == "passed":
+            if not any(is_case for _, is_case, _ in statements) and status == Status.PASSED:
                 passed_cases = 1
         else:
-            status, detail = "crashed", "the program sent a malformed greeting"
+            status, detail = Status.CRASHED, "the program sent a malformed greeting"
     except Abort as exc:
         status, detail = exc.status, str(exc)
     except BaseException as exc:  # noqa: BLE001 - the tests failed; say how
-        status, detail = "failed", f"{type(exc).__name__}: {exc}"
+        status, detail = Status.FAILED, f"{type(exc).__name__}: {exc}"
     if session.broken is not None:  # an aborted call swallowed by the tests still fails the run
-        if status == "passed":
+        if status == Status.PASSED:
             status, detail = session.broken.status, str(session.broken)
         passed_cases = 0
     try:
         done = session.finish()
     except Abort as exc:
-        return {**_verdict(exc.status if status == "passed" else status, detail or str(exc), start=start),
+        return {**_verdict(exc.status if status == Status.PASSED else status, detail or str(exc), start=start),
                 "clean": False, "cases": [0, total]}
-    if status != "passed" and session.memory:
-        status = "memory"
-    if done.get("timeout") and status != "passed":
-        status, detail = "timeout", "the program exceeded its time limit"
-    if status != "passed" and passed_cases >= total:
+    if status != Status.PASSED and session.memory:
+        status = Status.MEMORY
+    if done.get("timeout") and status != Status.PASSED:
+        status, detail = Status.TIMEOUT, "the program exceeded its time limit"
+    if status != Status.PASSED and passed_cases >= total:
         passed_cases = total - 1
     return {**_verdict(status, detail, done, start), "clean": True, "cases": [passed_cases, total]}
 
@@ -175,7 +178,7 @@ def _same_output(got: str, expected: str) -> bool:
 def run_io_job(channel: Channel, job: dict) -> dict:
     start = time.monotonic()
     done: dict = {}
-    status, detail = "passed", ""
+    status, detail = Status.PASSED, ""
     for index, (stdin, expected) in enumerate(job["cases"]):
         channel.send(b"Z", {"op": "run", "mode": "io", "program": job["program"], "stdin": stdin,
                             "timeout": job["timeout"], "limits": job["limits"]})
@@ -186,16 +189,16 @@ def run_io_job(channel: Channel, job: dict) -> dict:
             event = json.loads(body) if kind == b"Z" else {}
             done = event if type(event) is dict else {}
         if done.get("timeout"):
-            status, detail = "timeout", f"case {index}: the program exceeded its time limit"
+            status, detail = Status.TIMEOUT, f"case {index}: the program exceeded its time limit"
         elif done.get("signal") is not None or done.get("exit") not in (0, None):
-            status = "crashed"
+            status = Status.CRASHED
             detail = f"case {index}: the program ended with exit={done.get('exit')}, signal={done.get('signal')}"
         elif not _same_output(str(done.get("stdout", "")), expected):
-            status, detail = "failed", f"case {index}: wrong output"
-        if status != "passed":
+            status, detail = Status.FAILED, f"case {index}: wrong output"
+        if status != Status.PASSED:
             break
-    if "MemoryError" in str(done.get("stderr", "")) and status != "passed":
-        status = "memory"
+    if "MemoryError" in str(done.get("stderr", "")) and status != Status.PASSED:
+        status = Status.MEMORY
     return {**_verdict(status, detail, done, start), "clean": True}
 
 
@@ -254,8 +257,8 @@ def _alarm(*_) -> None:
 def _run_job(channel: Channel, job: dict) -> dict:
     """One job, run in this process with a watchdog.
 
-    The tests run here rather than in a fork per job: a fork plus its teardown cost as much as the
-    rest of a verdict, and the tests are trusted dataset code. What the candidate controls -- plain
+    The tests run here rather than in a fork per job: that would add a fork and its teardown to
+    every verdict, and the tests are trusted dataset code. What the candidate controls -- plain
     data returned by calls -- cannot outlive the job's namespace.
     """
     cases = len(job.get("cases") or [None])
@@ -263,11 +266,11 @@ def _run_job(channel: Channel, job: dict) -> dict:
     try:
         return (run_io_job if job["mode"] == "io" else run_tests_job)(channel, job)
     except _Watchdog:
-        return {**_verdict("timeout", "the run exceeded its time limit (harness watchdog)"), "clean": False}
+        return {**_verdict(Status.TIMEOUT, "the run exceeded its time limit (harness watchdog)"), "clean": False}
     except Abort as exc:
         return {**_verdict(exc.status, str(exc)), "clean": False}
     except BaseException as exc:  # noqa: BLE001 - a harness bug must still produce a verdict
-        return {**_verdict("sandbox_error", f"harness failure: {type(exc).__name__}: {exc}"), "clean": False}
+        return {**_verdict(Status.SANDBOX_ERROR, f"harness failure: {type(exc).__name__}: {exc}"), "clean": False}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
@@ -338,12 +341,12 @@ def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pen
                 try:
                     channel, handle = _start_sandbox(config)
                 except BaseException as exc:  # noqa: BLE001
-                    _write_frame(proto_out, _verdict("sandbox_error", f"could not restart the sandbox: {exc}"))
+                    _write_frame(proto_out, _verdict(Status.SANDBOX_ERROR, f"could not restart the sandbox: {exc}"))
                     continue
             kills = oom.count()
             verdict = _run_job(channel, {**job, "limits": config["limits"]})
-            if verdict["status"] not in ("passed", "sandbox_error") and oom.count() > kills:
-                verdict["status"] = "memory"  # the sandbox's cgroup ran out and the kernel killed in it
+            if verdict["status"] not in (Status.PASSED, Status.SANDBOX_ERROR) and oom.count() > kills:
+                verdict["status"] = Status.MEMORY.value  # the sandbox's cgroup ran out and the kernel killed in it
             if not verdict.pop("clean", False):
                 _stop_sandbox(config, handle)
                 channel = handle = None

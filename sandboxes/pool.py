@@ -2,6 +2,21 @@
 
 ``run_tests_many`` fans jobs out over the pool with one thread per slot (the threads only wait on
 pipes; all work happens in the harness and sandbox processes), and returns verdicts in input order.
+
+Why this is not the math checker's :mod:`k2rl.rewards.deadline_pool`, although both keep warm child
+processes and replace one that stops answering: the trust boundary, what a worker is and how a
+deadline is enforced all differ. A worker here is a harness process that owns a sandbox (bubblewrap
+or a container) running untrusted *code*. The program's limits are enforced inside it (the zygote's
+wall-clock kill, rlimits, cgroups, the harness's SIGALRM watchdog), so "timeout" is a verdict the
+harness decides; this pool's own deadline (``BACKSTOP_S`` past a job's budget) is only a backstop,
+and its expiry means the harness is broken: ``sandbox_error``, never a verdict about the program.
+Jobs go one at a time per slot as JSON frames (nothing from that side is unpickled), slots are
+pinned to CPUs, and a replacement starts a new sandbox. The deadline pool's workers are trusted
+interpreters running k2rl's own function on untrusted *data*; its parent's deadline *is* the outcome,
+and it pipelines chunks of tasks over pickled connections from one waiting loop. What the two share
+(start a child interpreter, kill it and start another) is a few lines in each; one core for both
+would put pickling and chunk stealing next to the security boundary, or make every math check pay
+for the sandbox protocol.
 """
 
 from __future__ import annotations
@@ -20,7 +35,7 @@ import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 from k2rl.errors import K2RLError
-from k2rl.sandboxes.verdict import Verdict
+from k2rl.sandboxes.verdict import Status, Verdict
 from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, pack_frame
 
 BACKSTOP_S = 30.0  # beyond the harness's own limits: only a wedged harness process gets here
@@ -71,7 +86,12 @@ class _Slot:
         except (BrokenPipeError, OSError):
             return None
         reply = self._recv(time.monotonic() + budget_s + BACKSTOP_S)
-        return Verdict.from_dict(reply) if reply is not None else None
+        if reply is None:
+            return None
+        try:
+            return Verdict.from_dict(reply)
+        except ValueError:  # a status outside the vocabulary: this harness is not speaking the protocol
+            return None
 
     def close(self) -> None:
         try:
@@ -107,7 +127,7 @@ class Sandbox:
                  pin: bool = True):
         self.backend = backend
         # Two per CPU: a verdict spends part of its time waiting on another process, so one worker
-        # per CPU would leave cores idle. Capped: each worker holds ~40 MB in two processes.
+        # per CPU would leave cores idle. Capped: each worker holds memory in two processes.
         self.workers = workers if workers is not None else min(32, 2 * (os.cpu_count() or 1))
         for name, value in (("workers", self.workers), ("memory_mb", memory_mb), ("nproc", nproc),
                             ("fsize_mb", fsize_mb), ("nofile", nofile), ("tmp_mb", tmp_mb), ("pids", pids),
@@ -191,7 +211,7 @@ class Sandbox:
                     self._slots.append(slot)
                 except K2RLError:
                     slot = None
-            verdict = Verdict(False, "sandbox_error", detail="the harness process failed")
+            verdict = Verdict(False, Status.SANDBOX_ERROR, detail="the harness process failed")
         if slot is not None:
             self._idle.put(slot)
         return verdict

@@ -18,6 +18,7 @@ import socket
 import struct
 import time
 
+from k2rl.sandboxes.verdict import Status
 from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
 
 GRACE_S = 2.0  # beyond the program's own time limit, for the zygote to report and the harness to react
@@ -26,27 +27,27 @@ GRACE_S = 2.0  # beyond the program's own time limit, for the zygote to report a
 class Abort(BaseException):
     """A call that cannot yield a value; BaseException so ``except Exception`` in tests cannot hide it."""
 
-    status = "failed"
+    status = Status.FAILED
 
 
 class ProgramTimeout(Abort):
-    status = "timeout"
+    status = Status.TIMEOUT
 
 
 class ProgramGone(Abort):
-    status = "crashed"
+    status = Status.CRASHED
 
 
 class NotPlainResult(Abort):
-    status = "not_plain"
+    status = Status.NOT_PLAIN
 
 
 class Unsupported(Abort):
-    status = "unsupported"
+    status = Status.UNSUPPORTED
 
 
 class SandboxLost(Abort):
-    status = "sandbox_error"
+    status = Status.SANDBOX_ERROR
 
 
 # ---------------------------------------------------------------- the channel to the sandbox

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from k2rl.sandboxes.verdict import Status
+
 # run_io statuses that only say "the output differs from the (empty) expected output".
-_RAN = frozenset({"passed", "failed"})
+_RAN = frozenset({Status.PASSED, Status.FAILED})
 
 
 @dataclass(frozen=True)
 class ProgramRun:
     """What one run produced. ``status``: ``ok``, ``crashed``, ``timeout``, ``memory`` or ``sandbox_error``."""
 
-    status: str
+    status: Status
     stdout: str
     stderr: str
     duration_s: float
@@ -27,5 +29,5 @@ class ProgramRun:
 def run_program(sandbox, program: str, timeout_s: float = 5.0) -> ProgramRun:
     """Run ``program`` as ``__main__`` with empty stdin in ``sandbox`` (from ``get_sandbox``)."""
     verdict = sandbox.run_io(program, [("", "")], timeout_s=timeout_s)
-    status = "ok" if verdict.status in _RAN else verdict.status
+    status = Status.OK if verdict.status in _RAN else verdict.status
     return ProgramRun(status, verdict.stdout, verdict.stderr, verdict.duration_s)

@@ -1,28 +1,57 @@
-"""The verdict type every backend returns."""
+"""The verdict type every backend returns, and the one vocabulary of its statuses."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-# Statuses: "passed"; "failed" (the tests raised, e.g. an assertion); "error" (the program or the tests
-# did not load, or tests define check() without calling it); "timeout"; "memory"; "crashed" (the
-# program died or broke its channel during the tests, or a stdin/stdout run ended abnormally);
-# "not_plain" (a call returned something that is not plain data); "unsupported" (the tests use a
-# program class/object, or pass a non-plain argument); "sandbox_error" (infrastructure failure -- not
-# the program's fault; rewards report None for it).
-INFRA_STATUSES = frozenset({"sandbox_error"})
+
+class Status(str, enum.Enum):
+    """How a sandbox run ended. A ``str`` subclass, so ``verdict.status == "timeout"`` holds; what
+    crosses a process boundary is always the plain ``.value`` (the wire carries strings, not enums)."""
+
+    PASSED = "passed"
+    FAILED = "failed"  # the tests raised (e.g. an assertion), or a stdin/stdout case printed something else
+    ERROR = "error"  # the program or the tests did not load, or the tests define check() without calling it
+    TIMEOUT = "timeout"
+    MEMORY = "memory"
+    CRASHED = "crashed"  # the program died or broke its channel during the tests, or a stdin/stdout run ended abnormally
+    NOT_PLAIN = "not_plain"  # a call returned something that is not plain data
+    UNSUPPORTED = "unsupported"  # the tests use a program class/object, or pass a non-plain argument
+    SANDBOX_ERROR = "sandbox_error"  # infrastructure failure, not the program's fault; rewards report None for it
+    OK = "ok"  # run_program only (the rollout tool): the program ran to its end; never a verdict's status
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__  # f"{status:<10}" formats the value on every Python version
+
+
+INFRA_STATUSES = frozenset({Status.SANDBOX_ERROR})
+VERDICT_STATUSES = frozenset(Status) - {Status.OK}  # what a harness may report
+
+
+def verdict_status(value) -> Status:
+    """``value`` as a :class:`Status` a verdict may carry; ``ValueError`` for anything else."""
+    status = Status(value)
+    if status not in VERDICT_STATUSES:
+        raise ValueError(f"{status.value!r} is not a verdict status")
+    return status
 
 
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
-    status: str
+    status: Status  # a plain string is accepted and checked against the vocabulary
     stdout: str = ""
     stderr: str = ""
     duration_s: float = 0.0
     detail: str = ""
     cases_passed: int = 0  # top-level asserts / calls (e.g. check(f)) that ran without raising
     cases_total: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", verdict_status(self.status))
 
     @property
     def infrastructure_failure(self) -> bool:
@@ -31,11 +60,14 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Verdict":
-        return cls(passed=bool(data.get("passed")) and data.get("status") == "passed",
-                   status=str(data.get("status", "sandbox_error")), stdout=str(data.get("stdout", "")),
+        """The verdict a harness sent; ``ValueError`` when its status is not in the vocabulary."""
+        status = verdict_status(data.get("status", Status.SANDBOX_ERROR))
+        passed = status is Status.PASSED
+        return cls(passed=bool(data.get("passed")) and passed,
+                   status=status, stdout=str(data.get("stdout", "")),
                    stderr=str(data.get("stderr", "")), duration_s=float(data.get("duration_s", 0.0)),
                    detail=str(data.get("detail", "")),
-                   **_cases(data.get("cases"), data.get("status") == "passed"))
+                   **_cases(data.get("cases"), passed))
 
 
 def _cases(cases, passed: bool) -> dict:

@@ -1,6 +1,6 @@
 """The warm process inside a sandbox (bubblewrap or a container): forks one candidate per job.
 
-Why a zygote: starting Python costs ~20 ms; forking a started one costs well under one. The zygote
+Why a zygote: forking a started Python is far cheaper than starting a new one. The zygote
 runs as PID 1 of the sandbox's PID namespace, which buys two properties for free:
 
 * the kernel ignores SIGKILL/SIGTERM sent to PID 1 from inside its own namespace, so a candidate
@@ -46,7 +46,7 @@ IO_CAP = 4 << 20  # bytes of stdout kept for stdin/stdout comparison
 SCRATCH = ("/tmp", "/dev/shm")  # writable places, emptied after every job
 # Imported once here so a candidate's `from typing import List` costs a dict lookup, not a file load.
 # Not threading or random (nor subprocess, tempfile, statistics, which import them): their at-fork
-# hooks write to ~160 more pages in every child, which costs more per verdict than importing them
+# hooks write to many more pages in every child, which costs more per verdict than importing them
 # in the few programs that use them.
 PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",
            "copy", "hashlib", "fractions", "decimal", "datetime", "operator", "dataclasses", "array")

@@ -11,7 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 @pytest.fixture(scope="session")
 def tiny_policy_dir(tmp_path_factory):
-    from k2rl.policy import init_policy
+    from k2rl.policy.build import init_policy
 
     return init_policy("k2-tiny", tmp_path_factory.mktemp("policy") / "k2-tiny", seed=0)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k2rl.checkpointing import forget_after, last_checkpoint, read_data_order, resume_run_dir
+from k2rl.trainer.checkpointing import forget_after, last_checkpoint, read_data_order, resume_run_dir
 from k2rl.config import load_config
 from k2rl.errors import K2RLError
 

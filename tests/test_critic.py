@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from k2rl.config import CriticConfig, DataConfig, TrainerConfig, load_config
-from k2rl.critic import PolicyCritic, bind_critic, wire_rubric_rewards
-from k2rl.critic_refinement import CriticRefinement
-from k2rl.data import load_task_data
+from k2rl.critic.judge import PolicyCritic, bind_critic, wire_rubric_rewards
+from k2rl.critic.refinement import CriticRefinement
+from k2rl.data.sources import load_task_data
 from k2rl.errors import K2RLError
-from k2rl.policy import load_policy
+from k2rl.policy.build import load_policy
 from k2rl.rewards import build_reward_funcs, get_reward, register_reward
 from k2rl.rewards.answer import completion_text
 from k2rl.rewards.rubric import load_rubric
 from k2rl.rewards.rubric.prompt import critic_messages
 from k2rl.rewards.rubric.verdict import parse_verdict
-from k2rl.trainer import build_trainer
+from k2rl.trainer.build import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "configs" / "rubrics" / "core.yaml"
@@ -160,9 +160,9 @@ def test_rubric_mix_recipe_validates():
 
 def test_verdict_format_rows_teach_the_format_not_the_judgment(policy, tiny_policy_dir, tmp_path):
     from k2rl.config import WarmStartConfig
-    from k2rl.critic import verdict_format_rows
+    from k2rl.critic.format_rows import verdict_format_rows
     from k2rl.rewards.rubric import load_rubrics
-    from k2rl.warm_start import warm_start
+    from k2rl.trainer.warm_start import warm_start
 
     data = load_task_data(DataConfig(train_size=64, eval_size=8), seed=0)
     specs = [{"name": "exact_answer"}, {"name": "rubric", "options": {"rubrics": load_rubrics([str(CORE)])}}]

@@ -11,18 +11,18 @@ import torch
 from peft import get_peft_model
 
 from k2rl.config import CriticConfig, DataConfig, TrainerConfig, load_config
-from k2rl.critic import PolicyCritic, bind_critic, wire_rubric_rewards
-from k2rl.critic_adapter import CRITIC_ADAPTER, REPLAY_FILE, STATE_FILE, OwnCriticAdapter
-from k2rl.critic_refinement import CriticRefinement
-from k2rl.data import load_task_data
+from k2rl.critic.judge import PolicyCritic, bind_critic, wire_rubric_rewards
+from k2rl.critic.adapter import CRITIC_ADAPTER, REPLAY_FILE, STATE_FILE, OwnCriticAdapter
+from k2rl.critic.refinement import CriticRefinement
+from k2rl.data.sources import load_task_data
 from k2rl.errors import K2RLError
-from k2rl.expert_lora import expert_lora_config
-from k2rl.label_replay import LabelReplay
-from k2rl.policy import load_policy
+from k2rl.experts.lora import expert_lora_config
+from k2rl.critic.replay import LabelReplay
+from k2rl.policy.build import load_policy
 from k2rl.rewards import build_reward_funcs, register_reward
 from k2rl.rewards.answer import completion_text
 from k2rl.rewards.rubric.verdict import parse_verdict
-from k2rl.trainer import build_trainer
+from k2rl.trainer.build import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "configs" / "rubrics" / "core.yaml"

@@ -3,10 +3,10 @@ import collections
 import pytest
 
 from k2rl.config import DataConfig
-from k2rl.data import load_task_data, sft_dataset
+from k2rl.data.sources import load_task_data, sft_dataset
 from k2rl.errors import K2RLError
 from k2rl.rewards.answer import answers_match
-from k2rl.tasks import WORKED_LEAD_INS, arithmetic_splits
+from k2rl.data.arithmetic import WORKED_LEAD_INS, arithmetic_splits
 
 
 def _operands(question: str) -> list[int]:

@@ -7,8 +7,8 @@ import torch
 from peft import get_peft_model
 
 from k2rl.errors import K2RLError
-from k2rl.expert_lora import expert_lora_config, merged_expert_adapters
-from k2rl.policy import count_parameters, load_policy
+from k2rl.experts.lora import expert_lora_config, merged_expert_adapters
+from k2rl.policy.build import count_parameters, load_policy
 
 
 @pytest.fixture()

@@ -6,10 +6,11 @@ import torch
 from peft import get_peft_model
 
 from k2rl.errors import K2RLError
-from k2rl.expert_lora import expert_lora_config
-from k2rl.expert_select import effective_trainable_parameters, restrict_to_experts, routed_expert_wrappers
-from k2rl.policy import count_parameters, load_policy
-from k2rl.routing_profile import RoutingProfile, moe_routers, plot_profile, profile_routing
+from k2rl.experts.lora import expert_lora_config
+from k2rl.experts._peft import routed_expert_adapters as routed_expert_wrappers
+from k2rl.experts.selection import effective_trainable_parameters, restrict_to_experts
+from k2rl.policy.build import count_parameters, load_policy
+from k2rl.experts.profile import RoutingProfile, moe_routers, plot_profile, profile_routing
 
 PROMPTS = [[{"role": "user", "content": f"Tom has {a} apples and buys {b} more. How many now?"}] for a, b in [(3, 4), (12, 9), (7, 30), (41, 2)]]
 

@@ -3,10 +3,10 @@
 import torch
 
 from k2rl.config import DataConfig, TrainerConfig
-from k2rl.data import load_task_data
-from k2rl.policy import count_parameters, load_policy
+from k2rl.data.sources import load_task_data
+from k2rl.policy.build import count_parameters, load_policy
 from k2rl.rewards import get_reward
-from k2rl.trainer import build_trainer
+from k2rl.trainer.build import build_trainer
 
 
 def test_few_grpo_steps_change_only_adapters(tiny_policy_dir, tmp_path):

@@ -7,11 +7,11 @@ import torch
 
 from k2rl.config import BudgetConfig
 from k2rl.errors import K2RLError
-from k2rl.losses import clipped_value_loss, k2_policy_loss, lm_loss, terminal_reward_gae, whiten
-from k2rl.ptx import PtxBatches
+from k2rl.trainer.losses import clipped_value_loss, k2_policy_loss, lm_loss, terminal_reward_gae, whiten
+from k2rl.trainer.ptx import PtxBatches
 from k2rl.rewards import get_reward
-from k2rl.schedules import check_temperatures, temperature_at
-from k2rl.token_budget import check_budget_config, cut_to_budgets, row_budgets
+from k2rl.trainer.schedules import check_temperatures, temperature_at
+from k2rl.rollouts.budget import check_budget_config, cut_to_budgets, row_budgets
 
 
 def test_k2_policy_loss_by_hand():

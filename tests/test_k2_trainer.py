@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from k2rl.config import BudgetConfig, DataConfig, PtxConfig, TrainerConfig
-from k2rl.data import load_task_data
+from k2rl.data.sources import load_task_data
 from k2rl.errors import K2RLError
-from k2rl.policy import load_policy
-from k2rl.ppo import VALUE_HEAD_NAME
-from k2rl.ptx import ptx_lm_loss
-from k2rl.trainer import build_trainer
+from k2rl.policy.build import load_policy
+from k2rl.trainer.ppo import VALUE_HEAD_NAME
+from k2rl.trainer.ptx import ptx_lm_loss
+from k2rl.trainer.build import build_trainer
 
 
 def spread_reward(prompts, completions, **kwargs):

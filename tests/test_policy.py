@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from k2rl.errors import K2RLError
-from k2rl.policy import count_parameters, load_policy
+from k2rl.policy.build import count_parameters, load_policy
 
 
 def test_tiny_policy_has_k2_architecture(tiny_policy_dir):

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from k2rl import precision
+from k2rl.policy import precision
 from k2rl.config import TrainerConfig, WarmStartConfig
 from k2rl.errors import K2RLError
-from k2rl.trainer import grpo_args
-from k2rl.warm_start import warm_start_args
+from k2rl.trainer.config import grpo_config as grpo_args
+from k2rl.trainer.warm_start import warm_start_args
 
 
 def test_cpu_trainer_precision_is_float32_without_checkpointing(monkeypatch):

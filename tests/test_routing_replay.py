@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from k2rl.policy import load_policy
-from k2rl.routing_profile import moe_routers
-from k2rl.routing_replay import RoutingReplay
+from k2rl.policy.build import load_policy
+from k2rl.experts.profile import moe_routers
+from k2rl.experts.replay import RoutingReplay
 
 QUESTIONS = ["What is 3 + 4?", "Sam has 12 pens and loses 5. How many are left?", "What is 20 + 22?"]
 
@@ -154,3 +154,30 @@ def test_training_run_with_replay_logs_the_mismatch(tmp_path, request):
     records = [json.loads(line) for line in (tmp_path / "replay" / "metrics.jsonl").read_text().splitlines()]
     mismatch = [r["routing_replay/mismatch"] for r in records if r["phase"] == "rl" and "routing_replay/mismatch" in r]
     assert len(mismatch) == 2 and all(0.0 <= m < 0.5 for m in mismatch)
+
+
+def test_each_gating_formula_reproduces_its_router_on_the_routers_own_choices(tiny_policy_dir):
+    from k2rl.experts.gating import gating_weights
+    from k2rl.experts.profile import moe_routers
+
+    model = load_policy(str(tiny_policy_dir)).model
+    torch.manual_seed(0)
+    for _, router in moe_routers(model):
+        with torch.no_grad():
+            router.weight.normal_()
+            router.e_score_correction_bias.normal_(std=0.1)  # so the choice differs from plain top-k
+            logits, weights, indices = router(torch.randn(5, 3, router.hidden_dim))
+        assert torch.allclose(gating_weights(router, logits, indices), weights, atol=1e-6)
+
+
+def test_routing_replay_on_an_unknown_router_is_one_clear_error(tiny_policy_dir):
+    from k2rl.errors import K2RLError
+    from k2rl.experts.profile import moe_routers
+    from k2rl.experts.replay import RoutingReplay
+
+    model = load_policy(str(tiny_policy_dir)).model
+    layer, router = moe_routers(model)[0]
+    softmax_router = type("SoftmaxTopkRouter", (torch.nn.Module,), {})()
+    model.model.layers[layer].mlp.gate = softmax_router
+    with pytest.raises(K2RLError, match="no gating formula for router SoftmaxTopkRouter"):
+        RoutingReplay(model)

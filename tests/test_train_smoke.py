@@ -7,7 +7,7 @@ import torch
 from peft import PeftModel
 
 from k2rl.cli import main
-from k2rl.policy import load_policy
+from k2rl.policy.build import load_policy
 from precision_watch import assert_full_precision, watch_precision
 
 FAST = [
@@ -79,7 +79,7 @@ def test_adapter_loads_with_peft_and_only_adapters_changed(smoke_run):
 
 def test_last_line_is_machine_readable(smoke_run, capsys):
     summary = json.loads((smoke_run / "summary.json").read_text())
-    from k2rl.run_outputs import final_line
+    from k2rl.run.outputs import final_line
 
     line = final_line(summary["accuracy_before"], summary["accuracy_after"], summary["wall_s"], smoke_run)
     assert line.startswith("k2rl: eval accuracy before=") and " delta=" in line and f"run_dir={smoke_run}" in line

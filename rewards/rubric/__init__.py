@@ -4,7 +4,7 @@ Modules, one job each: :mod:`.schema` (rubric files and per-prompt rubrics), :mo
 bounded pair sampling), :mod:`.prompt` (the critic's prompt), :mod:`.verdict` (parsing answers,
 abstentions), :mod:`.aggregate` (net win rates, agreement with a verifier), :mod:`.reward` (the
 registered ``rubric`` reward). Nothing here imports torch: the critic that runs a model lives in
-:mod:`k2rl.critic`.
+:mod:`k2rl.critic.judge`.
 """
 
 from k2rl.rewards.rubric.reward import rubric_reward

@@ -8,12 +8,12 @@ Cost per call is ``groups x pairs_per_group x 2 x rubrics`` critic answers of at
 ``max_new_tokens`` each; it is logged every step as ``rubric/judgements`` and ``rubric/critic_s``.
 
 The critic is any object with ``judge(conversations) -> list[str]`` (one answer per chat). In a recipe
-``k2rl train`` hands it the live policy (:class:`k2rl.critic.PolicyCritic`); tests use scripted ones.
+``k2rl train`` hands it the live policy (:class:`k2rl.critic.judge.PolicyCritic`); tests use scripted ones.
 
 With a ``verifier`` (a reward name, e.g. ``exact_answer``), the reward also checks the critic against
 it on the same batch: on pairs where exactly one sample passed, did the critic prefer that one
 (``critic/agreement``)? With a ``refiner``, those pairs become preference labels handed to it
-(``refiner.add(examples)``), which closes the loop (:mod:`k2rl.critic_refinement`).
+(``refiner.add(examples)``), which closes the loop (:mod:`k2rl.critic.refinement`).
 """
 
 from __future__ import annotations

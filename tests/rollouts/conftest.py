@@ -16,7 +16,7 @@ from rollout_support import conversations
 @pytest.fixture(scope="session")
 def tool_policy(tiny_policy_dir):
     """``(model, tokenizer)``: greedy decoding reproduces the two conversations' assistant turns."""
-    from k2rl.policy import load_policy
+    from k2rl.policy.build import load_policy
 
     torch.manual_seed(0)
     policy = load_policy(str(tiny_policy_dir))

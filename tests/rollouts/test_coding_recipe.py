@@ -4,7 +4,7 @@ rollouts and overlapped unit-test scoring inside `k2rl train`."""
 import json
 
 from k2rl.cli import main
-from k2rl.coding_tasks import coding_splits
+from k2rl.data.coding import coding_splits
 from k2rl.sandboxes import get_sandbox
 
 

@@ -3,7 +3,7 @@ partial rollouts."""
 
 import pytest
 
-from k2rl.policy import load_policy
+from k2rl.policy.build import load_policy
 from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.engine import Limits, RolloutEngine, precomputed_rewards
 from k2rl.rollouts.tool_calls import tool_results_text
@@ -123,3 +123,21 @@ def test_paused_groups_are_unscored_and_carried_groups_take_slots_first(tiny_pol
     assert e.partial.skipped_groups == 1
     (reader,) = precomputed_rewards([count_reward])
     assert reader.__name__ == "count_reward" and reader([], [], k2rl_reward_0=[1.0]) == [1.0]
+
+
+def test_per_task_budgets_cut_rows_and_mark_them_for_the_budget_reward(tiny_policy_dir):
+    from k2rl.config import BudgetConfig
+    from k2rl.rewards import get_reward
+    from k2rl.rollouts.budget import EXCEEDED_COLUMN
+
+    policy = load_policy(str(tiny_policy_dir))  # random weights: it never ends a turn within a few tokens
+    rows = [{"prompt": [{"role": "user", "content": "what is 12 + 30?"}], "task": task} for task in ("short", "long")]
+    budget = BudgetConfig(column="task", budgets={"short": 3}, default=None, penalty=0.5)
+    out = engine((policy.model, policy.tokenizer), {}, token_budget=12, budget=budget).run(rows, 1, GREEDY)
+    assert [len(ids) for ids in out["completion_ids"]] == [3, 12]  # the task's budget, then the engine's own
+    assert out[EXCEEDED_COLUMN] == [True, False]  # only a per-task budget is priced
+    assert get_reward("budget_exceeded", penalty=0.5)([], [], budget_exceeded=out[EXCEEDED_COLUMN]) == [-0.5, 0.0]
+
+    paused = engine((policy.model, policy.tokenizer), {}, token_budget=12, iteration_budget=2, budget=budget).run(rows, 1, GREEDY)
+    assert paused[EXCEEDED_COLUMN] == [None, None]  # unfinished: no reward yet, like every other reward
+    assert get_reward("budget_exceeded")([], [], budget_exceeded=[None]) == [None]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from k2rl.policy import load_policy
+from k2rl.policy.build import load_policy
 from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.engine import Limits, RolloutEngine
 from k2rl.rollouts.overlap import ScoringPipeline

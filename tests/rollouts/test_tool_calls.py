@@ -6,7 +6,7 @@ from k2rl.rollouts.tool_calls import (
     ARGUMENT_BEGIN, CALL_BEGIN, CALL_END, SECTION_BEGIN, SECTION_END, format_call, parse_turn, tool_results_text,
 )
 from k2rl.rollouts.tools import execute
-from k2rl.tokenizer import build_tokenizer
+from k2rl.policy.tokenizer import build_tokenizer
 
 
 def test_final_answer_has_no_calls():

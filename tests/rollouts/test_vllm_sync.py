@@ -4,8 +4,8 @@ adapted model computes (the GPU half, check_vllm_matches_policy, cannot run here
 import torch
 from peft import get_peft_model
 
-from k2rl.expert_lora import expert_lora_config
-from k2rl.policy import load_policy
+from k2rl.experts.lora import expert_lora_config
+from k2rl.policy.build import load_policy
 from k2rl.rollouts.vllm_sync import checkpoint_name, merged_expert_tensors, per_expert_weights
 
 

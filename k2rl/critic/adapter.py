@@ -15,7 +15,7 @@ from. With ``critic.refine_adapter: own`` the critic instead judges with
   so the critic can learn faster than the policy changes.
 - It trains on a replay of labelled verdicts, not only the latest batch: the most recent ones
   (``refine_replay``) plus, optionally, a uniform sample of all of them (``refine_reservoir``), so
-  early lessons are not dropped once the policy moves on (:mod:`k2rl.label_replay`).
+  early lessons are not dropped once the policy moves on (:mod:`k2rl.critic.replay`).
 - The two optimizers never share parameters: the critic's tensors are not trainable when TRL
   builds the policy's optimizer, and the policy's are frozen while the critic trains.
 
@@ -39,7 +39,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from k2rl.critic_refinement import CriticRefinement
+from k2rl.critic.refinement import CriticRefinement
 from k2rl.errors import K2RLError
 
 CRITIC_ADAPTER = "critic"

@@ -15,7 +15,7 @@ from datasets import Dataset
 
 from k2rl.config import DataConfig
 from k2rl.errors import K2RLError
-from k2rl.tasks import BUILTIN_TASKS, demonstration_text
+from k2rl.data.arithmetic import BUILTIN_TASKS, demonstration_text
 
 DEFAULT_TRAIN_SIZE = 4000
 

@@ -126,7 +126,7 @@ def arithmetic_splits(train_size: int, eval_size: int, seed: int, **options) -> 
 
 
 def _coding_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
-    from k2rl.coding_tasks import coding_splits
+    from k2rl.data.coding import coding_splits
 
     return coding_splits(train_size, eval_size, seed, **options)
 

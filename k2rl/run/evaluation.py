@@ -10,8 +10,12 @@ from __future__ import annotations
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
+from transformers import TrainerCallback
 
+from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards import get_reward
+
+EVAL_REWARD = "exact_answer"
 
 
 @torch.no_grad()
@@ -51,3 +55,34 @@ def heldout_accuracy(
     columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
     scores = get_reward(reward_name)(prompts=prompts, completions=completions, **columns)
     return sum(1 for s in scores if s is not None and s >= 1.0) / max(len(scores), 1)
+
+
+class HeldOutEvalCallback(TrainerCallback):
+    """Greedy held-out accuracy every ``every`` RL steps (and on demand), written to the metrics log."""
+
+    def __init__(self, tokenizer, dataset, log, every: int, eval_config):
+        self.tokenizer, self.dataset, self.log, self.every, self.eval_config = tokenizer, dataset, log, every, eval_config
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
+            self.log.write("eval", state.global_step, accuracy=self.measure(model))
+
+    def measure(self, model) -> float:
+        with merged_expert_adapters(model):
+            return heldout_accuracy(
+                model,
+                self.tokenizer,
+                self.dataset,
+                reward_name=EVAL_REWARD,
+                max_new_tokens=self.eval_config.max_new_tokens,
+                batch_size=self.eval_config.batch_size,
+            )
+
+    def before_rl(self, model) -> float:
+        """Accuracy at step 0: measured now, or read back from the log of a resumed run."""
+        measured = [r["accuracy"] for r in self.log.records() if r["phase"] == "eval" and r["step"] == 0]
+        if measured:
+            return measured[0]
+        accuracy = self.measure(model)
+        self.log.write("eval", 0, accuracy=accuracy)
+        return accuracy

@@ -29,7 +29,8 @@ from collections import defaultdict
 
 import torch
 
-from k2rl.routing_profile import moe_routers
+from k2rl.experts.gating import check_replayable, gating_weights
+from k2rl.experts.profile import moe_routers
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -47,6 +48,7 @@ class RoutingReplay:
 
     def __init__(self, model: torch.nn.Module):
         self.routers = moe_routers(model)
+        check_replayable([router for _, router in self.routers])
         self.mode: str | None = None
         self.rollouts: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
         self.mismatch = [0, 0]  # (token-layers whose live choice differed from the replayed one, token-layers replayed)
@@ -128,7 +130,7 @@ class RoutingReplay:
                 self.mismatch[0] += int((live[known] != forced[known].sort(dim=-1).values).any(dim=-1).sum())
                 self.mismatch[1] += int(known.sum())
             chosen = torch.where(known[:, None], forced, indices)
-            return logits, _routing_weights(getattr(module, "original_module", module), logits, chosen).to(weights.dtype), chosen
+            return logits, gating_weights(module, logits, chosen).to(weights.dtype), chosen
 
         return hook
 
@@ -174,11 +176,3 @@ class RoutingReplay:
                     if len(fed) >= n and torch.equal(fed[:n], tokens[:n]):
                         return routes
         return None
-
-
-def _routing_weights(router: torch.nn.Module, logits: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """The router's gating weights for ``chosen`` experts (DeepseekV3TopkRouter's formula)."""
-    weights = logits.sigmoid().gather(1, chosen)
-    if getattr(router, "norm_topk_prob", False):
-        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-    return weights * getattr(router, "routed_scaling_factor", 1.0)

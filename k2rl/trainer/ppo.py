@@ -8,11 +8,11 @@ Design, and why:
   shared trunk). Hidden states come from a forward hook on the backbone during the forwards TRL does
   anyway, so the value costs no extra model pass in the loss.
 - **GAE over completion tokens.** The reward (TRL's weighted reward sum) arrives with the last token;
-  :func:`k2rl.losses.terminal_reward_gae` spreads it back with ``gamma`` and ``gae_lambda``. The
+  :func:`k2rl.trainer.losses.terminal_reward_gae` spreads it back with ``gamma`` and ``gae_lambda``. The
   token-level advantages are whitened per generation batch.
-- **Clipped policy loss is TRL's.** GRPOTrainer's ``_compute_loss`` already computes the clipped
+- **Clipped policy loss is TRL's.** TRL's policy loss already computes the clipped
   surrogate and accepts per-token advantages of shape (B, T); PPO hands it GAE advantages in place of
-  group-relative ones. The clipped value loss (:func:`k2rl.losses.clipped_value_loss`) is added with
+  group-relative ones. The clipped value loss (:func:`k2rl.trainer.losses.clipped_value_loss`) is added with
   ``vf_coef``.
 - The head is registered as a submodule of the PEFT model, so the trainer's optimizer, gradient
   clipping and device placement take it up like the adapters. It is not part of the saved adapter.
@@ -28,8 +28,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from k2rl.k2_trainer import K2RecipeTrainer
-from k2rl.losses import clipped_value_loss, terminal_reward_gae, whiten
+from k2rl.trainer.recipe_trainer import K2RecipeTrainer
+from k2rl.trainer.losses import clipped_value_loss, terminal_reward_gae, whiten
 
 VALUE_HEAD_NAME = "k2rl_value_head"
 
@@ -78,21 +78,20 @@ class K2PPOTrainer(K2RecipeTrainer):
         hidden = torch.cat(captured, dim=0)
         return self.value_head(hidden[:, -completion_length - 1 : -1])
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+    def after_rewards(self, rewards_per_func):
+        super().after_rewards(rewards_per_func)
         weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
         self._sequence_rewards = (rewards_per_func * weights).nansum(dim=1)
-        return rewards_per_func
 
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+    def after_rollouts(self, inputs, output):
+        output = super().after_rollouts(inputs, output)
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         local = completion_ids.size(0)
         start = self.accelerator.process_index * local
         rewards = self._sequence_rewards[start : start + local]
         mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
         with torch.no_grad(), self._captured_hidden_states() as captured:
-            self._get_per_token_logps_and_entropies(
+            self.token_logps(
                 self.model,
                 torch.cat([output["prompt_ids"], completion_ids], dim=1),
                 torch.cat([output["prompt_mask"], completion_mask], dim=1),
@@ -100,22 +99,20 @@ class K2PPOTrainer(K2RecipeTrainer):
                 batch_size=self.args.per_device_train_batch_size,
             )
             values = self._values(captured, completion_ids.size(1))
-        advantages, returns = terminal_reward_gae(rewards, values, mask, self.recipe.gamma, self.recipe.gae_lambda)
+        advantages, returns = terminal_reward_gae(rewards, values, mask, self.args.gamma, self.args.gae_lambda)
         output["advantages"] = whiten(advantages, mask)
         output["returns"], output["old_values"] = returns, values
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["ppo/value_mean"].append(((values * mask).sum() / mask.sum().clamp(min=1)).item())
+        self.record_metric("ppo/value_mean", ((values * mask).sum() / mask.sum().clamp(min=1)).item())
         return output
 
-    def _compute_loss(self, model, inputs):
+    def policy_loss(self, model, inputs):
         with self._captured_hidden_states() as captured:
-            loss = super()._compute_loss(model, inputs)  # TRL's clipped surrogate on the GAE advantages
+            loss = super().policy_loss(model, inputs)  # TRL's clipped surrogate on the GAE advantages
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
         values = self._values(captured, completion_ids.size(1))
         value_loss = clipped_value_loss(
-            values, inputs["old_values"], inputs["returns"], mask, self.recipe.cliprange_value
+            values, inputs["old_values"], inputs["returns"], mask, self.args.cliprange_value
         )
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["ppo/value_loss"].append(value_loss.item())
-        return loss + self.recipe.vf_coef * value_loss / self._accumulation(mode)
+        self.record_metric("ppo/value_loss", value_loss.item())
+        return loss + self.args.vf_coef * value_loss / self.accumulation_scale()

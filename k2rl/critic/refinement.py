@@ -12,8 +12,8 @@ Two ways the critic learns from them (``critic.refine_adapter``):
   policy's GRPO loss, through the same expert adapters. No model or optimizer of its own; each batch
   of labels trains once, in the optimizer step after it was produced.
 - ``own``: the critic judges with the policy's adapter plus a delta of its own, which
-  :mod:`k2rl.critic_adapter` trains with its own optimizer, several steps per RL step, on a replay
-  of labelled verdicts (:meth:`CriticRefinement.draw`, :mod:`k2rl.label_replay`). It still reads
+  :mod:`k2rl.critic.adapter` trains with its own optimizer, several steps per RL step, on a replay
+  of labelled verdicts (:meth:`CriticRefinement.draw`, :mod:`k2rl.critic.replay`). It still reads
   with the live policy's weights, so it does not drift away from the policy it judges.
 
 ``critic/agreement`` (logged by the reward every step) shows whether the loop works.
@@ -28,7 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from k2rl.label_replay import LabelReplay
+from k2rl.critic.replay import LabelReplay
 
 
 class CriticRefinement:
@@ -60,7 +60,7 @@ class CriticRefinement:
     def add(self, examples: list[tuple[list[dict], str]]) -> None:
         """Labels from the newest rollouts; they replace older unused ones (kept on-policy), at most ``max_examples``.
 
-        With ``replay`` they join the replay instead (:class:`k2rl.label_replay.LabelReplay`).
+        With ``replay`` they join the replay instead (:class:`k2rl.critic.replay.LabelReplay`).
 
         ``examples`` come as order pairs: each comparison shown both ways, consecutively (winner as A,
         then winner as B). Subsampling keeps the two together, so every step trains as many "A" as

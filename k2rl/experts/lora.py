@@ -15,13 +15,12 @@ training forwards still see the adapter through PEFT's own path.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 from peft import LoraConfig
-from peft.tuners.lora.layer import ParamWrapper
 
 from k2rl.errors import K2RLError
+from k2rl.experts._peft import merged_parameter_adapters
 
 # Names PEFT matches against ``<module path>.<parameter name>`` suffixes.
 ROUTED_EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
@@ -55,33 +54,10 @@ def expert_lora_config(targets: list[str], r: int, alpha: int, router: bool = Fa
     )
 
 
-def _parameter_wrappers(model: torch.nn.Module) -> list[ParamWrapper]:
-    return [m for m in model.modules() if isinstance(m, ParamWrapper)]
-
-
-@contextlib.contextmanager
-def merged_expert_adapters(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+def merged_expert_adapters(model: torch.nn.Module) -> contextlib.AbstractContextManager[torch.nn.Module]:
     """Within the block, expert adapters are folded into the expert tensors; afterwards, restored exactly.
 
     Only for no-grad use (generation): the merged tensors are plain data, so no gradient reaches the
     adapter through them.
     """
-    wrappers = [w for w in _parameter_wrappers(model) if not w.merged and not w.disable_adapters]
-    originals: list[tuple[ParamWrapper, torch.nn.Parameter, torch.Tensor]] = []
-    try:
-        with torch.no_grad():
-            for wrapper in wrappers:
-                adapters = [a for a in wrapper.active_adapters if a in wrapper.lora_A]
-                if not adapters:
-                    continue
-                param = wrapper.get_param()
-                delta = sum(wrapper.get_delta_weight(a) for a in adapters)
-                originals.append((wrapper, param, param.data))
-                param.data = param.data + delta.to(param.dtype)
-                # PEFT's forward skips its parametrization for merged wrappers.
-                wrapper.merged_adapters.extend(adapters)
-        yield model
-    finally:
-        for wrapper, param, original in reversed(originals):
-            param.data = original
-            wrapper.merged_adapters.clear()
+    return merged_parameter_adapters(model)

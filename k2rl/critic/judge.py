@@ -3,7 +3,7 @@
 By default the critic is the policy being trained, with the same weights (Kimi K2's self-critique:
 the model judges its own samples, and whatever the policy learns the critic knows). The recipe binds
 it to the trainer's model once the trainer exists; generation then folds the expert adapters in
-(:func:`k2rl.expert_lora.merged_expert_adapters`), exactly as the policy's own sampling does, so the
+(:func:`k2rl.experts.lora.merged_expert_adapters`), exactly as the policy's own sampling does, so the
 critic always judges with the current adapters. ``critic.model: PATH`` loads a separate, frozen
 critic instead.
 
@@ -18,11 +18,11 @@ import contextlib
 import time
 
 from k2rl.config import CriticConfig
-from k2rl.critic_adapter import OwnCriticAdapter
-from k2rl.critic_refinement import CriticRefinement
+from k2rl.critic.adapter import OwnCriticAdapter
+from k2rl.critic.refinement import CriticRefinement
 from k2rl.errors import K2RLError
-from k2rl.evaluation import greedy_completions
-from k2rl.expert_lora import merged_expert_adapters
+from k2rl.run.evaluation import greedy_completions
+from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards.rubric.schema import load_rubrics
 
 POLICY = "policy"
@@ -42,7 +42,7 @@ class PolicyCritic:
         """Judge with ``model`` from now on (the trainer's model, or a separately loaded critic).
 
         ``judging`` (a context-manager factory) is entered around every judgment: the own-adapter
-        critic uses it to switch its adapter on (:mod:`k2rl.critic_adapter`).
+        critic uses it to switch its adapter on (:mod:`k2rl.critic.adapter`).
         """
         self.model, self.tokenizer = model, tokenizer
         self.judging = judging or contextlib.nullcontext
@@ -115,7 +115,7 @@ def bind_critic(
     if config.model in (None, POLICY):
         critic.bind(trainer.model, tokenizer)
     else:
-        from k2rl.policy import load_policy
+        from k2rl.policy.build import load_policy
 
         separate = load_policy(config.model)
         separate.model.eval().requires_grad_(False)
@@ -123,51 +123,3 @@ def bind_critic(
     if refinement is not None:
         refinement.bind(tokenizer)
     return None
-
-
-IDENTICAL_SHARE = 0.25  # of the warm start's critic format rows: one response shown twice, answered "tie"
-
-
-def verdict_format_rows(train, specs: list[dict], n: int, seed: int, style: str = "full"):
-    """``n`` warm-start rows (``prompt``/``completion``) of critic prompts with verdicts that carry no preference.
-
-    They teach a small policy to answer a comparison with ``Verdict: A|B|tie`` at all, and to read both
-    responses before it does, without telling it which answer is better (that judgment is left to
-    closed-loop refinement). Each row compares the gold answer (the row's demonstration where the task
-    has one, so worked answers appear as they will in RL) with a near miss on one of the recipe's
-    rubrics, rendered in prompt ``style``, under a **coin-flip** ``A``/``B`` label. An
-    ``IDENTICAL_SHARE`` of the rows shows one of the two responses twice, answered ``tie``: equal
-    responses are equally good under any rubric, so that label is a fact, not a preference. It is
-    what makes a tiny critic compare the two responses at all (a critic trained on coin flips alone
-    learns to ignore them, and refinement then starts from a flat loss). None when ``n`` is 0 or the
-    recipe has no rubric reward.
-    """
-    rubrics = [r for spec in specs if spec.get("name") == "rubric" for r in (spec.get("options") or {}).get("rubrics", ())]
-    if not n or not rubrics:
-        return None
-    import random
-
-    from datasets import Dataset
-
-    from k2rl.rewards.rubric.prompt import critic_messages
-    from k2rl.rewards.rubric.verdict import verdict_text
-    from k2rl.tasks import ANSWER_FORMAT, demonstration_text
-
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        item = train[rng.randrange(len(train))]
-        gold = demonstration_text(item)
-        try:
-            miss = ANSWER_FORMAT.format(answer=int(item["answer"]) + rng.choice([-2, -1, 1, 2]))
-        except ValueError:  # a non-integer answer: any other response will do, the label is random anyway
-            miss = "I am not sure."
-        if rng.random() < IDENTICAL_SHARE:
-            a = b = rng.choice([gold, miss])
-            verdict = "tie"
-        else:
-            a, b = (gold, miss) if rng.random() < 0.5 else (miss, gold)
-            verdict = rng.choice("AB")
-        messages = critic_messages(item["prompt"], a, b, rng.choice(rubrics), style)
-        rows.append({"prompt": messages, "completion": [{"role": "assistant", "content": verdict_text(verdict)}]})
-    return Dataset.from_list(rows)

@@ -14,8 +14,8 @@ from datasets import Dataset, concatenate_datasets
 from trl import SFTConfig, SFTTrainer
 
 from k2rl.config import WarmStartConfig
-from k2rl.data import sft_dataset
-from k2rl.precision import trainer_precision
+from k2rl.data.sources import sft_dataset
+from k2rl.policy.precision import trainer_precision
 
 
 def warm_start_args(config: WarmStartConfig, out_dir: Path, seed: int, long_prompts: bool = False) -> SFTConfig:

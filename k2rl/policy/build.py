@@ -18,8 +18,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DeepseekV3Config, PreTrainedModel
 
 from k2rl.errors import K2RLError
-from k2rl.precision import policy_dtype
-from k2rl.tokenizer import build_tokenizer
+from k2rl.policy.precision import policy_dtype
+from k2rl.policy.tokenizer import build_tokenizer
 
 # Kimi K2 values, kept by the tiny preset where the ratio still means something.
 K2_ROUTED_SCALING_FACTOR = 2.827

@@ -17,10 +17,10 @@ import torch
 from datasets import Dataset
 
 from k2rl.config import PtxConfig
-from k2rl.data import _load_source as load_source  # the same loader as the task data
-from k2rl.data import sft_dataset
+from k2rl.data.sources import _load_source as load_source  # the same loader as the task data
+from k2rl.data.sources import sft_dataset
 from k2rl.errors import K2RLError
-from k2rl.losses import lm_loss
+from k2rl.trainer.losses import lm_loss
 
 
 def _sft_examples(train: Dataset, tokenizer, max_length: int) -> list[tuple[list[int], list[int]]]:

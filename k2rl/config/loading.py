@@ -1,0 +1,168 @@
+"""Reading a recipe: YAML (with ``extends:``), dotted command-line overrides, and validation of every
+key and type into :mod:`.sections`, so a typo or a wrong type is one line naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from k2rl.config.sections import RunConfig
+from k2rl.errors import K2RLError
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; raise ValueError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise ValueError(f"{key}: expected one of {allowed}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, value_tp = typing.get_args(tp)
+        return {str(k): _convert(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, key)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (str, bool):
+        if type(value) is not tp:
+            raise ValueError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
+
+
+def _build_dataclass(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ValueError(f"unknown key '{dotted}'")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], dotted)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ValueError(f"missing required key '{dotted}'")
+    return cls(**kwargs)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; recipes mean a number (as YAML 1.2 does)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str):
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _apply_override(tree: dict, override: str) -> None:
+    if "=" not in override:
+        raise K2RLError(f"override {override!r} must look like key.path=value")
+    dotted, raw = override.split("=", 1)
+    value = _parse_yaml(raw) if raw.strip() else ""
+    parts = dotted.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise K2RLError(f"override {override!r}: '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _merge(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: sections merge key by key, anything else (lists included) replaces."""
+    merged = dict(base)
+    for key, value in child.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+def _read_recipe(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """The recipe's tree with its ``extends:`` parent (a path relative to the recipe) merged underneath.
+
+    Variants of a recipe (another algorithm, expert selection) name only what differs, so they cannot
+    drift from the recipe they are compared with.
+    """
+    if not path.is_file():
+        raise K2RLError(f"config file not found: {path}" + (f" (extended by {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise K2RLError(f"{path}: 'extends' loops back to itself")
+    try:
+        tree = _parse_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise K2RLError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(tree, dict):
+        raise K2RLError(f"{path}: a recipe must be a mapping of sections")
+    parent = tree.pop("extends", None)
+    if parent is None:
+        return tree
+    if not isinstance(parent, str):
+        raise K2RLError(f"{path}: 'extends' must be a path to another recipe")
+    return _merge(_read_recipe(path.parent / parent, (*chain, path.resolve())), tree)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML recipe (and the recipe it ``extends``), apply ``key.path=value`` overrides, validate."""
+    path = Path(path)
+    tree = _read_recipe(path)
+    for override in overrides:
+        _apply_override(tree, override)
+    try:
+        return _build_dataclass(RunConfig, tree, "")
+    except ValueError as exc:
+        raise K2RLError(f"{exc} (in {path})") from None
+
+
+def config_to_dict(config: RunConfig) -> dict:
+    """Plain-data form of a config, for writing the resolved recipe next to a run."""
+    return dataclasses.asdict(config)

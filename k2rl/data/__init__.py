@@ -1,0 +1,2 @@
+"""The data room: task data for a run (built-in generators, HF ids, JSONL/Parquet) in TRL's
+conversational format, and the warm start's prompt/completion pairs."""

@@ -1,0 +1,89 @@
+"""The one door to PEFT's internals: every PEFT name that is not its public API, in this module only.
+
+k2rl adapts the MoE experts' fused 3-D weight tensors through PEFT's public ``target_parameters``;
+PEFT implements that with ``ParamWrapper`` modules, which it does not document. Two things need
+their internals: folding the adapters into the expert tensors for generation (PEFT would rebuild every
+expert's delta at every decoding step), and reading one expert's rank block inside the fused
+adapter (expert-selective LoRA). ``tests/test_peft_door.py`` fails loudly when what is used here
+changes in an upgrade.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+from collections.abc import Iterator
+
+import torch
+from peft.tuners.lora.layer import ParamWrapper
+
+WRITTEN_AGAINST = "peft==0.21.2"
+
+# What this module reads or calls on a ParamWrapper.
+WRAPPER_ATTRIBUTES = ("merged", "disable_adapters", "active_adapters", "lora_A", "lora_B", "r", "merged_adapters")
+WRAPPER_METHODS = ("get_param", "get_delta_weight")
+
+
+def parameter_adapters(model: torch.nn.Module) -> list[ParamWrapper]:
+    """PEFT's adapters on parameters (``target_parameters``), in module order."""
+    return [m for m in model.modules() if isinstance(m, ParamWrapper)]
+
+
+def routed_expert_adapters(model: torch.nn.Module) -> list[tuple[int, ParamWrapper]]:
+    """``(layer index, adapter)`` for adapters on fused routed-expert tensors (``layers.N.mlp.experts.*``)."""
+    found = []
+    for name, module in model.named_modules():
+        match = re.search(r"layers\.(\d+)\.mlp\.experts(\.|$)", name)
+        if match and isinstance(module, ParamWrapper) and getattr(module, "num_experts", 1) > 1:
+            found.append((int(match.group(1)), module))
+    return found
+
+
+def expert_blocks(wrapper: ParamWrapper, adapter: str) -> tuple[int, int, torch.nn.Parameter, torch.nn.Parameter]:
+    """(experts, rank, lora_A weight, lora_B weight) of one adapter on a fused expert tensor.
+
+    Reading PEFT's ``get_delta_weight``: expert ``e``'s rank block is rows ``e*r .. e*r+r-1`` of
+    ``lora_A.weight`` and columns ``j*E + e`` (``j < r``) of ``lora_B.weight``.
+    """
+    return wrapper.num_experts, wrapper.r[adapter], wrapper.lora_A[adapter].weight, wrapper.lora_B[adapter].weight
+
+
+@contextlib.contextmanager
+def merged_parameter_adapters(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Within the block, every active parameter adapter is folded into its tensor; afterwards the tensor
+    points at its untouched original storage again (no add-then-subtract drift). No-grad use only."""
+    wrappers = [w for w in parameter_adapters(model) if not w.merged and not w.disable_adapters]
+    originals: list[tuple[ParamWrapper, torch.nn.Parameter, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for wrapper in wrappers:
+                adapters = [a for a in wrapper.active_adapters if a in wrapper.lora_A]
+                if not adapters:
+                    continue
+                param = wrapper.get_param()
+                delta = sum(wrapper.get_delta_weight(a) for a in adapters)
+                originals.append((wrapper, param, param.data))
+                param.data = param.data + delta.to(param.dtype)
+                # PEFT's forward skips its parametrization for merged wrappers.
+                wrapper.merged_adapters.extend(adapters)
+        yield model
+    finally:
+        for wrapper, param, original in reversed(originals):
+            param.data = original
+            wrapper.merged_adapters.clear()
+
+
+def incompatibilities() -> list[str]:
+    """What in the installed PEFT no longer matches what this module was written against (empty: fine)."""
+    problems = []
+    for name in WRAPPER_METHODS:
+        if not callable(getattr(ParamWrapper, name, None)):
+            problems.append(f"ParamWrapper.{name} is gone")
+    if list(inspect.signature(ParamWrapper.get_delta_weight).parameters)[1:2] != ["adapter_name"]:
+        problems.append("ParamWrapper.get_delta_weight no longer takes the adapter name")
+    source = inspect.getsource(ParamWrapper)
+    for name in ("merged_adapters", "num_experts", "lora_A", "lora_B", "disable_adapters"):
+        if name not in source and name not in inspect.getsource(inspect.getmodule(ParamWrapper)):
+            problems.append(f"ParamWrapper no longer refers to {name}")
+    return problems

@@ -1,0 +1,152 @@
+"""The one door to TRL's internals: every private GRPOTrainer name k2rl touches, in this module only.
+
+TRL's public seams (``reward_funcs``, ``rollout_func``, callbacks, the ``log_metric`` keyword of reward
+functions) cover most of k2rl. What they do not cover -- changing the samples before they are scored,
+adding a column for the rewards, a context around TRL's generation or its log-probability forwards,
+replacing the policy loss, writing a training metric -- needs GRPOTrainer's private methods. Each is
+overridden here exactly once and turned into a public hook with a plain name; the k2rl trainers
+override the hooks, never TRL's private methods. A TRL upgrade is then checked in one file:
+``tests/test_trl_door.py`` fails loudly when a name or signature used here changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+from trl import GRPOTrainer
+from trl.trainer.utils import add_fused_lm_head
+
+WRITTEN_AGAINST = "trl==1.16.0"
+
+# (method, parameters after self) as this module calls or overrides them.
+PRIVATE_METHODS = {
+    "_generate_single_turn": ("prompt_ids", "images", "multimodal_fields", "num_generations", "has_tool_images"),
+    "_generate": ("prompts",),
+    "_generate_and_score_completions": ("inputs",),
+    "_calculate_rewards": ("inputs", "prompts", "completions", "completion_ids_list"),
+    "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep"),
+    "_compute_loss": ("model", "inputs"),
+}
+EXTRA_FIELDS_INDEX = 5  # _generate returns (prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, ...)
+
+
+class TRLSeams(GRPOTrainer):
+    """GRPOTrainer with its private steps turned into public hooks (all no-ops here)."""
+
+    # ---- hooks for subclasses ---------------------------------------------------------------
+
+    def sampling_context(self) -> contextlib.AbstractContextManager:
+        """Entered around each of TRL's own (non-``rollout_func``) generation calls."""
+        return contextlib.nullcontext()
+
+    def after_sampling(self, completion_ids: list, logprobs: list | None) -> tuple[list, list | None]:
+        """The sampled completions (token ids, log-probabilities) before they are decoded and scored."""
+        return completion_ids, logprobs
+
+    def reward_columns(self) -> dict:
+        """Extra per-sample columns handed to the reward functions as keyword arguments (then cleared)."""
+        return {}
+
+    def before_rollouts(self, inputs: list[dict]) -> None:
+        """The dataset rows of a generation batch, before generation."""
+
+    def after_rollouts(self, inputs: list[dict], output: dict) -> dict:
+        """TRL's scored batch (advantages included), before it is split into training micro-batches."""
+        return output
+
+    def after_rewards(self, rewards_per_func) -> None:
+        """The (samples x reward functions) reward matrix TRL has just computed."""
+
+    def scoring_forward_context(self) -> contextlib.AbstractContextManager:
+        """Entered around every forward that computes per-token log-probabilities."""
+        return contextlib.nullcontext()
+
+    def after_scoring_forward(self) -> None:
+        """Called after every per-token log-probability forward."""
+
+    def policy_loss(self, model, inputs):
+        """The RL loss of one micro-batch; TRL's own unless overridden."""
+        return self.trl_policy_loss(model, inputs)
+
+    # ---- TRL internals, called by name ------------------------------------------------------
+
+    def trl_policy_loss(self, model, inputs):
+        """TRL's clipped-surrogate policy loss (GRPOTrainer._compute_loss)."""
+        return GRPOTrainer._compute_loss(self, model, inputs)
+
+    def token_logps(self, model, input_ids, attention_mask, logits_to_keep, **kwargs):
+        """(per-token log-probabilities, entropies, router aux loss), as TRL computes them for its loss."""
+        return self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, **kwargs)
+
+    def record_metric(self, name: str, value: float) -> None:
+        """Log ``value`` under ``name`` with this step's metrics (averaged like TRL's own)."""
+        self._metrics["train" if self.model.training else "eval"][name].append(value)
+
+    def refuse_lm_head(self, temperature: float, forward_before) -> None:
+        """Re-fuse TRL's LM head at a new sampling ``temperature`` (it bakes the temperature in).
+
+        ``forward_before`` is the base model's own ``forward`` attribute from before TRL first fused it
+        (None when it had none), so wrappers never stack.
+        """
+        base = self.accelerator.unwrap_model(self.model).get_base_model()
+        if forward_before is None:
+            vars(base).pop("forward", None)
+        else:
+            base.forward = forward_before
+        add_fused_lm_head(base, temperature=temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32,
+                          outputs=("log_probs", "entropy"))
+
+    # ---- the overrides ----------------------------------------------------------------------
+
+    def _generate_single_turn(self, *args, **kwargs):
+        with self.sampling_context():
+            completion_ids, logprobs = super()._generate_single_turn(*args, **kwargs)
+        return self.after_sampling(completion_ids, logprobs)
+
+    def _generate(self, prompts):
+        result = list(super()._generate(prompts))
+        extra = self.reward_columns()
+        if extra:  # TRL passes extra_fields to the reward functions as keyword arguments
+            result[EXTRA_FIELDS_INDEX] = {**result[EXTRA_FIELDS_INDEX], **extra}
+        return tuple(result)
+
+    def _generate_and_score_completions(self, inputs):
+        self.before_rollouts(inputs)
+        return self.after_rollouts(inputs, super()._generate_and_score_completions(inputs))
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.after_rewards(rewards_per_func)
+        return rewards_per_func
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        with self.scoring_forward_context():
+            result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        self.after_scoring_forward()
+        return result
+
+    def _compute_loss(self, model, inputs):
+        return self.policy_loss(model, inputs)
+
+
+def incompatibilities() -> list[str]:
+    """What in the installed TRL no longer matches what this module was written against (empty: all fine)."""
+    problems = []
+    for name, expected in PRIVATE_METHODS.items():
+        method = getattr(GRPOTrainer, name, None)
+        if method is None:
+            problems.append(f"GRPOTrainer.{name} is gone")
+            continue
+        params = list(inspect.signature(method).parameters)[1:]
+        if tuple(params[: len(expected)]) != expected:
+            problems.append(f"GRPOTrainer.{name}{tuple(params)} no longer starts with {expected}")
+    fused = list(inspect.signature(add_fused_lm_head).parameters)
+    if not {"temperature", "cast_lm_head_to_fp32", "outputs"} <= set(fused):
+        problems.append(f"trl.trainer.utils.add_fused_lm_head{tuple(fused)} changed")
+    returned = inspect.getsource(GRPOTrainer._generate).rstrip().splitlines()[-1]
+    if "extra_fields" not in returned.split(",")[EXTRA_FIELDS_INDEX]:
+        problems.append(f"GRPOTrainer._generate no longer returns extra_fields at index {EXTRA_FIELDS_INDEX}: {returned.strip()}")
+    if "_metrics" not in inspect.getsource(GRPOTrainer.log):
+        problems.append("GRPOTrainer.log no longer reads self._metrics")
+    return problems

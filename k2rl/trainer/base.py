@@ -1,0 +1,71 @@
+"""The RL trainer: TRL's GRPOTrainer, extended only at its seams (public hooks of :mod:`._trl`).
+
+What k2rl adds here is small on purpose:
+- generation folds the expert adapters into the expert tensors once per call
+  (:func:`k2rl.experts.lora.merged_expert_adapters`) instead of letting PEFT rebuild every expert's
+  delta on every decoding step;
+- optional auxiliary losses (PTX, critic refinement) added to the policy loss;
+- optional routing replay, and a per-step record of the data position for resumed runs.
+Loss, advantages, sampling and logging are TRL's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from k2rl.experts.lora import merged_expert_adapters
+from k2rl.experts.replay import RoutingReplay
+from k2rl.trainer._trl import TRLSeams
+from k2rl.trainer.checkpointing import record_batch
+
+
+class K2GRPOTrainer(TRLSeams):
+    """GRPOTrainer whose generation runs with expert adapters merged, plus optional auxiliary losses.
+
+    An auxiliary loss is a callable ``loss(model) -> tensor | None`` with a ``name``; its value is added
+    to TRL's policy loss on training steps and logged under that name (critic refinement uses this:
+    :mod:`k2rl.critic.refinement`).
+    """
+
+    def __init__(self, *args, auxiliary_losses=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.auxiliary_losses = list(auxiliary_losses)
+        self.routing_replay = RoutingReplay(self.model) if self.args.routing_replay else None
+        self._batch_rows: list[dict] = []
+
+    def batch_rows(self) -> list[dict]:
+        """The dataset rows of the generation batch being rolled out (the rollout engine scores with them)."""
+        return self._batch_rows
+
+    def sampling_context(self):
+        recording = self.routing_replay.recording() if self.routing_replay else contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(merged_expert_adapters(self.accelerator.unwrap_model(self.model)))
+        stack.enter_context(recording)
+        return stack
+
+    def scoring_forward_context(self):
+        return self.routing_replay.replaying() if self.routing_replay else contextlib.nullcontext()
+
+    def after_scoring_forward(self) -> None:
+        if self.routing_replay is not None:
+            mismatch = self.routing_replay.take_mismatch()  # how much replay changed: train/rollout routing gap
+            if mismatch is not None:
+                self.record_metric("routing_replay/mismatch", mismatch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if model.training:
+            for auxiliary in self.auxiliary_losses:
+                extra = auxiliary(model)
+                if extra is not None:
+                    loss = loss + extra / self.current_gradient_accumulation_steps
+                    self.record_metric(auxiliary.name, extra.item())
+        return loss
+
+    def before_rollouts(self, inputs):
+        super().before_rollouts(inputs)
+        self._batch_rows = inputs
+        # The data position, per step: lets a resumed run be checked against an uninterrupted one.
+        if self.model.training:
+            record_batch(self.args.output_dir, self.state.global_step + 1, self.accelerator.process_index, inputs)

@@ -1,0 +1,106 @@
+"""One TRL config object for a run: ``K2GRPOConfig``, TRL's ``GRPOConfig`` plus the K2 recipe's fields.
+
+TRL's convention for a variant is ``XConfig(GRPOConfig)`` validated once in ``__post_init__``; k2rl
+follows it. :func:`grpo_config` builds it from the recipe's ``trainer`` section in one place, and the
+trainers only read it: nothing mutates it after construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import GRPOConfig
+
+from k2rl.config import BudgetConfig, TrainerConfig
+from k2rl.errors import K2RLError
+from k2rl.policy.precision import trainer_precision
+from k2rl.rollouts.budget import check_budget_config
+from k2rl.trainer.schedules import check_temperatures
+
+ALGORITHMS = ("grpo", "k2", "ppo")
+
+
+@dataclass
+class K2GRPOConfig(GRPOConfig):
+    """GRPOConfig plus the K1.5/K2 recipe: algorithm, K2 loss, PPO value head, temperature decay, budgets."""
+
+    algorithm: str = field(default="grpo", metadata={"help": "grpo, k2 (K1.5/K2 squared loss) or ppo"})
+    tau: float = field(default=0.1, metadata={"help": "k2: weight of the log-ratio term"})
+    temperature_schedule: str = field(default="constant", metadata={"help": "constant, linear or cosine"})
+    temperature_end: float | None = field(default=None, metadata={"help": "sampling temperature at the last step"})
+    gamma: float = field(default=1.0, metadata={"help": "ppo: discount over completion tokens"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "ppo: GAE lambda"})
+    vf_coef: float = field(default=0.5, metadata={"help": "ppo: weight of the value loss"})
+    cliprange_value: float = field(default=0.2, metadata={"help": "ppo: value clipping range"})
+    budget_column: str | None = field(default=None, metadata={"help": "task-type column for per-task token budgets"})
+    budget_limits: dict = field(default_factory=dict, metadata={"help": "task type -> token budget"})
+    budget_default: int | None = field(default=None, metadata={"help": "budget of unlisted task types"})
+    budget_penalty: float = field(default=0.5, metadata={"help": "subtracted from over-budget responses"})
+    routing_replay: bool = field(default=False, metadata={"help": "training forwards reuse the rollout's experts"})
+
+    def __post_init__(self):
+        check_temperatures(self.temperature, self.temperature_end, self.temperature_schedule)
+        check_budget_config(self.budget, self.max_completion_length)
+        super().__post_init__()
+        if self.algorithm not in ALGORITHMS:
+            raise K2RLError(f"trainer.algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.algorithm == "k2" and self.scale_rewards != "none":
+            # The K2 loss wants r - mean_r per sample: TRL's advantage with unscaled rewards.
+            raise K2RLError("trainer.algorithm k2 needs unscaled rewards (scale_rewards: none)")
+
+    @property
+    def budget(self) -> BudgetConfig:
+        """The per-task token budgets (``column`` None: budget control off)."""
+        return BudgetConfig(column=self.budget_column, budgets=dict(self.budget_limits), default=self.budget_default,
+                            penalty=self.budget_penalty)
+
+
+def grpo_config(
+    recipe: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int, **extra
+) -> K2GRPOConfig:
+    """The run's K2GRPOConfig from the recipe's ``trainer`` section (``extra``: further fields, e.g. vLLM's)."""
+    return K2GRPOConfig(
+        output_dir=str(out_dir),
+        algorithm=recipe.algorithm,
+        tau=recipe.tau,
+        temperature_schedule=recipe.temperature_schedule,
+        temperature_end=recipe.temperature_end,
+        gamma=recipe.gamma,
+        gae_lambda=recipe.gae_lambda,
+        vf_coef=recipe.vf_coef,
+        cliprange_value=recipe.cliprange_value,
+        budget_column=recipe.budget.column,
+        budget_limits=dict(recipe.budget.budgets),
+        budget_default=recipe.budget.default,
+        budget_penalty=recipe.budget.penalty,
+        routing_replay=recipe.routing_replay,
+        importance_sampling_level=recipe.importance_sampling_level,  # "sequence" with loss_type grpo: GSPO
+        max_steps=recipe.max_steps,
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=max(recipe.max_steps // 20, 1),
+        per_device_train_batch_size=recipe.per_device_train_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        num_generations=recipe.num_generations,
+        max_completion_length=recipe.max_completion_length,
+        temperature=recipe.temperature,
+        beta=recipe.beta,
+        epsilon=recipe.epsilon,
+        num_iterations=recipe.num_iterations,
+        loss_type=recipe.loss_type,
+        scale_rewards="none" if recipe.algorithm == "k2" else recipe.scale_rewards,
+        reward_weights=reward_weights,
+        max_grad_norm=recipe.max_grad_norm,
+        logging_steps=recipe.logging_steps,
+        save_strategy="steps" if recipe.save_steps else "no",
+        save_steps=recipe.save_steps or 500,
+        save_total_limit=recipe.save_total_limit,
+        report_to=[],
+        seed=seed,
+        **trainer_precision(),
+        dataloader_num_workers=0,
+        log_completions=False,
+        disable_tqdm=False,
+        **extra,
+    )

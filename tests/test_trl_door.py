@@ -1,0 +1,55 @@
+"""The TRL door: what k2rl uses of TRL's internals still exists as written, and the hooks really run."""
+
+import dataclasses
+
+import pytest
+import trl
+from trl import GRPOTrainer
+
+from k2rl.config import DataConfig, TrainerConfig
+from k2rl.data.sources import load_task_data
+from k2rl.errors import K2RLError
+from k2rl.policy.build import load_policy
+from k2rl.trainer import _trl
+from k2rl.trainer.build import build_trainer
+from k2rl.trainer.config import K2GRPOConfig, grpo_config
+
+
+def test_installed_trl_matches_what_the_door_was_written_against():
+    assert _trl.incompatibilities() == [], f"TRL {trl.__version__} vs {_trl.WRITTEN_AGAINST}"
+
+
+def test_a_changed_private_method_is_reported(monkeypatch):
+    monkeypatch.delattr(GRPOTrainer, "_calculate_rewards")
+    assert any("_calculate_rewards is gone" in p for p in _trl.incompatibilities())
+
+    def renamed(self, inputs_renamed):
+        return None
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", renamed)
+    assert any("_generate_and_score_completions" in p for p in _trl.incompatibilities())
+
+
+def test_the_config_is_built_once_and_never_mutated(tiny_policy_dir, tmp_path):
+    policy = load_policy(str(tiny_policy_dir))
+    data = load_task_data(DataConfig(train_size=16, eval_size=4), seed=0)
+    config = TrainerConfig(algorithm="k2", max_steps=1, per_device_train_batch_size=4, num_generations=4,
+                           max_completion_length=4, logging_steps=1)
+
+    def spread(prompts, completions, **kwargs):
+        return [float(i % 2) for i in range(len(completions))]
+
+    trainer = build_trainer(policy.model, policy.tokenizer, data.train, [spread], [1.0], config, tmp_path, seed=0)
+    assert isinstance(trainer.args, K2GRPOConfig) and trainer.args.scale_rewards == "none"
+    before = dataclasses.asdict(trainer.args)
+    trainer.train()
+    assert dataclasses.asdict(trainer.args) == before
+
+
+def test_the_config_validates_the_recipe_once(tmp_path):
+    with pytest.raises(K2RLError, match="unscaled rewards"):
+        K2GRPOConfig(output_dir=str(tmp_path), algorithm="k2", scale_rewards="group", use_cpu=True)
+    with pytest.raises(K2RLError, match="trainer.algorithm must be one of"):
+        K2GRPOConfig(output_dir=str(tmp_path), algorithm="reinforce", use_cpu=True)
+    args = grpo_config(TrainerConfig(algorithm="k2"), [1.0], tmp_path, seed=0)
+    assert args.scale_rewards == "none" and args.algorithm == "k2"
