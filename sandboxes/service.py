@@ -44,6 +44,13 @@ def _error(status: int, message: str, **headers) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
+def _too_large(message: str) -> web.Response:
+    """413, then close: the rest of the body is never read, so the connection cannot be reused."""
+    response = _error(413, message)
+    response.force_close()
+    return response
+
+
 class SandboxService:
     """Serves one :class:`~k2rl.sandboxes.pool.Sandbox` (already started) over HTTP."""
 
@@ -73,7 +80,7 @@ class SandboxService:
         except web.HTTPException as exc:  # aiohttp's own 404/405/413 ...
             self.metrics.response(exc.status)
             if exc.status == 413:
-                return _error(413, f"request body over this server's limit of {self.limits.max_body_bytes} bytes")
+                return _too_large(f"request body over this server's limit of {self.limits.max_body_bytes} bytes")
             raise
         self.metrics.response(response.status)
         return response
@@ -105,7 +112,7 @@ class SandboxService:
             return self._unauthorized()
         declared = request.content_length
         if declared is not None and declared > self.limits.max_body_bytes:
-            return _error(413, f"request body of {declared} bytes; this server's limit is {self.limits.max_body_bytes}")
+            return _too_large(f"request body of {declared} bytes; this server's limit is {self.limits.max_body_bytes}")
         self.in_flight += 1  # from here the batch is ours: a drain waits for its answer
         try:
             body = await request.read()
