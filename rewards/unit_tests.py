@@ -2,7 +2,10 @@
 
 Recipe options (bound as keyword arguments): ``mode`` (``"pass_fraction"``: share of top-level
 asserts / ``check(...)`` calls that passed; ``"all_or_nothing"``: 1.0 only if every one did),
-``backend`` (``"local"`` or ``"docker"``), ``timeout_s``, ``workers``. Dataset columns: ``tests``
+``backend`` (``"local"``, ``"docker"`` or ``"remote"``), ``timeout_s``, ``workers`` (local and docker),
+``endpoints`` (remote: ``["http://HOST:PORT", ...]``, else ``$K2RL_SANDBOX_ENDPOINTS``; the token is
+never a recipe option, it comes from ``$K2RL_SANDBOX_TOKEN`` or ``$K2RL_SANDBOX_TOKEN_FILE``).
+Dataset columns: ``tests``
 (Python source, a list of assert strings, or ``{"inputs": [...], "outputs": [...]}`` for
 stdin/stdout tasks) and optionally ``entry_point`` (appended as ``check(<entry_point>)`` when the
 tests define ``check`` without calling it, as HumanEval's ``test`` field does).
@@ -39,13 +42,17 @@ def extract_code(text: str) -> str:
     return plain[-1] if plain else text
 
 
-def _sandbox(backend: str, workers: int | None):
+def _sandbox(backend: str, workers: int | None, endpoints=None):
     from k2rl.sandboxes import get_sandbox
 
-    key = (backend, workers)
+    if endpoints is not None and backend != "remote":
+        raise K2RLError(f"unit_tests: endpoints are for backend remote, not {backend!r}")
+    endpoints = [endpoints] if isinstance(endpoints, str) else endpoints
+    key = (backend, workers, tuple(endpoints) if endpoints else None)
+    options = {**({"workers": workers} if workers else {}), **({"endpoints": list(endpoints)} if endpoints else {})}
     with _LOCK:
         if key not in _SANDBOXES:
-            _SANDBOXES[key] = get_sandbox(backend, **({"workers": workers} if workers else {}))
+            _SANDBOXES[key] = get_sandbox(backend, **options)
         return _SANDBOXES[key]
 
 
@@ -71,7 +78,8 @@ def _as_io_cases(tests) -> list[tuple[str, str]] | None:
 @register_reward("unit_tests")
 def unit_tests_reward(prompts, completions, completion_ids=None, *, tests=None, entry_point=None,
                       mode: str = "pass_fraction", backend: str = "local", timeout_s: float = 10.0,
-                      workers: int | None = None, **columns) -> list[float | None]:
+                      workers: int | None = None, endpoints: list[str] | None = None,
+                      **columns) -> list[float | None]:
     """Score each completion by the share (or all) of its sample's tests that pass in the sandbox."""
     if tests is None:
         raise K2RLError("the unit_tests reward needs a 'tests' column in the dataset")
@@ -81,7 +89,7 @@ def unit_tests_reward(prompts, completions, completion_ids=None, *, tests=None, 
         raise K2RLError(f"the tests column has {len(tests)} rows for {len(completions)} completions")
     entry_points = entry_point if isinstance(entry_point, (list, tuple)) else [entry_point] * len(completions)
     programs = [extract_code(completion_text(c)) for c in completions]
-    sandbox = _sandbox(backend, workers)
+    sandbox = _sandbox(backend, workers, endpoints)
 
     unit_jobs, io_jobs = [], []  # (row, program, tests) / (row, case index, program, cases)
     for row, (program, sample_tests, entry) in enumerate(zip(programs, tests, entry_points)):

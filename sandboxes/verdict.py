@@ -11,6 +11,8 @@ from dataclasses import dataclass
 # program class/object, or pass a non-plain argument); "sandbox_error" (infrastructure failure -- not
 # the program's fault; rewards report None for it).
 INFRA_STATUSES = frozenset({"sandbox_error"})
+STATUSES = frozenset({"passed", "failed", "error", "timeout", "memory", "crashed", "not_plain", "unsupported",
+                      *INFRA_STATUSES})
 
 
 @dataclass(frozen=True)
