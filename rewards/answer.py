@@ -56,7 +56,11 @@ def _as_fraction(value: str) -> Fraction | None:
 
 
 def answers_match(response: str, gold: str) -> bool:
-    """True when the response's final number equals ``gold`` exactly (as rationals)."""
+    """True when the response's final number equals ``gold`` exactly (as rationals), and it is the only answer."""
+    from k2rl.rewards.hedging import hedged
+
+    if hedged(response, gold):
+        return False
     predicted = extract_final_number(response)
     if predicted is None:
         return False

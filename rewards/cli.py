@@ -3,7 +3,7 @@
 ``list`` shows every reward a recipe can name (built-ins and entry-point plugins). ``check`` runs one
 reward over a JSONL file of samples exactly as training would — same option binding, same failure
 isolation — one sample per call, so each score comes with its own timing and failure reason before
-any GPU time is spent.
+any GPU time is spent. ``audit`` runs a corpus of known reward hacks against one (:mod:`.audit`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ def add_commands(subparsers) -> None:
     )
     check.add_argument("--timeout", type=float, default=None, help="seconds allowed per call (as timeout_s)")
     check.set_defaults(func=check_command)
+
+    audit = commands.add_parser("audit", help="run known reward hacks against a reward; exit 1 if any earns reward")
+    audit.add_argument("name", help="reward name, as in a recipe's `rewards:` list")
+    audit.add_argument("--options", default="{}", metavar="JSON",
+                       help='reward options as JSON (rubric: add "critic_model": MODEL_DIR)')
+    audit.add_argument("--json", action="store_true", help="print the report as JSON")
+    audit.set_defaults(func=audit_command)
 
 
 def _summary_line(fn) -> str:
@@ -159,3 +166,20 @@ def check_command(args) -> int:
         for reason, count in sorted(by_reason.items(), key=lambda item: -item[1]):
             print(f"  failures  {count} x {reason}")
     return 1 if failures else 0
+
+
+def audit_command(args) -> int:
+    from k2rl.rewards.audit import format_report, run_audit
+
+    try:
+        options = json.loads(args.options)
+    except json.JSONDecodeError as exc:
+        raise K2RLError(f"--options is not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(options, dict):
+        raise K2RLError(f"--options must be a JSON object, got {type(options).__name__}")
+    report = run_audit(args.name, options)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print("\n".join(format_report(report)))
+    return 1 if report.failed else 0

@@ -39,6 +39,7 @@ from k2rl import resources
 from k2rl.errors import K2RLError
 from k2rl.rewards.answer import completion_text, dataset_column
 from k2rl.rewards.deadline_pool import OK, TIMEOUT, DeadlinePool
+from k2rl.rewards.hedging import hedged
 from k2rl.rewards.registry import register_reward
 
 DEFAULT_TIMEOUT_S = 5.0  # math-verify's own default per operation
@@ -289,12 +290,19 @@ def math_reward(
     timeout_reward: float | None = 0.0,
     **kwargs,
 ) -> list[float | None]:
-    """1.0 where the completion's final answer is mathematically equal to the gold column, else 0.0."""
+    """1.0 where the completion's final answer is mathematically equal to the gold column, else 0.0.
+
+    A hedged answer (several candidates for a single-valued gold, :mod:`k2rl.rewards.hedging`) is 0.0.
+    """
     golds = dataset_column(kwargs, column, "math")
     checker = get_checker(workers=workers, timeout_s=check_timeout_s)
-    rows = [i for i, gold in enumerate(golds) if gold is not None]
-    verdicts = checker.check_many([(completion_text(completions[i]), golds[i]) for i in rows])
+    texts = [completion_text(c) for c in completions]
     rewards: list[float | None] = [None] * len(completions)  # no gold: no opinion
+    for i, gold in enumerate(golds):
+        if gold is not None and hedged(texts[i], gold):  # several answers offered: none committed to
+            rewards[i] = 0.0
+    rows = [i for i, gold in enumerate(golds) if gold is not None and rewards[i] is None]
+    verdicts = checker.check_many([(texts[i], golds[i]) for i in rows])
     timeouts = 0
     for i, ok in zip(rows, verdicts):
         if ok is None:

@@ -2,7 +2,10 @@
 
 Recipe options (bound as keyword arguments): ``mode`` (``"pass_fraction"``: share of top-level
 asserts / ``check(...)`` calls that passed; ``"all_or_nothing"``: 1.0 only if every one did),
-``backend`` (``"local"`` or ``"docker"``), ``timeout_s``, ``workers``. Dataset columns: ``tests``
+``backend`` (``"local"``, ``"docker"`` or ``"remote"``), ``timeout_s``, ``workers`` (local and docker),
+``endpoints`` (remote: ``["http://HOST:PORT", ...]``, else ``$K2RL_SANDBOX_ENDPOINTS``; the token is
+never a recipe option, it comes from ``$K2RL_SANDBOX_TOKEN`` or ``$K2RL_SANDBOX_TOKEN_FILE``).
+Dataset columns: ``tests``
 (Python source, a list of assert strings, or ``{"inputs": [...], "outputs": [...]}`` for
 stdin/stdout tasks) and optionally ``entry_point`` (appended as ``check(<entry_point>)`` when the
 tests define ``check`` without calling it, as HumanEval's ``test`` field does).
@@ -36,11 +39,15 @@ def extract_code(text: str) -> str:
     return plain[-1] if plain else text
 
 
-def _sandbox(backend: str, workers: int | None):
+def _sandbox(backend: str, workers: int | None, endpoints=None):
     """The reward's sandbox for these settings, shared by its calls until ``k2rl.resources.close_all()``."""
     from k2rl.sandboxes import shared_sandbox
 
-    return shared_sandbox((__name__, backend, workers), backend, workers)
+    if endpoints is not None and backend != "remote":
+        raise K2RLError(f"unit_tests: endpoints are for backend remote, not {backend!r}")
+    endpoints = [endpoints] if isinstance(endpoints, str) else endpoints
+    options = {"endpoints": list(endpoints)} if endpoints else {}
+    return shared_sandbox((__name__, backend, workers, tuple(endpoints or ())), backend, workers, **options)
 
 
 def _with_entry_point(tests: str, entry_point: str | None) -> str:
@@ -65,7 +72,8 @@ def _as_io_cases(tests) -> list[tuple[str, str]] | None:
 @register_reward("unit_tests")
 def unit_tests_reward(prompts, completions, completion_ids=None, *, tests=None, entry_point=None,
                       mode: str = "pass_fraction", backend: str = "local", timeout_s: float = 10.0,
-                      workers: int | None = None, **columns) -> list[float | None]:
+                      workers: int | None = None, endpoints: list[str] | None = None,
+                      **columns) -> list[float | None]:
     """Score each completion by the share (or all) of its sample's tests that pass in the sandbox."""
     if tests is None:
         raise K2RLError("the unit_tests reward needs a 'tests' column in the dataset")
@@ -75,7 +83,7 @@ def unit_tests_reward(prompts, completions, completion_ids=None, *, tests=None, 
         raise K2RLError(f"the tests column has {len(tests)} rows for {len(completions)} completions")
     entry_points = entry_point if isinstance(entry_point, (list, tuple)) else [entry_point] * len(completions)
     programs = [extract_code(completion_text(c)) for c in completions]
-    sandbox = _sandbox(backend, workers)
+    sandbox = _sandbox(backend, workers, endpoints)
 
     unit_jobs, io_jobs = [], []  # (row, program, tests) / (row, case index, program, cases)
     for row, (program, sample_tests, entry) in enumerate(zip(programs, tests, entry_points)):

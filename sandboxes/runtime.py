@@ -74,10 +74,12 @@ def python_runtime() -> Path:
             raise K2RLError(f"cannot find the interpreter binary behind {sys.executable}")
         (staging / "bin").mkdir()
         shutil.copy2(binary, staging / "bin" / "python3")
-        libdir = Path(sysconfig.get_config_var("LIBDIR") or prefix / "lib")
         shutil.copytree(prefix / "lib" / f"python{version}", staging / "lib" / f"python{version}",
                         ignore=_ignore, symlinks=True)
-        for lib in list(libdir.glob("libpython*.so*")):
+        # LIBDIR is where the interpreter was built to live; an interpreter moved since (the one in
+        # the service image, at /opt/python) keeps its shared library next to its stdlib instead.
+        libdirs = {Path(sysconfig.get_config_var("LIBDIR") or prefix / "lib"), prefix / "lib"}
+        for lib in sorted({lib.name: lib for d in libdirs for lib in d.glob("libpython*.so*")}.values()):
             shutil.copy2(lib, staging / "lib" / lib.name, follow_symlinks=True)
         for root, dirs, files in os.walk(staging):
             os.chmod(root, 0o755)

@@ -37,6 +37,7 @@ def verdict_status(value) -> Status:
     if status not in VERDICT_STATUSES:
         raise ValueError(f"{status.value!r} is not a verdict status")
     return status
+STATUSES = frozenset(status.value for status in VERDICT_STATUSES)  # the plain strings a wire may carry
 
 
 @dataclass(frozen=True)

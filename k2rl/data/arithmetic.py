@@ -28,7 +28,7 @@ _TEMPLATES = [
 ANSWER_FORMAT = "The answer is {answer}."
 WORKED_STEP = "{left} {op} {right} = {result}."
 # Lead-ins of worked demonstrations, as different annotators phrase them; each starts with its own token.
-WORKED_LEAD_INS = ("Step by step:", "Working it out:", "Let me compute:", "First,")
+WORKED_LEAD_INS = ("So:", "Now:", "Here:", "Work:")
 
 
 def _item(rng: random.Random, max_operand: int, max_second_operand: int | None) -> dict:

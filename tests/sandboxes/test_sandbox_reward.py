@@ -52,7 +52,7 @@ def test_sandbox_failure_becomes_none(monkeypatch):
         def run_io_many(self, items, timeout_s):
             return []
 
-    monkeypatch.setattr(module, "_sandbox", lambda backend, workers: Broken())
+    monkeypatch.setattr(module, "_sandbox", lambda backend, workers, endpoints=None: Broken())
     assert get_reward("unit_tests")(["p"], [GOOD], tests=[TESTS]) == [None]
 
 
