@@ -35,8 +35,8 @@ _HERE = Path(__file__).resolve().parent
 
 
 def zygote_source() -> str:
-    """The program the sandbox interpreter runs: the wire format followed by the zygote."""
-    return (_HERE / "wire.py").read_text() + "\n" + (_HERE / "zygote.py").read_text()
+    """The program the sandbox interpreter runs: the wire format, the candidate side, then the zygote."""
+    return "\n".join((_HERE / name).read_text() for name in ("wire.py", "candidate.py", "zygote.py"))
 
 
 def zygote_command() -> list[str]:

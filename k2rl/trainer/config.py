@@ -56,46 +56,34 @@ class K2GRPOConfig(GRPOConfig):
                             penalty=self.budget_penalty)
 
 
+# Recipe keys that are GRPOConfig / K2GRPOConfig fields of the same name and meaning.
+SAME_NAMED = (
+    "algorithm", "tau", "temperature_schedule", "temperature_end", "gamma", "gae_lambda", "vf_coef", "cliprange_value",
+    "routing_replay", "importance_sampling_level",  # "sequence" with loss_type grpo: GSPO
+    "max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
+    "max_completion_length", "temperature", "beta", "epsilon", "num_iterations", "loss_type", "max_grad_norm",
+    "logging_steps", "save_total_limit",
+)
+
+
 def grpo_config(
     recipe: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int, **extra
 ) -> K2GRPOConfig:
     """The run's K2GRPOConfig from the recipe's ``trainer`` section (``extra``: further fields, e.g. vLLM's)."""
+    same_named = {name: getattr(recipe, name) for name in SAME_NAMED}
     return K2GRPOConfig(
         output_dir=str(out_dir),
-        algorithm=recipe.algorithm,
-        tau=recipe.tau,
-        temperature_schedule=recipe.temperature_schedule,
-        temperature_end=recipe.temperature_end,
-        gamma=recipe.gamma,
-        gae_lambda=recipe.gae_lambda,
-        vf_coef=recipe.vf_coef,
-        cliprange_value=recipe.cliprange_value,
+        **same_named,
         budget_column=recipe.budget.column,
         budget_limits=dict(recipe.budget.budgets),
         budget_default=recipe.budget.default,
         budget_penalty=recipe.budget.penalty,
-        routing_replay=recipe.routing_replay,
-        importance_sampling_level=recipe.importance_sampling_level,  # "sequence" with loss_type grpo: GSPO
-        max_steps=recipe.max_steps,
-        learning_rate=recipe.learning_rate,
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=max(recipe.max_steps // 20, 1),
-        per_device_train_batch_size=recipe.per_device_train_batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        num_generations=recipe.num_generations,
-        max_completion_length=recipe.max_completion_length,
-        temperature=recipe.temperature,
-        beta=recipe.beta,
-        epsilon=recipe.epsilon,
-        num_iterations=recipe.num_iterations,
-        loss_type=recipe.loss_type,
-        scale_rewards="none" if recipe.algorithm == "k2" else recipe.scale_rewards,
+        scale_rewards="none" if recipe.algorithm == "k2" else recipe.scale_rewards,  # the K2 loss wants r - mean r
         reward_weights=reward_weights,
-        max_grad_norm=recipe.max_grad_norm,
-        logging_steps=recipe.logging_steps,
         save_strategy="steps" if recipe.save_steps else "no",
         save_steps=recipe.save_steps or 500,
-        save_total_limit=recipe.save_total_limit,
         report_to=[],
         seed=seed,
         **trainer_precision(),
