@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"k2rl": "k2rl", "rewards": "k2rl.rewards", "sandboxes": "k2rl.sandboxes", "rollouts": "k2rl.rollouts"}
 TRL_DOOR = ROOT / "k2rl" / "trainer" / "_trl.py"
 PEFT_DOOR = ROOT / "k2rl" / "experts" / "_peft.py"
-MAX_LINES = 400
+MAX_LINES = 420  # "a few hundred lines": about 400, with a little slack for a docstring
 
 
 def modules() -> dict[str, Path]:

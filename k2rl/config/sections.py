@@ -173,12 +173,12 @@ class CriticConfig:
     refine_weight: float = 0.1
     refine_max_examples: int = 16  # labelled critic prompts per step (per critic step with an own adapter)
     # shared: the critic's loss joins the policy's update (K2 style). own: a critic adapter on top of the
-    # policy's, with its own optimizer, steps and replay (k2rl/critic_adapter.py explains when and why).
+    # policy's, with its own optimizer, steps and replay (k2rl/critic/adapter.py explains when and why).
     refine_adapter: Literal["shared", "own"] = "shared"
     refine_learning_rate: float = 5e-3  # own adapter only
     refine_steps: int = 4  # own adapter only: critic optimizer steps after each RL step
     refine_replay: int = 1024  # own adapter only: most recent labelled verdicts kept to draw from
-    refine_reservoir: int = 4096  # own adapter only: plus a uniform sample of all verdicts so far; 0 = off (k2rl/label_replay.py)
+    refine_reservoir: int = 4096  # own adapter only: plus a uniform sample of all verdicts so far; 0 = off (k2rl/critic/replay.py)
 
     def __post_init__(self):
         if self.refine_adapter == "own" and (
