@@ -1,9 +1,9 @@
 """A critic with an adapter of its own: the live policy plus a critic delta, refined by its own optimizer.
 
-Why it exists (measured; numbers in configs/rubric_mix.yaml): refined K2 style, as an auxiliary loss
+Why it exists (figures: rewards/README.md, benchmarks/critic_agreement.py): refined K2 style, as an auxiliary loss
 in the policy's own update, a tiny critic gets one optimizer step per RL step at the policy's
 learning rate, on the latest batch only. The easy preference the verifier shows it early on (worked
-answers beat bare guesses) is gone from the batches within ~25 RL steps, because the policy stops
+answers beat bare guesses) is gone from the batches within a few dozen RL steps, because the policy stops
 writing bare guesses, before the critic has learned it; afterwards nothing it saw is left to learn
 from. With ``critic.refine_adapter: own`` the critic instead judges with
 

@@ -7,11 +7,10 @@ samples offer. The replay therefore has two parts:
 - **recent**: the newest ``recent`` comparisons, oldest dropped first, so the critic keeps up with
   what the policy writes now;
 - **reservoir**: a uniform sample of every comparison seen so far (reservoir sampling), so what the
-  verifier taught early is not forgotten once the policy stops producing such pairs. Measured on the
-  quickstart (configs/rubric_mix.yaml): with recent pairs only, the critic learns that worked answers
-  beat bare guesses while those pairs exist (held-out agreement 0.45 -> 0.79 by RL step 25), then
-  loses much of it (0.62 at step 75; on a second seed it ends below where it started); with the
-  reservoir it keeps it (0.78 and 0.81 at step 100 on the two seeds).
+  verifier taught early is not forgotten once the policy stops producing such pairs: with recent pairs
+  only, a critic learns that worked answers beat bare guesses while those pairs exist, then loses
+  much of it once the policy has switched style (benchmarks/critic_agreement.py and rewards/README.md
+  have the measured agreement with and without the reservoir).
 
 A draw takes half its comparisons from each part (all from recent while the reservoir is off or
 empty). A comparison is its two orders (winner as A, winner as B), kept and drawn together.
