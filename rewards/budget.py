@@ -23,6 +23,17 @@ def overlength_penalty(length: int, budget: int, window: int) -> float:
     return -min(1.0, over / window)
 
 
+def completion_lengths(completions, completion_ids, unit: str, reward: str) -> list[int]:
+    """Each completion's length in tokens (from ``completion_ids``) or characters, for reward ``reward``."""
+    if unit == "tokens":
+        if completion_ids is None:
+            raise K2RLError(f"reward {reward!r} with unit 'tokens' needs completion_ids (or set unit: chars)")
+        return [len(ids) for ids in completion_ids]
+    if unit == "chars":
+        return [len(completion_text(c)) for c in completions]
+    raise K2RLError(f"reward {reward!r}: unit must be 'tokens' or 'chars', got {unit!r}")
+
+
 @register_reward("length_penalty")
 def length_penalty(
     prompts,
@@ -37,15 +48,7 @@ def length_penalty(
     if budget <= 0:
         raise K2RLError(f"reward 'length_penalty': budget must be positive, got {budget}")
     window = budget // 4 if window is None else window
-    if unit == "tokens":
-        if completion_ids is None:
-            raise K2RLError("reward 'length_penalty' with unit 'tokens' needs completion_ids (or set unit: chars)")
-        lengths = [len(ids) for ids in completion_ids]
-    elif unit == "chars":
-        lengths = [len(completion_text(c)) for c in completions]
-    else:
-        raise K2RLError(f"reward 'length_penalty': unit must be 'tokens' or 'chars', got {unit!r}")
-    return [overlength_penalty(n, budget, window) for n in lengths]
+    return [overlength_penalty(n, budget, window) for n in completion_lengths(completions, completion_ids, unit, "length_penalty")]
 
 
 @register_reward("budget_exceeded")

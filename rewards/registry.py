@@ -100,3 +100,9 @@ def get_reward(name: str, **options: Any) -> RewardFunc:
     functools.update_wrapper(bound, fn)
     bound.__name__ = name
     return bound
+
+
+def verifier_outcomes(verifier: str, verifier_options, prompts, completions, columns: dict) -> list[bool | None]:
+    """Which completions the reward named ``verifier`` passes (score >= 1; None where it has no opinion)."""
+    scores = get_reward(verifier, **(verifier_options or {}))(prompts=prompts, completions=completions, **columns)
+    return [None if s is None else float(s) >= 1.0 for s in scores]

@@ -24,7 +24,7 @@ from collections import Counter
 
 from k2rl.errors import K2RLError
 from k2rl.rewards.answer import completion_text
-from k2rl.rewards.registry import get_reward, register_reward
+from k2rl.rewards.registry import register_reward, verifier_outcomes
 from k2rl.rewards.rubric.aggregate import Comparison, agreement, net_win_rates, preference_labels
 from k2rl.rewards.rubric.pairs import group_indices, group_rng, sample_pairs
 from k2rl.rewards.rubric.prompt import critic_messages
@@ -44,11 +44,6 @@ def _group_rubrics(shared: tuple[Rubric, ...], groups, column_values, column) ->
                 rubrics.append(own)
         per_group.append(rubrics)
     return per_group
-
-
-def _verifier_outcomes(verifier, verifier_options, prompts, completions, columns) -> list[bool | None]:
-    scores = get_reward(verifier, **(verifier_options or {}))(prompts=prompts, completions=completions, **columns)
-    return [None if s is None else float(s) >= 1.0 for s in scores]
 
 
 @register_reward("rubric")
@@ -122,7 +117,7 @@ def rubric_reward(
 
     if verifier is not None:
         columns = {k: v for k, v in kwargs.items() if k != "log_metric"}
-        passed = _verifier_outcomes(verifier, verifier_options, prompts, completions, columns)
+        passed = verifier_outcomes(verifier, verifier_options, prompts, completions, columns)
         core = {i for i, r in enumerate(table) if r.kind == "core"} or set(range(len(table)))
         stats = agreement(comparisons, passed, core)
         if log_metric is not None and stats.labelled:

@@ -68,3 +68,45 @@ def test_exact_answer_reads_the_configured_column():
     assert reward(prompts=["", ""], completions=["so 1200", "12"], target=["1200", "13"]) == [1.0, 0.0]
     with pytest.raises(K2RLError, match=r"'exact_answer' needs the gold answer column 'answer'; the dataset has \['target'\]"):
         get_reward("exact_answer")(prompts=[""], completions=["1"], target=["1"], log_metric=print)
+
+
+# ---- k1.5_length: hand-computed values ---------------------------------------------------------
+
+
+class _State:
+    def __init__(self, global_step):
+        self.global_step = global_step
+
+
+def test_k15_length_lambda_and_correctness_by_hand():
+    reward = get_reward("k1.5_length")
+    # one group of four: lengths 2, 4, 6, 10 -> lambda = 0.5 - (len - 2) / 8 = 0.5, 0.25, 0.0, -0.5
+    completions = ["answer 3", "answer 7", "answer 3", "answer 7"]  # gold 3: samples 0 and 2 are correct
+    ids = [[0] * 2, [0] * 4, [0] * 6, [0] * 10]
+    scores = reward(prompts=["p"] * 4, completions=completions, completion_ids=ids, answer=["3"] * 4)
+    assert scores == [0.5, 0.0, 0.0, -0.5]  # correct: lambda; wrong: min(0, lambda) = 0.0 and -0.5
+
+
+def test_k15_length_is_per_group_and_zero_for_equal_lengths():
+    reward = get_reward("k1.5_length", unit="chars")
+    # group "a": lengths 8 and 10 (both correct) -> +0.5, -0.5; group "b": equal lengths -> 0, 0
+    completions = ["answer 1", "answer 1  ", "answer 2", "answer 9"]
+    scores = reward(prompts=["a", "a", "b", "b"], completions=completions, answer=["1", "1", "2", "2"])
+    assert scores == [0.5, -0.5, 0.0, 0.0]
+
+
+def test_k15_length_warmup_reads_trainer_state():
+    reward = get_reward("k1.5_length", warmup_steps=3)
+    kwargs = dict(prompts=["p", "p"], completions=["answer 1", "answer 1"], completion_ids=[[0], [0, 0, 0]], answer=["1", "1"])
+    assert reward(**kwargs, trainer_state=_State(2)) == [0.0, 0.0]  # still warming up
+    assert reward(**kwargs, trainer_state=_State(3)) == [0.5, -0.5]  # on from step 3
+    assert reward(**kwargs) == [0.5, -0.5]  # outside a trainer: on
+
+
+def test_k15_length_bad_options_are_user_errors():
+    with pytest.raises(K2RLError, match="warmup_steps"):
+        get_reward("k1.5_length", warmup_steps=-1)(prompts=["p"], completions=["x"], completion_ids=[[0]], answer=["1"])
+    with pytest.raises(K2RLError, match="unit"):
+        get_reward("k1.5_length", unit="words")(prompts=["p"], completions=["x"], answer=["1"])
+    with pytest.raises(K2RLError, match="no option"):
+        get_reward("k1.5_length", budget=3)
