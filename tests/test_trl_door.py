@@ -53,3 +53,12 @@ def test_the_config_validates_the_recipe_once(tmp_path):
         K2GRPOConfig(output_dir=str(tmp_path), algorithm="reinforce", use_cpu=True)
     args = grpo_config(TrainerConfig(algorithm="k2"), [1.0], tmp_path, seed=0)
     assert args.scale_rewards == "none" and args.algorithm == "k2"
+
+
+def test_a_changed_repeat_sampler_is_reported(monkeypatch):
+    class Reshaped:
+        def __init__(self, data_source, shuffle=True):
+            pass
+
+    monkeypatch.setattr(_trl, "RepeatSampler", Reshaped)
+    assert any("RepeatSampler" in p for p in _trl.incompatibilities())

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from k2rl.config.rl_data import SamplingConfig
+
 
 @dataclass
 class PolicyConfig:
@@ -138,6 +140,7 @@ class TrainerConfig:
     routing_replay: bool = False  # training forwards reuse the experts chosen during rollout
     save_steps: int = 0  # checkpoint every N RL steps (0: none); `k2rl train ... --resume` continues
     save_total_limit: int = 2
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # prompt order: uniform, prioritized, curriculum
 
 
 @dataclass

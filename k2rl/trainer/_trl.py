@@ -15,7 +15,7 @@ import contextlib
 import inspect
 
 from trl import GRPOTrainer
-from trl.trainer.utils import add_fused_lm_head
+from trl.trainer.utils import RepeatSampler, add_fused_lm_head
 
 WRITTEN_AGAINST = "trl==1.16.0"
 
@@ -27,7 +27,9 @@ PRIVATE_METHODS = {
     "_calculate_rewards": ("inputs", "prompts", "completions", "completion_ids_list"),
     "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep"),
     "_compute_loss": ("model", "inputs"),
+    "_get_train_sampler": ("dataset",),
 }
+REPEAT_SAMPLER_FIELDS = ("mini_repeat_count", "batch_size", "repeat_count", "seed")  # read by k2rl.trainer.sampling
 EXTRA_FIELDS_INDEX = 5  # _generate returns (prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, ...)
 
 
@@ -68,6 +70,10 @@ class TRLSeams(GRPOTrainer):
     def policy_loss(self, model, inputs):
         """The RL loss of one micro-batch; TRL's own unless overridden."""
         return self.trl_policy_loss(model, inputs)
+
+    def prompt_sampler(self, default):
+        """The sampler of training prompts for TRL's dataloader (``default``: TRL's RepeatSampler)."""
+        return default
 
     # ---- TRL internals, called by name ------------------------------------------------------
 
@@ -129,6 +135,9 @@ class TRLSeams(GRPOTrainer):
     def _compute_loss(self, model, inputs):
         return self.policy_loss(model, inputs)
 
+    def _get_train_sampler(self, dataset=None):
+        return self.prompt_sampler(super()._get_train_sampler(dataset))
+
 
 def incompatibilities() -> list[str]:
     """What in the installed TRL no longer matches what this module was written against (empty: all fine)."""
@@ -147,6 +156,9 @@ def incompatibilities() -> list[str]:
     returned = inspect.getsource(GRPOTrainer._generate).rstrip().splitlines()[-1]
     if "extra_fields" not in returned.split(",")[EXTRA_FIELDS_INDEX]:
         problems.append(f"GRPOTrainer._generate no longer returns extra_fields at index {EXTRA_FIELDS_INDEX}: {returned.strip()}")
+    repeat = list(inspect.signature(RepeatSampler).parameters)
+    if not set(REPEAT_SAMPLER_FIELDS) <= set(repeat):
+        problems.append(f"trl.trainer.utils.RepeatSampler{tuple(repeat)} no longer takes {REPEAT_SAMPLER_FIELDS}")
     if "_metrics" not in inspect.getsource(GRPOTrainer.log):
         problems.append("GRPOTrainer.log no longer reads self._metrics")
     return problems

@@ -17,6 +17,7 @@ from k2rl.experts.lora import merged_expert_adapters
 from k2rl.experts.replay import RoutingReplay
 from k2rl.trainer._trl import TRLSeams
 from k2rl.trainer.checkpointing import record_batch
+from k2rl.trainer.sampling import SamplerCheckpoint, prompt_sampler, round_successes, sampling_config
 
 
 class K2GRPOTrainer(TRLSeams):
@@ -32,6 +33,22 @@ class K2GRPOTrainer(TRLSeams):
         self.auxiliary_losses = list(auxiliary_losses)
         self.routing_replay = RoutingReplay(self.model) if self.args.routing_replay else None
         self._batch_rows: list[dict] = []
+        self.sampling = sampling_config(self.args.sampling)
+        self.prompts = None  # the PromptSampler, once TRL's dataloader asks for one
+        if self.sampling.method != "uniform":
+            self.add_callback(SamplerCheckpoint(lambda: self.prompts))
+
+    def prompt_sampler(self, default):
+        if self.sampling.method == "uniform":
+            return default
+        if self.prompts is None:  # one sampler per run: its state outlives dataloaders
+            self.prompts = prompt_sampler(default, self.train_dataset, self.sampling, self.args.max_steps)
+        return self.prompts
+
+    def after_rewards(self, rewards_per_func) -> None:
+        super().after_rewards(rewards_per_func)
+        if self.prompts is not None and self.model.training:
+            self.prompts.observe(round_successes(rewards_per_func, list(self.reward_func_names), self.sampling))
 
     def batch_rows(self) -> list[dict]:
         """The dataset rows of the generation batch being rolled out (the rollout engine scores with them)."""
