@@ -41,3 +41,16 @@ class SamplingConfig:
             raise ValueError(f"trainer.sampling.start_fraction must be in (0, 1], got {self.start_fraction}")
         if self.curriculum_steps is not None and self.curriculum_steps < 1:
             raise ValueError(f"trainer.sampling.curriculum_steps must be at least 1, got {self.curriculum_steps}")
+
+
+@dataclass
+class DynamicSamplingConfig:
+    """DAPO's dynamic sampling: groups whose rewards are all equal (no GRPO signal) are replaced by
+    groups of fresh prompts before the loss, for at most ``max_rounds`` extra generation rounds per step."""
+
+    enabled: bool = False
+    max_rounds: int = 2
+
+    def __post_init__(self):
+        if self.max_rounds < 1:
+            raise ValueError(f"trainer.dynamic_sampling.max_rounds must be at least 1, got {self.max_rounds}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from k2rl.config.rl_data import SamplingConfig
+from k2rl.config.rl_data import DynamicSamplingConfig, SamplingConfig
 
 
 @dataclass
@@ -141,6 +141,7 @@ class TrainerConfig:
     save_steps: int = 0  # checkpoint every N RL steps (0: none); `k2rl train ... --resume` continues
     save_total_limit: int = 2
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # prompt order: uniform, prioritized, curriculum
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)  # refill zero-variance groups
 
 
 @dataclass

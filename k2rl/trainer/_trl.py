@@ -81,6 +81,10 @@ class TRLSeams(GRPOTrainer):
         """TRL's clipped-surrogate policy loss (GRPOTrainer._compute_loss)."""
         return GRPOTrainer._compute_loss(self, model, inputs)
 
+    def score_rollouts(self, inputs: list[dict]) -> dict:
+        """TRL's whole rollout step for ``inputs`` (generation, rewards, advantages; the hooks above run)."""
+        return self._generate_and_score_completions(inputs)
+
     def token_logps(self, model, input_ids, attention_mask, logits_to_keep, **kwargs):
         """(per-token log-probabilities, entropies, router aux loss), as TRL computes them for its loss."""
         return self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, **kwargs)

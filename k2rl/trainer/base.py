@@ -16,7 +16,10 @@ import contextlib
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.experts.replay import RoutingReplay
 from k2rl.trainer._trl import TRLSeams
+from k2rl.config.rl_data import DynamicSamplingConfig
+from k2rl.errors import K2RLError
 from k2rl.trainer.checkpointing import record_batch
+from k2rl.trainer.dynamic_sampling import refill
 from k2rl.trainer.sampling import SamplerCheckpoint, prompt_sampler, round_successes, sampling_config
 
 
@@ -37,6 +40,12 @@ class K2GRPOTrainer(TRLSeams):
         self.prompts = None  # the PromptSampler, once TRL's dataloader asks for one
         if self.sampling.method != "uniform":
             self.add_callback(SamplerCheckpoint(lambda: self.prompts))
+        self.dynamic_sampling = DynamicSamplingConfig(**self.args.dynamic_sampling)
+        self._refilling = False
+        if self.dynamic_sampling.enabled and (
+            self.args.per_device_train_batch_size * self.args.steps_per_generation) % self.num_generations:
+            raise K2RLError("trainer.dynamic_sampling needs per_device_train_batch_size x steps_per_generation "
+                            "to be a multiple of num_generations (whole groups on each process)")
 
     def prompt_sampler(self, default):
         if self.sampling.method == "uniform":
@@ -47,7 +56,7 @@ class K2GRPOTrainer(TRLSeams):
 
     def after_rewards(self, rewards_per_func) -> None:
         super().after_rewards(rewards_per_func)
-        if self.prompts is not None and self.model.training:
+        if self.prompts is not None and self.model.training and not self._refilling:
             self.prompts.observe(round_successes(rewards_per_func, list(self.reward_func_names), self.sampling))
 
     def batch_rows(self) -> list[dict]:
@@ -84,5 +93,19 @@ class K2GRPOTrainer(TRLSeams):
         super().before_rollouts(inputs)
         self._batch_rows = inputs
         # The data position, per step: lets a resumed run be checked against an uninterrupted one.
-        if self.model.training:
+        if self.model.training and not self._refilling:
             record_batch(self.args.output_dir, self.state.global_step + 1, self.accelerator.process_index, inputs)
+
+    def after_rollouts(self, inputs, output):
+        output = super().after_rollouts(inputs, output)
+        if self.dynamic_sampling.enabled and self.model.training and not self._refilling:
+            output = refill(self, output, self.dynamic_sampling.max_rounds)
+        return output
+
+    def refill_rollouts(self, inputs: list[dict]) -> dict:
+        """TRL's rollout step for fresh prompts of the current step (dynamic sampling's refill rounds)."""
+        self._refilling = True
+        try:
+            return self.score_rollouts(inputs)
+        finally:
+            self._refilling = False

@@ -40,6 +40,7 @@ class K2GRPOConfig(GRPOConfig):
     budget_penalty: float = field(default=0.5, metadata={"help": "subtracted from over-budget responses"})
     routing_replay: bool = field(default=False, metadata={"help": "training forwards reuse the rollout's experts"})
     sampling: dict = field(default_factory=dict, metadata={"help": "trainer.sampling (k2rl.trainer.sampling)"})
+    dynamic_sampling: dict = field(default_factory=dict, metadata={"help": "trainer.dynamic_sampling"})
 
     def __post_init__(self):
         check_temperatures(self.temperature, self.temperature_end, self.temperature_schedule)
@@ -81,6 +82,7 @@ def grpo_config(
         budget_default=recipe.budget.default,
         budget_penalty=recipe.budget.penalty,
         sampling=dataclasses.asdict(recipe.sampling),
+        dynamic_sampling=dataclasses.asdict(recipe.dynamic_sampling),
         lr_scheduler_type="constant_with_warmup",
         warmup_steps=max(recipe.max_steps // 20, 1),
         scale_rewards="none" if recipe.algorithm == "k2" else recipe.scale_rewards,  # the K2 loss wants r - mean r
