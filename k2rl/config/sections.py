@@ -142,6 +142,15 @@ class TrainerConfig:
     save_total_limit: int = 2
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # prompt order: uniform, prioritized, curriculum
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)  # refill zero-variance groups
+    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: torch's Muon on 2-D weights (LoRA A/B), AdamW on the rest
+    muon_learning_rate: float | None = None  # muon's rate (null: learning_rate, which stays AdamW's)
+    reset_optimizer_every: int = 0  # K1.5: empty the optimizer state every N optimizer steps (0: never)
+
+    def __post_init__(self):
+        if self.muon_learning_rate is not None and self.muon_learning_rate <= 0:
+            raise ValueError(f"trainer.muon_learning_rate must be positive, got {self.muon_learning_rate}")
+        if self.reset_optimizer_every < 0:
+            raise ValueError(f"trainer.reset_optimizer_every must be 0 (never) or positive, got {self.reset_optimizer_every}")
 
 
 @dataclass

@@ -5,7 +5,9 @@ What k2rl adds here is small on purpose:
   (:func:`k2rl.experts.lora.merged_expert_adapters`) instead of letting PEFT rebuild every expert's
   delta on every decoding step;
 - optional auxiliary losses (PTX, critic refinement) added to the policy loss;
-- optional routing replay, and a per-step record of the data position for resumed runs.
+- optional routing replay, and a per-step record of the data position for resumed runs;
+- ``optimizer: muon`` and ``reset_optimizer_every`` (:mod:`k2rl.trainer.optimizers`), through the
+  Trainer's public ``create_optimizer`` and a callback.
 Loss, advantages, sampling and logging are TRL's.
 """
 
@@ -20,6 +22,7 @@ from k2rl.config.rl_data import DynamicSamplingConfig
 from k2rl.errors import K2RLError
 from k2rl.trainer.checkpointing import record_batch
 from k2rl.trainer.dynamic_sampling import refill
+from k2rl.trainer.optimizers import OptimizerReset, muon_adamw
 from k2rl.trainer.sampling import SamplerCheckpoint, prompt_sampler, round_successes, sampling_config
 
 
@@ -46,6 +49,17 @@ class K2GRPOTrainer(TRLSeams):
             self.args.per_device_train_batch_size * self.args.steps_per_generation) % self.num_generations:
             raise K2RLError("trainer.dynamic_sampling needs per_device_train_batch_size x steps_per_generation "
                             "to be a multiple of num_generations (whole groups on each process)")
+        if self.args.reset_optimizer_every:
+            self.add_callback(OptimizerReset(self.args.reset_optimizer_every))
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None and self.args.optimizer == "muon":
+            model = self.model if model is None else model
+            adamw_cls, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            muon_lr = self.args.muon_learning_rate or self.args.learning_rate
+            self.optimizer = muon_adamw(model, self.args.weight_decay, muon_lr, adamw_cls, adamw_kwargs,
+                                        set(self.get_decay_parameter_names(model)))
+        return super().create_optimizer(model)
 
     def prompt_sampler(self, default):
         if self.sampling.method == "uniform":

@@ -17,6 +17,7 @@ from k2rl.config import BudgetConfig, TrainerConfig
 from k2rl.errors import K2RLError
 from k2rl.policy.precision import trainer_precision
 from k2rl.rollouts.budget import check_budget_config
+from k2rl.trainer.optimizers import OPTIMIZERS
 from k2rl.trainer.schedules import check_temperatures
 
 ALGORITHMS = ("grpo", "k2", "ppo")
@@ -41,6 +42,9 @@ class K2GRPOConfig(GRPOConfig):
     routing_replay: bool = field(default=False, metadata={"help": "training forwards reuse the rollout's experts"})
     sampling: dict = field(default_factory=dict, metadata={"help": "trainer.sampling (k2rl.trainer.sampling)"})
     dynamic_sampling: dict = field(default_factory=dict, metadata={"help": "trainer.dynamic_sampling"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw, or muon on 2-D weights (k2rl.trainer.optimizers)"})
+    muon_learning_rate: float | None = field(default=None, metadata={"help": "muon: its rate (None: learning_rate)"})
+    reset_optimizer_every: int = field(default=0, metadata={"help": "empty the optimizer state every N steps (0: never)"})
 
     def __post_init__(self):
         check_temperatures(self.temperature, self.temperature_end, self.temperature_schedule)
@@ -48,6 +52,8 @@ class K2GRPOConfig(GRPOConfig):
         super().__post_init__()
         if self.algorithm not in ALGORITHMS:
             raise K2RLError(f"trainer.algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise K2RLError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.algorithm == "k2" and self.scale_rewards != "none":
             # The K2 loss wants r - mean_r per sample: TRL's advantage with unscaled rewards.
             raise K2RLError("trainer.algorithm k2 needs unscaled rewards (scale_rewards: none)")
@@ -65,7 +71,7 @@ SAME_NAMED = (
     "routing_replay", "importance_sampling_level",  # "sequence" with loss_type grpo: GSPO
     "max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
     "max_completion_length", "temperature", "beta", "epsilon", "num_iterations", "loss_type", "max_grad_norm",
-    "logging_steps", "save_total_limit",
+    "logging_steps", "save_total_limit", "optimizer", "muon_learning_rate", "reset_optimizer_every",
 )
 
 
