@@ -1,6 +1,7 @@
 """The training recipe, top to bottom, as the design sentence reads: a K2 policy (built or loaded,
 warm-started) samples groups through the rollout engine, rewards score them (unit tests, math checks,
-the self-critic's rubric), and a GRPO/K2/PPO trainer on TRL updates LoRA adapters on its experts.
+the self-critic's rubric), and a GRPO/K2/PPO trainer on TRL updates LoRA adapters on its experts
+(``data.filter``: on the training prompts of moderate difficulty only).
 
 Each phase is one call into the room that owns it; read this file to know what ``k2rl train`` does.
 """
@@ -16,6 +17,7 @@ from k2rl.experts.selection import effective_trainable_parameters
 from k2rl.policy.build import count_parameters
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rollouts.wiring import attach_backend, describe, rollout_engine, vllm_args
+from k2rl.run.difficulty import difficulty_filter_phase
 from k2rl.run.evaluation import HeldOutEvalCallback
 from k2rl.run.outputs import MetricsCallback
 from k2rl.run.phases import finish_run, open_run, say, seed_everything, starting_policy, warm_start_phase
@@ -39,11 +41,12 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     try:
         policy = starting_policy(run)
         model = warm_start_phase(run, policy, data, extra_rows=critic.warm_start_rows(data.train))
+        train_prompts = difficulty_filter_phase(run, model, policy.tokenizer, data.train, reward_funcs)
         evaluator = HeldOutEvalCallback(policy.tokenizer, data.eval, run.metrics, config.trainer.eval_steps, config.eval)
         before = evaluator.before_rl(model)
         say(f"held-out accuracy before RL: {before:.3f}")
 
-        selection = select_for_run(model, policy.tokenizer, data.train, config.trainer.lora.expert_selection, run.dir)
+        selection = select_for_run(model, policy.tokenizer, train_prompts, config.trainer.lora.expert_selection, run.dir)
         if selection is not None:
             say(f"expert-selective LoRA: {sum(map(len, selection.values()))} routed experts adapted (routing_profile.png)")
         engine, reward_funcs = rollout_engine(config.rollout, config.trainer, policy.tokenizer, reward_funcs)
@@ -51,7 +54,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
             say(describe(config.rollout))
         seed_everything(config.seed)
         trainer = build_trainer(
-            model, policy.tokenizer, data.train, reward_funcs, reward_weights, config.trainer, run.dir / "rl_tmp",
+            model, policy.tokenizer, train_prompts, reward_funcs, reward_weights, config.trainer, run.dir / "rl_tmp",
             config.seed, callbacks=[MetricsCallback(run.metrics, "rl"), evaluator],
             auxiliary_losses=critic.auxiliary_losses(), expert_selection=selection, rollout_func=engine,
             extra_args=vllm_args(config.rollout),

@@ -1,5 +1,6 @@
 """Recipe sections for the data side of RL (Kimi K1.5/K2, DAPO): which prompts the trainer samples.
 
+``data.filter`` (pass@k difficulty filtering before RL, :mod:`k2rl.run.difficulty`),
 ``trainer.sampling`` (prioritized / curriculum prompt sampling, :mod:`k2rl.trainer.sampling`) and
 ``trainer.dynamic_sampling`` (refilling zero-variance groups, :mod:`k2rl.trainer.dynamic_sampling`).
 Bounds are checked here, so a bad value is one line naming the key before any model loads.
@@ -54,3 +55,19 @@ class DynamicSamplingConfig:
     def __post_init__(self):
         if self.max_rounds < 1:
             raise ValueError(f"trainer.dynamic_sampling.max_rounds must be at least 1, got {self.max_rounds}")
+
+
+@dataclass
+class DifficultyFilterConfig:
+    """K2's difficulty filter: before RL the warm-started policy samples ``pass_k`` answers per training
+    prompt; prompts whose pass rate lies outside [``min``, ``max``] (inclusive) are dropped."""
+
+    pass_k: int = 8
+    min: float = 0.0
+    max: float = 1.0
+
+    def __post_init__(self):
+        if self.pass_k < 1:
+            raise ValueError(f"data.filter.pass_k must be at least 1, got {self.pass_k}")
+        if not 0.0 <= self.min <= self.max <= 1.0:
+            raise ValueError(f"data.filter needs 0 <= min <= max <= 1, got min {self.min}, max {self.max}")

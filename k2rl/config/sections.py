@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from k2rl.config.rl_data import DynamicSamplingConfig, SamplingConfig
+from k2rl.config.rl_data import DifficultyFilterConfig, DynamicSamplingConfig, SamplingConfig
 
 
 @dataclass
@@ -34,6 +34,7 @@ class DataConfig:
     eval_size: int = 200
     system_prompt: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # generator options (built-in tasks)
+    filter: DifficultyFilterConfig | None = None  # e.g. {pass_k: 8, min: 0.1, max: 0.9}: keep moderate prompts
 
 
 @dataclass
@@ -259,3 +260,5 @@ class RunConfig:
             # Judging switches the model's active adapters, which would change the policy's weights under
             # the generation that overlap runs at the same time.
             raise ValueError("critic.refine_adapter: own cannot judge on rollout.overlap's scoring thread; turn one of them off")
+        if self.data.filter is not None and self.rewards and self.rewards[0].name == "rubric":
+            raise ValueError("data.filter scores prompts with the first reward, a verifier; put the rubric reward after it")

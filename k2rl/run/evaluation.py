@@ -20,9 +20,11 @@ EVAL_REWARD = "exact_answer"
 
 @torch.no_grad()
 def greedy_completions(
-    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "", prefix: str = ""
+    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "", prefix: str = "",
+    temperature: float | None = None,
 ) -> list[str]:
-    """Greedy completions for chat ``prompts`` (lists of messages), each continuing the assistant turn after ``prefix``."""
+    """Greedy completions for chat ``prompts`` (lists of messages), each continuing the assistant turn after ``prefix``
+    (``temperature``: sampled at that temperature instead, from torch's global generator)."""
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"
@@ -35,7 +37,8 @@ def greedy_completions(
         generated = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
-            do_sample=False,
+            do_sample=temperature is not None,
+            **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature is not None else {}),
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
@@ -54,7 +57,12 @@ def heldout_accuracy(
     completions = greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
     columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
     scores = get_reward(reward_name)(prompts=prompts, completions=completions, **columns)
-    return sum(1 for s in scores if s is not None and s >= 1.0) / max(len(scores), 1)
+    return sum(full_scores(scores)) / max(len(scores), 1)
+
+
+def full_scores(scores) -> list[bool]:
+    """Which scores are a pass: the full score (>= 1) of a correctness reward; a failed score (None) is not."""
+    return [s is not None and s >= 1.0 for s in scores]
 
 
 class HeldOutEvalCallback(TrainerCallback):
