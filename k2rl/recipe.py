@@ -18,6 +18,7 @@ from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rollouts.wiring import attach_backend, describe, rollout_engine, vllm_args
 from k2rl.run.evaluation import HeldOutEvalCallback
 from k2rl.run.outputs import MetricsCallback
+from k2rl.run.preflight import check_before_building
 from k2rl.run.phases import finish_run, open_run, say, seed_everything, starting_policy, warm_start_phase
 from k2rl.trainer.build import build_trainer
 
@@ -28,6 +29,8 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     ``resume`` (a run directory, or True for ``output_dir/run_name``) continues a run from its last
     complete checkpoint; phases finished before the checkpoint are not run again.
     """
+    data = load_task_data(config.data, config.seed)
+    check_before_building(config, data)  # shapes and columns fail now, before any model exists
     run = open_run(config, resume)
     critic = SelfCritic(config)  # no-op without a rubric reward
     reward_funcs, reward_weights = build_reward_funcs(
@@ -35,7 +38,6 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         max_failure_fraction=config.reward_failures.max_failure_fraction,
         min_samples=config.reward_failures.min_samples,
     )
-    data = load_task_data(config.data, config.seed)
     try:
         policy = starting_policy(run)
         model = warm_start_phase(run, policy, data, extra_rows=critic.warm_start_rows(data.train))

@@ -7,6 +7,7 @@ the source are mapped with ``data.columns`` (k2rl name -> source name).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,32 @@ class TaskData:
     eval: Dataset
 
 
+def _check_jsonl(path: Path) -> None:
+    """Every non-blank line of a JSONL file is one JSON object; the first that is not is named by its number."""
+    rows = 0
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise K2RLError(f"dataset file {path}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise K2RLError(f"dataset file {path}: line {number} is a JSON {type(row).__name__}, not an object")
+            rows += 1
+    if not rows:
+        raise K2RLError(f"dataset file {path} has no rows")
+
+
 def _load_source(source: str, split: str) -> Dataset:
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".parquet"):
         if not path.is_file():
             raise K2RLError(f"dataset file not found: {source}")
+        if suffix == ".jsonl":
+            _check_jsonl(path)
         builder = "parquet" if suffix == ".parquet" else "json"
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train")
@@ -75,6 +96,10 @@ def _to_task_columns(dataset: Dataset, config: DataConfig, origin: str) -> Datas
 
 def load_task_data(config: DataConfig, seed: int) -> TaskData:
     """Train and held-out splits with ``prompt`` and ``answer`` columns."""
+    for key in ("train_size", "eval_size"):
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise K2RLError(f"data.{key} must be at least 1, got {value}")
     if config.source in BUILTIN_TASKS:
         train, held_out = BUILTIN_TASKS[config.source](
             train_size=config.train_size or DEFAULT_TRAIN_SIZE,
@@ -92,12 +117,18 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
         elif config.eval_split:
             held_out = _load_source(config.source, config.eval_split)
         else:  # carve the held-out set out of the training source
+            if len(train) < 5:
+                raise K2RLError(f"dataset {config.source} has {len(train)} row(s): too few to hold out an eval set "
+                                "(at least 5); add rows or name one with data.eval_source or data.eval_split")
             parts = train.train_test_split(test_size=min(config.eval_size, len(train) // 5), seed=seed)
             train, held_out = parts["train"], parts["test"]
         if config.train_size:
             train = train.select(range(min(config.train_size, len(train))))
         held_out = held_out.select(range(min(config.eval_size, len(held_out))))
         origin = config.source
+    for name, rows in (("training", train), ("held-out", held_out)):
+        if len(rows) == 0:
+            raise K2RLError(f"dataset {origin}: the {name} split has no rows")
     return TaskData(train=_to_task_columns(train, config, origin), eval=_to_task_columns(held_out, config, origin))
 
 
