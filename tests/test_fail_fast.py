@@ -64,6 +64,15 @@ CASES = {
     "budget column absent": (["trainer.budget.column=task_type"], "trainer.budget.column names column 'task_type'"),
     "reward column absent": (["rewards=[{name: exact_answer, options: {column: gold}}]"],
                              "rewards[0].options.column (exact_answer) names column 'gold'"),
+    "trl key k2rl owns": (["trainer.trl.learning_rate=0.1"],
+                          "trainer.trl.learning_rate: k2rl sets learning_rate itself; use trainer.learning_rate instead"),
+    "trl key mistyped": (["trainer.trl.top_p=high"], "trainer.trl.top_p: expected a number, got str 'high'"),
+    "trl field unknown": (["warm_start.trl.weight_decayy=0.1"],
+                          "warm_start.trl.weight_decayy: SFTConfig has no field 'weight_decayy' (did you mean weight_decay?)"),
+    "trl generation batch": (["trainer.trl.generation_batch_size=96"],
+                             "trainer.trl.generation_batch_size (96) must be a positive multiple of"),
+    "trl steps per generation": (["trainer.trl.steps_per_generation=1", "trainer.num_generations=3"],
+                                 "trainer.trl.steps_per_generation (1) = 64, must be divisible by trainer.num_generations (3)"),
 }
 
 

@@ -46,6 +46,7 @@ class WarmStartConfig:
     # Critic prompts with *random* verdicts mixed in: teaches a small policy the verdict format for the
     # rubric reward without telling it which answer is better (judgment comes from critic refinement).
     critic_format_rows: int = 0
+    trl: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig field (k2rl/trainer/trl_options.py)
 
 
 @dataclass
@@ -138,6 +139,7 @@ class TrainerConfig:
     routing_replay: bool = False  # training forwards reuse the experts chosen during rollout
     save_steps: int = 0  # checkpoint every N RL steps (0: none); `k2rl train ... --resume` continues
     save_total_limit: int = 2
+    trl: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field (k2rl/trainer/trl_options.py)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
 from k2rl.run.distributed import state
+from k2rl.trainer import config as rl_config, warm_start as sft
 from k2rl.trainer.shapes import generation_shape
 
 
@@ -30,7 +31,9 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
     """Raise K2RLError for the first recipe/data constraint the run would break later."""
     num_processes = num_processes or state().num_processes
-    shape = generation_shape(config.trainer, num_processes)
+    trl = rl_config.trl_options(config.trainer)  # unknown, owned or mistyped TRL fields
+    sft.trl_options(config.warm_start)
+    shape = generation_shape(config.trainer, num_processes, trl)
     if len(data.train) < shape.prompts:
         raise K2RLError(
             f"data: {len(data.train)} training row(s), but each generation batch needs {shape.prompts} distinct prompts "
