@@ -16,7 +16,7 @@ from k2rl.experts.selection import effective_trainable_parameters
 from k2rl.policy.build import count_parameters
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rollouts.wiring import attach_backend, describe, rollout_engine, vllm_args
-from k2rl.run.evaluation import HeldOutEvalCallback
+from k2rl.run.evaluation import HeldOutEvalCallback, eval_rewards
 from k2rl.run.outputs import MetricsCallback
 from k2rl.run.preflight import check_before_building
 from k2rl.run.phases import finish_run, open_run, say, seed_everything, starting_policy, warm_start_phase
@@ -41,9 +41,10 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     try:
         policy = starting_policy(run)
         model = warm_start_phase(run, policy, data, extra_rows=critic.warm_start_rows(data.train))
-        evaluator = HeldOutEvalCallback(policy.tokenizer, data.eval, run.metrics, config.trainer.eval_steps, config.eval)
+        evaluator = HeldOutEvalCallback(policy.tokenizer, data.eval, run.metrics, config.trainer.eval_steps, config.eval,
+                                        eval_rewards(config), config.seed)
         before = evaluator.before_rl(model)
-        say(f"held-out accuracy before RL: {before:.3f}")
+        say(f"held-out accuracy before RL: {before:.3f} ({evaluator.metric})")
 
         selection = select_for_run(model, policy.tokenizer, data.train, config.trainer.lora.expert_selection, run.dir)
         if selection is not None:

@@ -73,6 +73,9 @@ CASES = {
                              "trainer.trl.generation_batch_size (96) must be a positive multiple of"),
     "trl steps per generation": (["trainer.trl.steps_per_generation=1", "trainer.num_generations=3"],
                                  "trainer.trl.steps_per_generation (1) = 64, must be divisible by trainer.num_generations (3)"),
+    "eval reward unknown": (["eval.rewards=[exact_answr]"], "exact_answr"),
+    "eval by column absent": (["eval.by=task_type"], "eval.by names column 'task_type', which the held-out data"),
+    "eval k negative": (["eval.k=-1"], "eval.k must be at least 0"),
 }
 
 

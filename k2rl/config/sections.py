@@ -192,10 +192,14 @@ class CriticConfig:
 
 @dataclass
 class EvalConfig:
-    """Greedy held-out accuracy, measured before and after RL and every ``trainer.eval_steps``."""
+    """The held-out evaluation, before and after RL, every ``trainer.eval_steps`` and by ``k2rl eval``."""
 
     max_new_tokens: int = 16
     batch_size: int = 64
+    rewards: list[str] | None = None  # reward labels/names to report; null: the recipe's (minus rubric); the first is the headline
+    k: int = 0  # pass@k from k sampled completions per prompt (0: greedy only)
+    temperature: float = 1.0  # sampling temperature for pass@k
+    by: str | None = None  # also report per value of this held-out column (e.g. a task type)
 
 
 @dataclass

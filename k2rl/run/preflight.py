@@ -12,6 +12,7 @@ from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
 from k2rl.run.distributed import state
+from k2rl.run.evaluation import eval_rewards
 from k2rl.trainer import config as rl_config, warm_start as sft
 from k2rl.trainer.shapes import generation_shape
 
@@ -45,11 +46,23 @@ def check_before_building(config: RunConfig, data: TaskData, num_processes: int 
             if getattr(config.warm_start, key) < 1:
                 raise K2RLError(f"warm_start.{key} must be at least 1, got {getattr(config.warm_start, key)} "
                                 "(or warm_start.enabled=false)")
-    for key in ("max_new_tokens", "batch_size"):
-        if getattr(config.eval, key) < 1:
-            raise K2RLError(f"eval.{key} must be at least 1, got {getattr(config.eval, key)}")
+    check_eval_inputs(config, data)
     for split, rows in (("training", data.train), ("held-out", data.eval)):
         for column, key in _required_columns(config).items():
             if column not in rows.column_names:
                 raise K2RLError(f"{key} names column {column!r}, which the {split} data does not have "
                                 f"(columns: {', '.join(rows.column_names)})")
+
+
+def check_eval_inputs(config: RunConfig, data: TaskData) -> None:
+    """The ``eval`` section against the held-out data (also what ``k2rl eval`` checks before loading a model)."""
+    for key in ("max_new_tokens", "batch_size"):
+        if getattr(config.eval, key) < 1:
+            raise K2RLError(f"eval.{key} must be at least 1, got {getattr(config.eval, key)}")
+    if config.eval.k < 0 or config.eval.temperature <= 0:
+        raise K2RLError(f"eval.k must be at least 0 and eval.temperature positive, got {config.eval.k} and "
+                        f"{config.eval.temperature}")
+    eval_rewards(config)  # every evaluation reward resolves, with its options
+    if config.eval.by is not None and config.eval.by not in data.eval.column_names:
+        raise K2RLError(f"eval.by names column {config.eval.by!r}, which the held-out data does not have "
+                        f"(columns: {', '.join(data.eval.column_names)})")
