@@ -57,8 +57,9 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
             model, policy.tokenizer, data.train, reward_funcs, reward_weights, config.trainer, run.dir / "rl_tmp",
             config.seed, callbacks=[MetricsCallback(run.metrics, "rl"), evaluator],
             auxiliary_losses=critic.auxiliary_losses(), expert_selection=selection, rollout_func=engine,
-            extra_args=vllm_args(config.rollout),
+            extra_args=vllm_args(config.rollout), report_to=config.report_to,
         )
+        evaluator.publish_to(trainer)  # held-out figures reach the trackers with the step's metrics
         attach_backend(engine, config.rollout, trainer)
         critic.attach(trainer, policy.tokenizer)
 

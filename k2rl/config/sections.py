@@ -236,6 +236,9 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None
+    # Trackers for the warm start and RL (transformers' integrations); offline: WANDB_MODE=offline, trackio and
+    # MLflow write locally by default. metrics.jsonl is written either way.
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

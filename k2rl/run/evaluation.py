@@ -158,16 +158,35 @@ class HeldOutEvalCallback(TrainerCallback):
         self.tokenizer, self.dataset, self.log, self.every = tokenizer, dataset, log, every
         self.eval_config, self.rewards, self.seed = eval_config, rewards, seed
         self.metric = rewards[0][0]
+        self.publish = None  # the trainer's record_metric, once attached
+        self.last: tuple[int, float] | None = None  # (step, accuracy) of the latest evaluation during RL
+
+    def publish_to(self, trainer) -> None:
+        """Send each evaluation during RL to the trainer's logs too (so to ``report_to``'s trackers)."""
+        self.publish = trainer.record_metric
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self.record(model, state.global_step)
+        last_step = state.global_step == state.max_steps
+        if (self.every and state.global_step % self.every == 0) or (last_step and self.publish is not None):
+            self.last = (state.global_step, self.record(model, state.global_step))
+            if self.publish is not None:
+                control.should_log = True  # logged at this very step, with the RL metrics
 
     def record(self, model, step: int) -> float:
         """Evaluate ``model``, log the figures at ``step``; returns the headline accuracy."""
         report = evaluate(model, self.tokenizer, self.dataset, self.rewards, self.eval_config, self.seed)
-        self.log.write("eval", step, **flat_metrics(report))
+        flat = flat_metrics(report)
+        self.log.write("eval", step, **flat)
+        if self.publish is not None:
+            for name, value in flat.items():
+                self.publish(f"heldout/{name}", float(value))
         return report["accuracy"]
+
+    def final(self, model, step: int) -> float:
+        """Accuracy after RL: the evaluation of the last step when it ran (same weights), else measured now."""
+        if self.last is not None and self.last[0] == step:
+            return self.last[1]
+        return self.record(model, step)
 
     def before_rl(self, model) -> float:
         """Accuracy at step 0: measured now, or read back from the log of a resumed run."""

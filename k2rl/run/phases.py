@@ -97,7 +97,7 @@ def warm_start_phase(run: Run, policy: Policy, data: TaskData, extra_rows=None):
         forget_after(run.metrics.path, -1, phases=("warm_start", "eval"))  # a resumed run redoes it from scratch
     model = warm_start(
         policy.model, policy.tokenizer, data.train, config.warm_start, run.dir / "warm_start_tmp", config.seed,
-        callbacks=[MetricsCallback(run.metrics, "warm_start")], extra_rows=extra_rows,
+        callbacks=[MetricsCallback(run.metrics, "warm_start")], extra_rows=extra_rows, report_to=config.report_to,
     )
     base_dir, partial = run.dir / "warm_start", run.dir / "warm_start.partial"  # renamed when complete
     if is_main():
@@ -112,7 +112,7 @@ def warm_start_phase(run: Run, policy: Policy, data: TaskData, extra_rows=None):
 
 def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, total: int) -> dict:
     """Final held-out accuracy, the adapter, the plot and the summary; prints the run's last line."""
-    after = evaluator.record(trainer.model, run.config.trainer.max_steps)
+    after = evaluator.final(trainer.model, run.config.trainer.max_steps)
     if is_main():
         trainer.model.save_pretrained(run.dir / "adapter")
         plot_progress(run.metrics.records(), run.dir / "progress.png")

@@ -84,9 +84,10 @@ def trl_options(recipe: TrainerConfig) -> dict:
 
 
 def grpo_config(
-    recipe: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int, **extra
+    recipe: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int, report_to=(), **extra
 ) -> K2GRPOConfig:
-    """The run's K2GRPOConfig from the recipe's ``trainer`` section (``extra``: further fields, e.g. vLLM's)."""
+    """The run's K2GRPOConfig from the recipe's ``trainer`` section (``report_to``: the run's trackers;
+    ``extra``: further fields, e.g. vLLM's)."""
     same_named = {name: getattr(recipe, name) for name in SAME_NAMED}
     defaults = {  # k2rl's choices that ``trainer.trl`` may override
         "lr_scheduler_type": "constant_with_warmup",
@@ -108,7 +109,7 @@ def grpo_config(
         reward_weights=reward_weights,
         save_strategy="steps" if recipe.save_steps else "no",
         save_steps=recipe.save_steps or 500,
-        report_to=[],
+        report_to=list(report_to),
         seed=seed,
         **trainer_precision(),
         **{**defaults, **trl_options(recipe)},

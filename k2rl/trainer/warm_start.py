@@ -32,7 +32,9 @@ def trl_options(config: WarmStartConfig) -> dict:
     return trl_fields(SFTConfig, config.trl, OWNED, "warm_start.trl")
 
 
-def warm_start_args(config: WarmStartConfig, out_dir: Path, seed: int, long_prompts: bool = False) -> SFTConfig:
+def warm_start_args(
+    config: WarmStartConfig, out_dir: Path, seed: int, long_prompts: bool = False, report_to=()
+) -> SFTConfig:
     """SFTConfig for the warm start (``long_prompts``: critic prompts are a few hundred tokens)."""
     defaults = {  # k2rl's choices that ``warm_start.trl`` may override
         "lr_scheduler_type": "cosine",
@@ -51,7 +53,7 @@ def warm_start_args(config: WarmStartConfig, out_dir: Path, seed: int, long_prom
         learning_rate=config.learning_rate,
         per_device_train_batch_size=config.batch_size,
         warmup_steps=int(config.warmup_ratio * config.max_steps),
-        report_to=[],
+        report_to=list(report_to),
         seed=seed,
         **trainer_precision(),
         **{**defaults, **trl_options(config)},
@@ -59,10 +61,11 @@ def warm_start_args(config: WarmStartConfig, out_dir: Path, seed: int, long_prom
 
 
 def warm_start(
-    model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None
+    model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None,
+    report_to=(),
 ):
     """Supervised fine-tuning on prompt -> demonstration pairs (plus ``extra_rows``); returns the trained model."""
-    args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None)
+    args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None, report_to=report_to)
     rows = sft_dataset(train)
     if extra_rows is not None:
         rows = concatenate_datasets([rows, extra_rows.select_columns(["prompt", "completion"])]).shuffle(seed=seed)
