@@ -98,12 +98,12 @@ def test_malformed_jsonl_names_its_line(train_fails, tmp_path):
     rows[6] = '{"question": "What is 1 + 1?", "answer": 2'  # line 7: unterminated object
     code, lines = train_fails(*_data_source(_jsonl(tmp_path, rows)))
     assert code == 2 and len(lines) == 1
-    assert lines[0].startswith("k2rl: error: dataset file ") and "line 7 is not valid JSON" in lines[0], lines
+    assert lines[0].startswith("k2rl: error: ") and "data.jsonl line 7: not valid JSON" in lines[0], lines
 
 
 def test_jsonl_line_that_is_not_an_object(train_fails, tmp_path):
     code, lines = train_fails(*_data_source(_jsonl(tmp_path, [*_rows(9), "[1, 2]"])))
-    assert code == 2 and len(lines) == 1 and "line 10 is a JSON list, not an object" in lines[0]
+    assert code == 2 and len(lines) == 1 and "data.jsonl line 10: expected a JSON object, got list" in lines[0]
 
 
 def test_empty_jsonl(train_fails, tmp_path):

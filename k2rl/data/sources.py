@@ -7,7 +7,6 @@ the source are mapped with ``data.columns`` (k2rl name -> source name).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from datasets import Dataset
 
 from k2rl.config import DataConfig
 from k2rl.errors import K2RLError
+from k2rl.jsonl import json_objects
 from k2rl.data.arithmetic import BUILTIN_TASKS, demonstration_text
 
 DEFAULT_TRAIN_SIZE = 4000
@@ -31,20 +31,8 @@ class TaskData:
 
 
 def _check_jsonl(path: Path) -> None:
-    """Every non-blank line of a JSONL file is one JSON object; the first that is not is named by its number."""
-    rows = 0
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise K2RLError(f"dataset file {path}: line {number} is not valid JSON ({exc.msg}, column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise K2RLError(f"dataset file {path}: line {number} is a JSON {type(row).__name__}, not an object")
-            rows += 1
-    if not rows:
+    """Every non-blank line of a JSONL file is one JSON object (the first that is not is named), and there is one."""
+    if not sum(1 for _ in json_objects(path, "dataset file")):  # reads every line
         raise K2RLError(f"dataset file {path} has no rows")
 
 
