@@ -11,6 +11,7 @@ from k2rl import resources
 from k2rl.config import RunConfig
 from k2rl.critic.session import SelfCritic
 from k2rl.data.sources import load_task_data
+from k2rl.experts.lora import check_policy_supports
 from k2rl.experts.profile import select_for_run
 from k2rl.experts.selection import effective_trainable_parameters
 from k2rl.policy.build import count_parameters
@@ -40,6 +41,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     )
     try:
         policy = starting_policy(run)
+        check_policy_supports(policy.model, config.trainer)  # the model's family fits the expert features, before warm start
         model = warm_start_phase(run, policy, data, extra_rows=critic.warm_start_rows(data.train))
         evaluator = HeldOutEvalCallback(policy.tokenizer, data.eval, run.metrics, config.trainer.eval_steps, config.eval,
                                         eval_rewards(config), config.seed)

@@ -65,7 +65,7 @@ class ExpertSelectionConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters on the MoE experts (PEFT ``target_parameters``)."""
+    """LoRA adapters: ``routed_experts``/``shared_experts`` of an MoE (PEFT ``target_parameters``), ``mlp``/``attention`` linears."""
 
     r: int = 4
     alpha: int = 8

@@ -45,7 +45,7 @@ def build_trainer(
         args=args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=expert_lora_config(config.lora.targets, config.lora.r, config.lora.alpha, router=config.router_trainable),
+        peft_config=expert_lora_config(model, config.lora.targets, config.lora.r, config.lora.alpha, router=config.router_trainable),
         callbacks=list(callbacks),
         auxiliary_losses=auxiliary_losses,
         rollout_func=rollout_func,
