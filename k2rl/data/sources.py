@@ -89,11 +89,12 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
         if value is not None and value < 1:
             raise K2RLError(f"data.{key} must be at least 1, got {value}")
     if config.source in BUILTIN_TASKS:
+        options = dict(config.options)
         train, held_out = BUILTIN_TASKS[config.source](
             train_size=config.train_size or DEFAULT_TRAIN_SIZE,
             eval_size=config.eval_size,
-            seed=seed,
-            **config.options,
+            seed=options.pop("seed", seed),  # data.options.seed: the task's items apart from the run's seed
+            **options,
         )
         origin = f"built-in task {config.source!r}"
     else:
