@@ -51,7 +51,7 @@ def main() -> None:
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
     inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
-    adapted = get_peft_model(copy.deepcopy(base), expert_lora_config(args.targets.split(","), r=8, alpha=16)).eval()
+    adapted = get_peft_model(copy.deepcopy(base), expert_lora_config(base, args.targets.split(","), r=8, alpha=16)).eval()
     torch.manual_seed(0)
     for name, param in adapted.named_parameters():
         if "lora_B" in name:  # a trained adapter, not PEFT's zero initialisation

@@ -1,4 +1,4 @@
-"""Core sub-commands: ``k2rl train`` and ``k2rl init-policy``."""
+"""Core sub-commands: ``k2rl train``, ``k2rl eval`` and ``k2rl init-policy``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ def _train(args: argparse.Namespace) -> int:
         args.overrides, args.resume = [*args.overrides, args.resume], True
     config = load_config(args.config, args.overrides)
     train(config, resume=args.resume)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from k2rl.run.eval_command import run_eval
+
+    run_eval(args.target, args.overrides, model=args.model, adapter=args.adapter, out=args.out)
     return 0
 
 
@@ -33,6 +40,17 @@ def add_commands(subparsers) -> None:
         help="continue a run from its last checkpoint (default run: output_dir/run_name)",
     )
     train.set_defaults(func=_train)
+
+    evaluate = subparsers.add_parser(
+        "eval", help="evaluate a model or saved adapter on a recipe's held-out data (writes eval.json)"
+    )
+    evaluate.add_argument("target", metavar="RECIPE|RUN_DIR", help="a YAML recipe or a run directory")
+    evaluate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.k=8 eval.by=task")
+    evaluate.add_argument("--model", help="base model (default: the run's warm_start/, or the recipe's policy.model); "
+                                          "naming it drops the run's default adapter")
+    evaluate.add_argument("--adapter", help="PEFT adapter directory (default for a run directory: its adapter/)")
+    evaluate.add_argument("--out", help="where to write the report (default: RUN_DIR/eval.json or ./eval.json)")
+    evaluate.set_defaults(func=_eval)
 
     init = subparsers.add_parser("init-policy", help="build a randomly initialised K2-architecture policy")
     init.add_argument("out_dir", help="directory to save the model and tokenizer to")

@@ -12,14 +12,16 @@ from k2rl import resources
 from k2rl.config import RunConfig
 from k2rl.critic.session import SelfCritic
 from k2rl.data.sources import load_task_data
+from k2rl.experts.lora import check_policy_supports
 from k2rl.experts.profile import select_for_run
 from k2rl.experts.selection import effective_trainable_parameters
 from k2rl.policy.build import count_parameters
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rollouts.wiring import attach_backend, describe, rollout_engine, vllm_args
 from k2rl.run.difficulty import difficulty_filter_phase
-from k2rl.run.evaluation import HeldOutEvalCallback
+from k2rl.run.evaluation import HeldOutEvalCallback, eval_rewards
 from k2rl.run.outputs import MetricsCallback
+from k2rl.run.preflight import check_before_building
 from k2rl.run.phases import finish_run, open_run, say, seed_everything, starting_policy, warm_start_phase
 from k2rl.trainer.build import build_trainer
 
@@ -30,6 +32,8 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
     ``resume`` (a run directory, or True for ``output_dir/run_name``) continues a run from its last
     complete checkpoint; phases finished before the checkpoint are not run again.
     """
+    data = load_task_data(config.data, config.seed)
+    check_before_building(config, data)  # shapes and columns fail now, before any model exists
     run = open_run(config, resume)
     critic = SelfCritic(config)  # no-op without a rubric reward
     reward_funcs, reward_weights = build_reward_funcs(
@@ -37,14 +41,15 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         max_failure_fraction=config.reward_failures.max_failure_fraction,
         min_samples=config.reward_failures.min_samples,
     )
-    data = load_task_data(config.data, config.seed)
     try:
         policy = starting_policy(run)
+        check_policy_supports(policy.model, config.trainer)  # the model's family fits the expert features, before warm start
         model = warm_start_phase(run, policy, data, extra_rows=critic.warm_start_rows(data.train))
         train_prompts = difficulty_filter_phase(run, model, policy.tokenizer, data.train, reward_funcs)
-        evaluator = HeldOutEvalCallback(policy.tokenizer, data.eval, run.metrics, config.trainer.eval_steps, config.eval)
+        evaluator = HeldOutEvalCallback(policy.tokenizer, data.eval, run.metrics, config.trainer.eval_steps, config.eval,
+                                        eval_rewards(config), config.seed)
         before = evaluator.before_rl(model)
-        say(f"held-out accuracy before RL: {before:.3f}")
+        say(f"held-out accuracy before RL: {before:.3f} ({evaluator.metric})")
 
         selection = select_for_run(model, policy.tokenizer, train_prompts, config.trainer.lora.expert_selection, run.dir)
         if selection is not None:
@@ -57,8 +62,9 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
             model, policy.tokenizer, train_prompts, reward_funcs, reward_weights, config.trainer, run.dir / "rl_tmp",
             config.seed, callbacks=[MetricsCallback(run.metrics, "rl"), evaluator],
             auxiliary_losses=critic.auxiliary_losses(), expert_selection=selection, rollout_func=engine,
-            extra_args=vllm_args(config.rollout),
+            extra_args=vllm_args(config.rollout), report_to=config.report_to,
         )
+        evaluator.publish_to(trainer)  # held-out figures reach the trackers with the step's metrics
         attach_backend(engine, config.rollout, trainer)
         critic.attach(trainer, policy.tokenizer)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from k2rl.errors import K2RLError
+from k2rl.jsonl import json_objects
 
 
 def add_commands(subparsers) -> None:
@@ -88,20 +89,8 @@ def parse_options(pairs: list[str]) -> dict:
 
 def read_samples(path: Path) -> list[tuple[int, dict]]:
     """``(line number, sample)`` for each sample in ``path``; a bad line is a K2RLError naming it."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise K2RLError(f"cannot read samples file {path}: {exc.strerror or exc}") from exc
     samples = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            sample = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise K2RLError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-        if not isinstance(sample, dict):
-            raise K2RLError(f"{path} line {number}: expected a JSON object, got {type(sample).__name__}")
+    for number, sample in json_objects(path, "samples file"):
         missing = [key for key in ("prompt", "completion") if key not in sample]
         if missing:
             raise K2RLError(f"{path} line {number}: missing {' and '.join(repr(k) for k in missing)}")

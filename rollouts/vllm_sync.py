@@ -1,14 +1,17 @@
 """Do updated expert adapters reach vLLM? The weights to push for fused MoE experts, and a GPU check.
 
-transformers stores a MoE layer's routed experts fused: ``mlp.experts.gate_up_proj`` (experts x
-2*inter x hidden, gate rows first) and ``mlp.experts.down_proj`` (experts x hidden x inter); k2rl's
-LoRA adapts exactly these tensors (:mod:`k2rl.experts.lora`). A vLLM DeepSeek-V3/Kimi-K2 model
-loads per-expert checkpoint tensors (``mlp.experts.{e}.gate_proj.weight`` ...). When the policy
-syncs to vLLM, each expert must arrive as *base + its own LoRA delta*, split on the right axis; a
-wrong split or a skipped merge still "loads", and generation silently samples from the wrong policy.
+transformers stores a MoE layer's routed experts fused (``<moe>.experts.gate_up_proj`` and
+``<moe>.experts.down_proj``, :mod:`k2rl.experts.families`); k2rl's LoRA adapts exactly these tensors
+(:mod:`k2rl.experts.lora`). vLLM loads a family's *checkpoint* tensors, which for most families are
+per expert and named otherwise (DeepSeek/Qwen/OLMoE ``mlp.experts.{e}.gate_proj.weight``, Mixtral
+``block_sparse_moe.experts.{e}.w1.weight``, Granite ``input_linear``; gpt-oss keeps them fused). When the
+policy syncs to vLLM, each expert must arrive as *base + its own LoRA delta*, split on the right axis;
+a wrong split or a skipped merge still "loads", and generation silently samples from the wrong policy.
 
-- :func:`merged_expert_tensors` / :func:`per_expert_weights`: the tensors to push, testable on CPU
-  against the adapted model's own expert computation (tests/rollouts/test_vllm_sync.py).
+- :func:`merged_expert_tensors` / :func:`checkpoint_weights`: the tensors to push, in checkpoint
+  format by the family's own conversion (transformers' ``revert_weight_conversion``, what
+  ``save_pretrained`` writes; transformers 5.24), testable on CPU by loading them back
+  (tests/rollouts/test_vllm_sync.py, tests/test_moe_families.py).
 - :func:`check_vllm_matches_policy`: on a GPU box with vLLM, after TRL's ``sync_weights``, compares
   vLLM's log-probabilities of its own greedy tokens with the training model's. **Not run in this
   repository's CPU environment** (no GPU, vLLM not installable); it is code to run there.
@@ -17,36 +20,33 @@ wrong split or a skipped merge still "loads", and generation silently samples fr
 from __future__ import annotations
 
 import torch
+from transformers.core_model_loading import revert_weight_conversion
 
+from k2rl.experts.families import family_of
 from k2rl.experts.lora import merged_expert_adapters
-
-FUSED = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 def checkpoint_name(peft_name: str) -> str:
-    """A PEFT-wrapped parameter's name in the base checkpoint (the naming TRL's vLLM sync uses)."""
+    """A PEFT-wrapped parameter's name in the base model (the naming TRL's vLLM sync uses)."""
     return peft_name.removeprefix("base_model.model.").replace(".base_layer", "")
+
+
+def _base(model: torch.nn.Module) -> torch.nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 @torch.no_grad()
 def merged_expert_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Every fused routed-expert tensor with its adapter folded in, by checkpoint name (copies)."""
+    """Every fused routed-expert tensor with its adapter folded in, by base-model name (copies)."""
+    fused = tuple(family_of(model, "vLLM weight sync").routed_parameters)
     with merged_expert_adapters(model):
         return {checkpoint_name(name): param.detach().clone() for name, param in model.named_parameters()
-                if checkpoint_name(name).endswith(FUSED)}
+                if checkpoint_name(name).endswith(fused)}
 
 
-def per_expert_weights(name: str, fused: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """Split one fused tensor into the per-expert ``nn.Linear`` weights a DeepSeek-V3 checkpoint has."""
-    prefix = name.rsplit(".", 1)[0]  # ...mlp.experts
-    out = []
-    for expert, weight in enumerate(fused):
-        if name.endswith("gate_up_proj"):
-            gate, up = weight.chunk(2, dim=0)
-            out += [(f"{prefix}.{expert}.gate_proj.weight", gate), (f"{prefix}.{expert}.up_proj.weight", up)]
-        else:
-            out.append((f"{prefix}.{expert}.down_proj.weight", weight))
-    return out
+def checkpoint_weights(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` (base-model names) as the family's checkpoint stores them: per expert where it does."""
+    return revert_weight_conversion(_base(model), dict(tensors))
 
 
 @torch.no_grad()

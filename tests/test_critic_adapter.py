@@ -41,7 +41,7 @@ def chat(text):
 @pytest.fixture
 def peft_policy(tiny_policy_dir):
     policy = load_policy(str(tiny_policy_dir))
-    model = get_peft_model(policy.model, expert_lora_config(["routed_experts", "shared_experts"], 4, 8))
+    model = get_peft_model(policy.model, expert_lora_config(policy.model, ["routed_experts", "shared_experts"], 4, 8))
     return model, policy.tokenizer
 
 
@@ -110,7 +110,7 @@ def format_taught(tiny_policy_dir, worked_vs_bare):
 def test_own_adapter_learns_a_preference_and_leaves_the_policy_untouched(format_taught, worked_vs_bare):
     tokenizer = format_taught.tokenizer
     torch.manual_seed(0)
-    model = get_peft_model(format_taught.model, expert_lora_config(["routed_experts", "shared_experts"], 4, 8))
+    model = get_peft_model(format_taught.model, expert_lora_config(format_taught.model, ["routed_experts", "shared_experts"], 4, 8))
     examples = worked_vs_bare[:4]  # two comparisons, both orders
     refinement = CriticRefinement(weight=1.0, max_examples=len(examples), answer_prefix="Verdict:", replay=64).bind(tokenizer)
     adapter = OwnCriticAdapter(refinement, learning_rate=2e-3, steps=10).attach(model, model.peft_config["default"])
@@ -222,7 +222,7 @@ def _two_process_refine(rank, policy_dir, port, examples, out):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         policy = load_policy(policy_dir)
-        model = get_peft_model(policy.model, expert_lora_config(["routed_experts", "shared_experts"], 4, 8))
+        model = get_peft_model(policy.model, expert_lora_config(policy.model, ["routed_experts", "shared_experts"], 4, 8))
         refinement = CriticRefinement(weight=1.0, max_examples=4, answer_prefix="Verdict:", replay=16).bind(policy.tokenizer)
         adapter = OwnCriticAdapter(refinement, learning_rate=1e-2, steps=2).attach(model, model.peft_config["default"])
         start = torch.cat([p.detach().flatten() for p in adapter.critic_parameters])

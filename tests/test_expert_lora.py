@@ -14,7 +14,7 @@ from k2rl.policy.build import count_parameters, load_policy
 @pytest.fixture()
 def adapted(tiny_policy_dir):
     policy = load_policy(str(tiny_policy_dir))
-    model = get_peft_model(policy.model, expert_lora_config(["routed_experts"], r=4, alpha=8))
+    model = get_peft_model(policy.model, expert_lora_config(policy.model, ["routed_experts"], r=4, alpha=8))
     torch.manual_seed(0)
     for name, param in model.named_parameters():
         if "lora_B" in name:  # PEFT starts B at zero; make the adapter actually do something
@@ -55,11 +55,12 @@ def test_merged_generation_matches_unmerged_and_restores_base(adapted):
 
 def test_shared_expert_target(tiny_policy_dir):
     model = load_policy(str(tiny_policy_dir)).model
-    peft_model = get_peft_model(model, expert_lora_config(["shared_experts"], r=4, alpha=8))
+    peft_model = get_peft_model(model, expert_lora_config(model, ["shared_experts"], r=4, alpha=8))
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert names and all("shared_experts" in n for n in names)
 
 
-def test_unknown_target_is_a_user_error():
-    with pytest.raises(K2RLError, match="trainer.lora.targets"):
-        expert_lora_config(["attention"], r=4, alpha=8)
+def test_unknown_target_is_a_user_error(tiny_policy_dir):
+    model = load_policy(str(tiny_policy_dir)).model
+    with pytest.raises(K2RLError, match="trainer.lora.targets: unknown"):
+        expert_lora_config(model, ["everything"], r=4, alpha=8)

@@ -45,7 +45,7 @@ def test_profile_counts_real_tokens_and_round_trips(tiny_policy_dir, tmp_path):
 def test_only_selected_experts_effective_weights_change(tiny_policy_dir):
     policy = load_policy(str(tiny_policy_dir))
     selection = profile_routing(policy.model, policy.tokenizer, PROMPTS).select(0.3)  # experts these tokens use
-    model = get_peft_model(policy.model, expert_lora_config(["routed_experts"], r=4, alpha=8))
+    model = get_peft_model(policy.model, expert_lora_config(policy.model, ["routed_experts"], r=4, alpha=8))
     layers = [layer for layer, _ in routed_expert_wrappers(model)]
     restrict_to_experts(model, selection)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -71,13 +71,13 @@ def test_only_selected_experts_effective_weights_change(tiny_policy_dir):
 
 def test_router_trainable_adds_router_weights(tiny_policy_dir):
     model = load_policy(str(tiny_policy_dir)).model
-    peft_model = get_peft_model(model, expert_lora_config(["routed_experts"], r=4, alpha=8, router=True))
+    peft_model = get_peft_model(model, expert_lora_config(model, ["routed_experts"], r=4, alpha=8, router=True))
     names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert any(n.endswith("mlp.gate.modules_to_save.default.weight") for n in names)
     assert not any("shared_experts" in n or "self_attn" in n for n in names)
 
 
 def test_selection_needs_routed_expert_adapters(tiny_policy_dir):
-    model = get_peft_model(load_policy(str(tiny_policy_dir)).model, expert_lora_config(["shared_experts"], r=4, alpha=8))
+    model = get_peft_model(base := load_policy(str(tiny_policy_dir)).model, expert_lora_config(base, ["shared_experts"], r=4, alpha=8))
     with pytest.raises(K2RLError, match="routed_experts"):
         restrict_to_experts(model, {1: [0]})

@@ -18,8 +18,8 @@ def test_a_missing_wrapper_method_is_reported(monkeypatch):
 
 
 def test_expert_blocks_and_merging_through_the_door(tiny_policy_dir):
-    model = peft.get_peft_model(load_policy(str(tiny_policy_dir)).model,
-                                expert_lora_config(["routed_experts"], r=2, alpha=4))
+    model = load_policy(str(tiny_policy_dir)).model
+    model = peft.get_peft_model(model, expert_lora_config(model, ["routed_experts"], r=2, alpha=4))
     adapters = _peft.routed_expert_adapters(model)
     assert adapters and all(layer >= 1 for layer, _ in adapters)  # the first layer is dense
     experts, rank, a, b = _peft.expert_blocks(adapters[0][1], "default")

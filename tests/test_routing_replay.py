@@ -156,9 +156,8 @@ def test_training_run_with_replay_logs_the_mismatch(tmp_path, request):
     assert len(mismatch) == 2 and all(0.0 <= m < 0.5 for m in mismatch)
 
 
-def test_each_gating_formula_reproduces_its_router_on_the_routers_own_choices(tiny_policy_dir):
-    from k2rl.experts.gating import gating_weights
-    from k2rl.experts.profile import moe_routers
+def test_forced_gating_reproduces_the_router_and_gives_given_experts_their_own_scores(tiny_policy_dir):
+    from k2rl.experts.gating import forced_forward, gating_weights
 
     model = load_policy(str(tiny_policy_dir)).model
     torch.manual_seed(0)
@@ -166,18 +165,32 @@ def test_each_gating_formula_reproduces_its_router_on_the_routers_own_choices(ti
         with torch.no_grad():
             router.weight.normal_()
             router.e_score_correction_bias.normal_(std=0.1)  # so the choice differs from plain top-k
-            logits, weights, indices = router(torch.randn(5, 3, router.hidden_dim))
-        assert torch.allclose(gating_weights(router, logits, indices), weights, atol=1e-6)
+            hidden = torch.randn(5, 3, router.hidden_dim)
+            logits, weights, indices = router(hidden)
+            assert torch.equal(gating_weights(router, (hidden,), {}, indices), weights)
+            other = (indices + 1) % router.weight.shape[0]
+            (_, forced, chosen), calls = forced_forward(router, (hidden,), {}, other)
+        assert calls == 1 and torch.equal(chosen, other)
+        # DeepseekV3's definition: the chosen experts' sigmoid scores, normalised, scaled (no bias, no grouping).
+        scores = logits.sigmoid().gather(1, other)
+        torch.testing.assert_close(forced, scores / scores.sum(-1, keepdim=True) * router.routed_scaling_factor)
 
 
-def test_routing_replay_on_an_unknown_router_is_one_clear_error(tiny_policy_dir):
+def test_routing_replay_on_a_router_it_cannot_force_is_one_clear_error(tiny_policy_dir):
     from k2rl.errors import K2RLError
-    from k2rl.experts.profile import moe_routers
-    from k2rl.experts.replay import RoutingReplay
+
+    class ArgsortRouter(torch.nn.Module):  # selects without torch.topk: nothing to force
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = weight
+
+        def forward(self, hidden):
+            logits = hidden.reshape(-1, self.weight.shape[1]) @ self.weight.T
+            indices = logits.argsort(dim=-1, descending=True)[:, :2]
+            return logits, logits.softmax(-1).gather(1, indices), indices
 
     model = load_policy(str(tiny_policy_dir)).model
     layer, router = moe_routers(model)[0]
-    softmax_router = type("SoftmaxTopkRouter", (torch.nn.Module,), {})()
-    model.model.layers[layer].mlp.gate = softmax_router
-    with pytest.raises(K2RLError, match="no gating formula for router SoftmaxTopkRouter"):
+    model.model.layers[layer].mlp.gate = ArgsortRouter(router.weight)
+    with pytest.raises(K2RLError, match="family 'deepseek_v3': its router ArgsortRouter does not select"):
         RoutingReplay(model)

@@ -5,6 +5,7 @@ key and type into :mod:`.sections`, so a typo or a wrong type is one line naming
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 import types
 import typing
@@ -24,6 +25,14 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; raise ValueError naming ``key``."""
     origin = typing.get_origin(tp)
     if tp is Any:
+        return value
+    if tp in (list, dict):  # a bare annotation, as in TRL's configs: any items
+        tp = list[Any] if tp is list else dict[str, Any]
+        origin = typing.get_origin(tp)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # TRL's and transformers' option enums, by value
+        values = [member.value for member in tp]
+        if value not in values:
+            raise ValueError(f"{key}: expected one of {', '.join(repr(v) for v in values)}, got {value!r}")
         return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
@@ -68,6 +77,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ValueError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
         return value
     raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this module
+
+
+def convert_value(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` checked against a dataclass field's ``annotation`` (ValueError naming ``key``; TypeError for
+    an annotation a recipe cannot express)."""
+    return _convert(value, annotation, key)
 
 
 def _build_dataclass(cls, data: Any, prefix: str):

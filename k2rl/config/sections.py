@@ -49,6 +49,7 @@ class WarmStartConfig:
     # Critic prompts with *random* verdicts mixed in: teaches a small policy the verdict format for the
     # rubric reward without telling it which answer is better (judgment comes from critic refinement).
     critic_format_rows: int = 0
+    trl: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig field (k2rl/trainer/trl_options.py)
 
 
 @dataclass
@@ -67,7 +68,7 @@ class ExpertSelectionConfig:
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters on the MoE experts (PEFT ``target_parameters``)."""
+    """LoRA adapters: ``routed_experts``/``shared_experts`` of an MoE (PEFT ``target_parameters``), ``mlp``/``attention`` linears."""
 
     r: int = 4
     alpha: int = 8
@@ -146,6 +147,7 @@ class TrainerConfig:
     optimizer: Literal["adamw", "muon"] = "adamw"  # muon: torch's Muon on 2-D weights (LoRA A/B), AdamW on the rest
     muon_learning_rate: float | None = None  # muon's rate (null: learning_rate, which stays AdamW's)
     reset_optimizer_every: int = 0  # K1.5: empty the optimizer state every N optimizer steps (0: never)
+    trl: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field (k2rl/trainer/trl_options.py)
 
     def __post_init__(self):
         if self.muon_learning_rate is not None and self.muon_learning_rate <= 0:
@@ -204,10 +206,14 @@ class CriticConfig:
 
 @dataclass
 class EvalConfig:
-    """Greedy held-out accuracy, measured before and after RL and every ``trainer.eval_steps``."""
+    """The held-out evaluation, before and after RL, every ``trainer.eval_steps`` and by ``k2rl eval``."""
 
     max_new_tokens: int = 16
     batch_size: int = 64
+    rewards: list[str] | None = None  # reward labels/names to report; null: the recipe's (minus rubric); the first is the headline
+    k: int = 0  # pass@k from k sampled completions per prompt (0: greedy only)
+    temperature: float = 1.0  # sampling temperature for pass@k
+    by: str | None = None  # also report per value of this held-out column (e.g. a task type)
 
 
 @dataclass
@@ -244,6 +250,9 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None
+    # Trackers for the warm start and RL (transformers' integrations); offline: WANDB_MODE=offline, trackio and
+    # MLflow write locally by default. metrics.jsonl is written either way.
+    report_to: list[Literal["tensorboard", "wandb", "trackio", "mlflow"]] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

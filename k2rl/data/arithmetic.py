@@ -131,4 +131,10 @@ def _coding_splits(train_size: int, eval_size: int, seed: int, **options) -> tup
     return coding_splits(train_size, eval_size, seed, **options)
 
 
-BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits}
+def _reasoning_gym_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
+    from k2rl.data.reasoning_gym import reasoning_gym_splits
+
+    return reasoning_gym_splits(train_size, eval_size, seed, **options)
+
+
+BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits}

@@ -15,6 +15,7 @@ from datasets import Dataset
 
 from k2rl.config import DataConfig
 from k2rl.errors import K2RLError
+from k2rl.jsonl import json_objects
 from k2rl.data.arithmetic import BUILTIN_TASKS, demonstration_text
 
 DEFAULT_TRAIN_SIZE = 4000
@@ -29,12 +30,20 @@ class TaskData:
     eval: Dataset
 
 
+def _check_jsonl(path: Path) -> None:
+    """Every non-blank line of a JSONL file is one JSON object (the first that is not is named), and there is one."""
+    if not sum(1 for _ in json_objects(path, "dataset file")):  # reads every line
+        raise K2RLError(f"dataset file {path} has no rows")
+
+
 def _load_source(source: str, split: str) -> Dataset:
     path = Path(source)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".parquet"):
         if not path.is_file():
             raise K2RLError(f"dataset file not found: {source}")
+        if suffix == ".jsonl":
+            _check_jsonl(path)
         builder = "parquet" if suffix == ".parquet" else "json"
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train")
@@ -75,12 +84,17 @@ def _to_task_columns(dataset: Dataset, config: DataConfig, origin: str) -> Datas
 
 def load_task_data(config: DataConfig, seed: int) -> TaskData:
     """Train and held-out splits with ``prompt`` and ``answer`` columns."""
+    for key in ("train_size", "eval_size"):
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise K2RLError(f"data.{key} must be at least 1, got {value}")
     if config.source in BUILTIN_TASKS:
+        options = dict(config.options)
         train, held_out = BUILTIN_TASKS[config.source](
             train_size=config.train_size or DEFAULT_TRAIN_SIZE,
             eval_size=config.eval_size,
-            seed=seed,
-            **config.options,
+            seed=options.pop("seed", seed),  # data.options.seed: the task's items apart from the run's seed
+            **options,
         )
         origin = f"built-in task {config.source!r}"
     else:
@@ -92,12 +106,18 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
         elif config.eval_split:
             held_out = _load_source(config.source, config.eval_split)
         else:  # carve the held-out set out of the training source
+            if len(train) < 5:
+                raise K2RLError(f"dataset {config.source} has {len(train)} row(s): too few to hold out an eval set "
+                                "(at least 5); add rows or name one with data.eval_source or data.eval_split")
             parts = train.train_test_split(test_size=min(config.eval_size, len(train) // 5), seed=seed)
             train, held_out = parts["train"], parts["test"]
         if config.train_size:
             train = train.select(range(min(config.train_size, len(train))))
         held_out = held_out.select(range(min(config.eval_size, len(held_out))))
         origin = config.source
+    for name, rows in (("training", train), ("held-out", held_out)):
+        if len(rows) == 0:
+            raise K2RLError(f"dataset {origin}: the {name} split has no rows")
     return TaskData(train=_to_task_columns(train, config, origin), eval=_to_task_columns(held_out, config, origin))
 
 

@@ -31,10 +31,10 @@ def parameter_adapters(model: torch.nn.Module) -> list[ParamWrapper]:
 
 
 def routed_expert_adapters(model: torch.nn.Module) -> list[tuple[int, ParamWrapper]]:
-    """``(layer index, adapter)`` for adapters on fused routed-expert tensors (``layers.N.mlp.experts.*``)."""
+    """``(layer index, adapter)`` for adapters on fused routed-expert tensors (``layers.N.<moe block>.experts.*``)."""
     found = []
     for name, module in model.named_modules():
-        match = re.search(r"layers\.(\d+)\.mlp\.experts(\.|$)", name)
+        match = re.search(r"layers\.(\d+)\.\w+\.experts(\.|$)", name)
         if match and isinstance(module, ParamWrapper) and getattr(module, "num_experts", 1) > 1:
             found.append((int(match.group(1)), module))
     return found

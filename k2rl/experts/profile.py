@@ -16,7 +16,6 @@ map (``routing_profile.png``) with the selected experts marked.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,18 +24,9 @@ import torch
 
 from k2rl.run.distributed import from_main, is_main
 from k2rl.errors import K2RLError
+from k2rl.experts.families import model_type, moe_routers
 
 SCORES = ("gate", "share")
-
-
-def moe_routers(model: torch.nn.Module) -> list[tuple[int, torch.nn.Module]]:
-    """``(layer index, router)`` for every MoE layer: modules named ``layers.N.mlp.gate``."""
-    found = []
-    for name, module in model.named_modules():
-        match = re.search(r"layers\.(\d+)\.mlp\.gate$", name)
-        if match:
-            found.append((int(match.group(1)), module))
-    return found
 
 
 @dataclass
@@ -79,9 +69,9 @@ class RoutingProfile:
 @torch.no_grad()
 def profile_routing(model, tokenizer, prompts: list, batch_size: int = 32) -> RoutingProfile:
     """Run ``prompts`` (chat messages, as in the training data) through ``model`` and tally its routers."""
-    routers = moe_routers(model)
+    routers = moe_routers(model, "trainer.lora.expert_selection")
     if not routers:
-        raise K2RLError("expert selection needs an MoE policy (no `layers.N.mlp.gate` routers found)")
+        raise K2RLError(f"trainer.lora.expert_selection: needs an MoE policy; {model_type(model)!r} has no routers")
     num_experts = routers[0][1].weight.shape[0]
     gate = np.zeros((len(routers), num_experts))
     share = np.zeros((len(routers), num_experts))

@@ -5,8 +5,9 @@ merged adapters, left padding) and the loss from another (one full-sequence pass
 after some optimizer steps). Near-tied router scores flip between the two, so the policy being
 trained routes some tokens to experts that never produced them, and the importance ratio measures
 router noise as well as policy change. Replay records every router's top-k choice during generation
-and, in the training forward, keeps those choices; the routing weights are recomputed from the current
-router scores for the replayed experts, so the router still gets gradients when it is trainable.
+and, in the training forward, keeps those choices; the routing weights of the replayed experts are
+recomputed by the router's own forward with its top-k forced to them (:mod:`k2rl.experts.gating`), so
+the router still gets gradients when it is trainable, on every MoE family.
 
 Alignment: generation feeds ``prompt + completion[:-1]`` (the prefill step, then one token per step);
 the training sequence is ``prompt + completion``. Each generated row is stored under its real
@@ -29,8 +30,9 @@ from collections import defaultdict
 
 import torch
 
+from k2rl.errors import K2RLError
+from k2rl.experts.families import model_type, moe_routers
 from k2rl.experts.gating import check_replayable, gating_weights
-from k2rl.experts.profile import moe_routers
 
 
 def _decoder(model: torch.nn.Module) -> torch.nn.Module:
@@ -43,12 +45,20 @@ def _decoder(model: torch.nn.Module) -> torch.nn.Module:
     raise ValueError("routing replay: no decoder stack (embed_tokens + layers) in the model")
 
 
+def replayable_routers(model: torch.nn.Module) -> list[tuple[int, torch.nn.Module]]:
+    """The model's routers, each checked to be replayable; else one error naming the family."""
+    routers = moe_routers(model, "trainer.routing_replay")
+    if not routers:
+        raise K2RLError(f"trainer.routing_replay: needs an MoE policy; {model_type(model)!r} has no routers")
+    check_replayable([router for _, router in routers], model_type(model))
+    return routers
+
+
 class RoutingReplay:
     """Router hooks on ``model``: ``recording()`` during generation, ``replaying()`` in training forwards."""
 
     def __init__(self, model: torch.nn.Module):
-        self.routers = moe_routers(model)
-        check_replayable([router for _, router in self.routers])
+        self.routers = replayable_routers(model)
         self.mode: str | None = None
         self.rollouts: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
         self.mismatch = [0, 0]  # (token-layers whose live choice differed from the replayed one, token-layers replayed)
@@ -56,7 +66,7 @@ class RoutingReplay:
         self._call: dict = {}
         self._last_forced: torch.Tensor | None = None  # for gradient-checkpointing recomputation
         self._handles = [_decoder(model).register_forward_pre_hook(self._on_call, with_kwargs=True)]
-        self._handles += [router.register_forward_hook(self._router_hook(row)) for row, (_, router) in enumerate(self.routers)]
+        self._handles += [router.register_forward_hook(self._router_hook(row), with_kwargs=True) for row, (_, router) in enumerate(self.routers)]
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -109,7 +119,7 @@ class RoutingReplay:
                 self._last_forced = self._call["forced"]
 
     def _router_hook(self, row: int):
-        def hook(module, args, output):
+        def hook(module, args, kwargs, output):
             logits, weights, indices = output
             recomputing = self.mode is None and torch.is_grad_enabled() and self._last_forced is not None
             if recomputing:
@@ -130,7 +140,7 @@ class RoutingReplay:
                 self.mismatch[0] += int((live[known] != forced[known].sort(dim=-1).values).any(dim=-1).sum())
                 self.mismatch[1] += int(known.sum())
             chosen = torch.where(known[:, None], forced, indices)
-            return logits, gating_weights(module, logits, chosen).to(weights.dtype), chosen
+            return logits, gating_weights(module, args, kwargs, chosen).to(weights.dtype), chosen
 
         return hook
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from datasets import Dataset
 
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.run.distributed import from_main
-from k2rl.run.evaluation import full_scores, greedy_completions
+from k2rl.run.evaluation import full_scores, sampled_completions
 from k2rl.run.phases import say
 
 DIFFICULTY_FILE = "difficulty.jsonl"
@@ -40,11 +39,11 @@ def prompt_ids(dataset: Dataset) -> list:
 def pass_rates(model, tokenizer, dataset: Dataset, reward, k: int, temperature: float, max_new_tokens: int,
                batch_size: int, seed: int) -> list[float]:
     """Per row of ``dataset``: the share of ``k`` sampled answers that get ``reward``'s full score."""
-    prompts = [p for p in dataset["prompt"] for _ in range(k)]
-    torch.manual_seed(seed)
     with merged_expert_adapters(model):
-        texts = greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size, desc="difficulty",
-                                   temperature=temperature)
+        groups = sampled_completions(model, tokenizer, list(dataset["prompt"]), max_new_tokens, batch_size, k,
+                                     temperature, seed)
+    prompts = [p for p in dataset["prompt"] for _ in range(k)]
+    texts = [text for group in groups for text in group]
     columns = {c: [v for v in dataset[c] for _ in range(k)] for c in dataset.column_names if c != "prompt"}
     completions = [[{"role": "assistant", "content": t}] for t in texts]  # conversational, as TRL hands them
     passed = full_scores(reward(prompts=prompts, completions=completions, **columns))

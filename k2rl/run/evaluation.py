@@ -1,44 +1,90 @@
-"""Held-out accuracy under greedy decoding: the number a run is judged by.
+"""Held-out evaluation: the numbers a run is judged by.
 
-Accuracy is the share of held-out prompts whose greedy completion earns the full score of a
-correctness reward (``exact_answer`` unless the recipe names another). Generation is batched with
-left padding, the layout ``generate`` expects for decoder-only models.
+Every evaluation reward (``eval.rewards``; default the recipe's rewards, minus the group-relative
+``rubric``) scores one greedy completion per held-out prompt: its mean reward and the share of prompts
+solved (full score, >= 1). With ``eval.k`` > 0, k sampled completions per prompt add pass@k (a prompt
+counts when any of its k samples is solved). ``eval.by`` repeats the figures per value of a column.
+The headline ``accuracy`` (the final line of ``k2rl train``) is the solved share of the first
+evaluation reward. Generation is batched with left padding, the layout ``generate`` expects.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from k2rl.config import RewardSpec, RunConfig
+from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards import get_reward
 
-EVAL_REWARD = "exact_answer"
+# Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
+GROUP_REWARDS = frozenset({"rubric"})
+
+
+def eval_reward_specs(config: RunConfig) -> list[tuple[str, RewardSpec]]:
+    """(label, spec) of each evaluation reward: a recipe reward by label or name, else a registered name."""
+    by_label = {spec.label or spec.name: spec for spec in config.rewards}
+    by_name = {spec.name: spec for spec in reversed(config.rewards)}  # the first of a name wins
+    names = config.eval.rewards
+    if names is None:
+        names = [label for label, spec in by_label.items() if spec.name not in GROUP_REWARDS]
+    chosen = []
+    for name in names:
+        spec = by_label.get(name) or by_name.get(name) or RewardSpec(name=name)
+        if spec.name in GROUP_REWARDS:
+            raise K2RLError(f"eval.rewards: {name} compares the completions of a group; a held-out evaluation "
+                            "scores one completion per prompt")
+        chosen.append((name, spec))
+    if not chosen:
+        raise K2RLError("eval.rewards: nothing to evaluate with (the recipe's rewards are group-relative); "
+                        "name one, e.g. eval.rewards=[exact_answer]")
+    return chosen
+
+
+def eval_rewards(config: RunConfig) -> list[tuple[str, object]]:
+    """(label, reward function) for each evaluation reward; an unknown name or option fails here."""
+    return [(label, get_reward(spec.name, **spec.options)) for label, spec in eval_reward_specs(config)]
+
+
+def greedy_completions(
+    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "", prefix: str = "",
+) -> list[str]:
+    """Greedy completions for chat ``prompts`` (lists of messages), each continuing the assistant turn after ``prefix``."""
+    return _completions(model, tokenizer, prompts, max_new_tokens, batch_size, desc or "greedy eval", prefix, do_sample=False)
+
+
+def sampled_completions(
+    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, k: int, temperature: float, seed: int
+) -> list[list[str]]:
+    """``k`` sampled completions per prompt, drawn from their own seeded generator state (training's is untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        flat = _completions(model, tokenizer, prompts, max_new_tokens, max(batch_size // k, 1), f"pass@{k} eval", "",
+                            do_sample=True, temperature=temperature, top_p=1.0, top_k=0, num_return_sequences=k)
+    return [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
 
 
 @torch.no_grad()
-def greedy_completions(
-    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "", prefix: str = "",
-    temperature: float | None = None,
-) -> list[str]:
-    """Greedy completions for chat ``prompts`` (lists of messages), each continuing the assistant turn after ``prefix``
-    (``temperature``: sampled at that temperature instead, from torch's global generator)."""
+def _completions(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str, prefix: str,
+                 **sampling) -> list[str]:
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"
     outputs: list[str] = []
     batches = range(0, len(prompts), batch_size)
-    for start in tqdm(batches, desc=desc or "greedy eval", leave=False, disable=len(batches) < 2):
+    for start in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 2):
         chunk = prompts[start : start + batch_size]
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + prefix for p in chunk]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         generated = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
-            do_sample=temperature is not None,
-            **({"temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature is not None else {}),
+            **sampling,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
@@ -49,48 +95,107 @@ def greedy_completions(
     return outputs
 
 
-def heldout_accuracy(
-    model, tokenizer, dataset: Dataset, reward_name: str = "exact_answer", max_new_tokens: int = 16, batch_size: int = 64
-) -> float:
-    """Share of ``dataset`` rows whose greedy completion gets the full reward (>= 1)."""
-    prompts = list(dataset["prompt"])
-    completions = greedy_completions(model, tokenizer, prompts, max_new_tokens, batch_size)
-    columns = {k: list(dataset[k]) for k in dataset.column_names if k != "prompt"}
-    scores = get_reward(reward_name)(prompts=prompts, completions=completions, **columns)
-    return sum(full_scores(scores)) / max(len(scores), 1)
-
-
 def full_scores(scores) -> list[bool]:
     """Which scores are a pass: the full score (>= 1) of a correctness reward; a failed score (None) is not."""
     return [s is not None and s >= 1.0 for s in scores]
 
 
-class HeldOutEvalCallback(TrainerCallback):
-    """Greedy held-out accuracy every ``every`` RL steps (and on demand), written to the metrics log."""
+def _stats(greedy: list, sampled: list[list] | None, k: int) -> dict:
+    solved = full_scores(greedy)
+    n = max(len(greedy), 1)
+    stats = {"mean": sum(0.0 if s is None else float(s) for s in greedy) / n, "solved": sum(solved) / n}
+    if sampled is not None:
+        stats[f"pass@{k}"] = sum(any(full_scores(group)) for group in sampled) / n
+    unscored = sum(s is None for s in greedy)
+    if unscored:
+        stats["unscored"] = unscored
+    return stats
 
-    def __init__(self, tokenizer, dataset, log, every: int, eval_config):
-        self.tokenizer, self.dataset, self.log, self.every, self.eval_config = tokenizer, dataset, log, every, eval_config
+
+def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object]], eval_config, seed: int = 0) -> dict:
+    """The held-out report: per reward, greedy mean and solved share (and pass@k), overall and per ``eval.by``."""
+    prompts = list(dataset["prompt"])
+    columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
+    with merged_expert_adapters(model):
+        greedy = greedy_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size)
+        k = eval_config.k
+        samples = (sampled_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
+                                       k, eval_config.temperature, seed) if k else None)
+    scores = {}
+    for label, reward in rewards:
+        sampled = None
+        if samples is not None:
+            repeated = {c: [v for v in values for _ in range(k)] for c, values in columns.items()}
+            flat = reward(prompts=[p for p in prompts for _ in range(k)], completions=[c for g in samples for c in g],
+                          **repeated)
+            sampled = [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
+        scores[label] = (reward(prompts=prompts, completions=greedy, **columns), sampled)
+
+    def report(rows: list[int]) -> dict:
+        return {"rows": len(rows), "rewards": {
+            label: _stats([g[i] for i in rows], None if s is None else [s[i] for i in rows], k)
+            for label, (g, s) in scores.items()
+        }}
+
+    result = report(list(range(len(prompts))))
+    metric = rewards[0][0]
+    result = {"metric": metric, "accuracy": result["rewards"][metric]["solved"], **result}
+    if eval_config.by:
+        groups = defaultdict(list)
+        for i, value in enumerate(columns[eval_config.by]):
+            groups[str(value)].append(i)
+        result["by"] = {eval_config.by: {value: report(rows) for value, rows in sorted(groups.items())}}
+    return result
+
+
+def flat_metrics(report: dict) -> dict:
+    """A report's overall figures as one flat record (``accuracy``, ``LABEL/mean``, ...) for logs and trackers."""
+    flat = {"accuracy": report["accuracy"]}
+    for label, stats in report["rewards"].items():
+        flat.update({f"{label}/{name}": value for name, value in stats.items()})
+    return flat
+
+
+class HeldOutEvalCallback(TrainerCallback):
+    """The held-out evaluation every ``every`` RL steps (and on demand), written to the metrics log."""
+
+    def __init__(self, tokenizer, dataset, log, every: int, eval_config, rewards, seed: int = 0):
+        self.tokenizer, self.dataset, self.log, self.every = tokenizer, dataset, log, every
+        self.eval_config, self.rewards, self.seed = eval_config, rewards, seed
+        self.metric = rewards[0][0]
+        self.publish = None  # the trainer's record_metric, once attached
+        self.last: tuple[int, float] | None = None  # (step, accuracy) of the latest evaluation during RL
+
+    def publish_to(self, trainer) -> None:
+        """Send each evaluation during RL to the trainer's logs too (so to ``report_to``'s trackers)."""
+        self.publish = trainer.record_metric
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:
-            self.log.write("eval", state.global_step, accuracy=self.measure(model))
+        last_step = state.global_step == state.max_steps
+        if (self.every and state.global_step % self.every == 0) or (last_step and self.publish is not None):
+            self.last = (state.global_step, self.record(model, state.global_step))
+            if self.publish is not None:
+                control.should_log = True  # logged at this very step, with the RL metrics
 
-    def measure(self, model) -> float:
-        with merged_expert_adapters(model):
-            return heldout_accuracy(
-                model,
-                self.tokenizer,
-                self.dataset,
-                reward_name=EVAL_REWARD,
-                max_new_tokens=self.eval_config.max_new_tokens,
-                batch_size=self.eval_config.batch_size,
-            )
+    def record(self, model, step: int) -> float:
+        """Evaluate ``model``, log the figures at ``step``; returns the headline accuracy."""
+        report = evaluate(model, self.tokenizer, self.dataset, self.rewards, self.eval_config, self.seed)
+        flat = flat_metrics(report)
+        self.log.write("eval", step, **flat)
+        if self.publish is not None:
+            for name, value in flat.items():
+                self.publish(f"heldout/{name}", float(value))
+        return report["accuracy"]
+
+    def final(self, model, step: int) -> float:
+        """Accuracy after RL: the evaluation of the last step when it ran (same weights), else measured now."""
+        if self.last is not None and self.last[0] == step:
+            return self.last[1]
+        return self.record(model, step)
 
     def before_rl(self, model) -> float:
         """Accuracy at step 0: measured now, or read back from the log of a resumed run."""
         measured = [r["accuracy"] for r in self.log.records() if r["phase"] == "eval" and r["step"] == 0]
         if measured:
             return measured[0]
-        accuracy = self.measure(model)
-        self.log.write("eval", 0, accuracy=accuracy)
-        return accuracy
+        return self.record(model, 0)

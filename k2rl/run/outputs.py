@@ -84,10 +84,11 @@ def plot_progress(records: list[dict], out_png: Path) -> None:
     plt.close(fig)
 
 
-def final_line(before: float, after: float, wall_s: float, run_dir: Path) -> str:
-    """The last line of a run, fixed in form so runs can be compared by script."""
+def final_line(before: float, after: float, wall_s: float, run_dir: Path, metric: str | None = None) -> str:
+    """The last line of a run, fixed in form so runs can be compared by script (``metric``: the reward
+    whose solved share the accuracy is, appended last)."""
     delta = 100 * (after - before)
     return (
         f"k2rl: eval accuracy before={before:.3f} after={after:.3f} delta={delta:+.1f}pts "
-        f"wall={wall_s:.0f}s run_dir={run_dir}"
+        f"wall={wall_s:.0f}s run_dir={run_dir}" + (f" metric={metric}" if metric else "")
     )

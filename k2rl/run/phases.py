@@ -97,7 +97,7 @@ def warm_start_phase(run: Run, policy: Policy, data: TaskData, extra_rows=None):
         forget_after(run.metrics.path, -1, phases=("warm_start", "eval"))  # a resumed run redoes it from scratch
     model = warm_start(
         policy.model, policy.tokenizer, data.train, config.warm_start, run.dir / "warm_start_tmp", config.seed,
-        callbacks=[MetricsCallback(run.metrics, "warm_start")], extra_rows=extra_rows,
+        callbacks=[MetricsCallback(run.metrics, "warm_start")], extra_rows=extra_rows, report_to=config.report_to,
     )
     base_dir, partial = run.dir / "warm_start", run.dir / "warm_start.partial"  # renamed when complete
     if is_main():
@@ -112,8 +112,7 @@ def warm_start_phase(run: Run, policy: Policy, data: TaskData, extra_rows=None):
 
 def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, total: int) -> dict:
     """Final held-out accuracy, the adapter, the plot and the summary; prints the run's last line."""
-    after = evaluator.measure(trainer.model)
-    run.metrics.write("eval", run.config.trainer.max_steps, accuracy=after)
+    after = evaluator.final(trainer.model, run.config.trainer.max_steps)
     if is_main():
         trainer.model.save_pretrained(run.dir / "adapter")
         plot_progress(run.metrics.records(), run.dir / "progress.png")
@@ -122,6 +121,7 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
         "accuracy_before": before,
         "accuracy_after": after,
         "delta_pts": 100 * (after - before),
+        "metric": evaluator.metric,
         "wall_s": round(wall, 1),
         "trainable_parameters": trainable,
         "total_parameters": total,
@@ -131,7 +131,7 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
     }
     if is_main():
         write_summary(run.dir, summary)
-        print(final_line(before, after, wall, run.dir), flush=True)
+        print(final_line(before, after, wall, run.dir, evaluator.metric), flush=True)
     return summary
 
 
@@ -140,7 +140,7 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     lines = [
         "# k2rl run summary",
         "",
-        f"- held-out accuracy (greedy): {summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f} "
+        f"- held-out accuracy (greedy, {summary['metric']}): {summary['accuracy_before']:.3f} -> {summary['accuracy_after']:.3f} "
         f"({summary['delta_pts']:+.1f} points)",
         f"- RL steps: {summary['rl_steps']}; trainable parameters: {summary['trainable_parameters']:,} "
         f"of {summary['total_parameters']:,}",

@@ -22,7 +22,7 @@ from k2rl.trainer.recipe_trainer import K2RecipeTrainer
 
 def build_trainer(
     model, tokenizer, train_dataset, reward_funcs, reward_weights, config: TrainerConfig, out_dir, seed, callbacks=(),
-    auxiliary_losses=(), expert_selection=None, rollout_func=None, extra_args=None,
+    auxiliary_losses=(), expert_selection=None, rollout_func=None, extra_args=None, report_to=(),
 ):
     """A ready trainer (K2RecipeTrainer, or K2PPOTrainer for ``algorithm: ppo``) with LoRA on the experts.
 
@@ -34,7 +34,7 @@ def build_trainer(
     if config.budget.column is not None:  # TRL's sampling or the rollout engine cuts; this reward prices it
         reward_funcs.append(get_reward(EXCEEDED_COLUMN, penalty=config.budget.penalty))  # logged like any reward
         reward_weights.append(1.0)
-    args = grpo_config(config, reward_weights, Path(out_dir), seed, **(extra_args or {}))
+    args = grpo_config(config, reward_weights, Path(out_dir), seed, report_to=report_to, **(extra_args or {}))
     ptx = build_ptx_batches(config.ptx, train_dataset, tokenizer, seed)
     if ptx is not None:
         auxiliary_losses = [*auxiliary_losses, PtxLoss(ptx, config.ptx.weight)]
@@ -45,7 +45,7 @@ def build_trainer(
         args=args,
         train_dataset=train_dataset,
         processing_class=tokenizer,
-        peft_config=expert_lora_config(config.lora.targets, config.lora.r, config.lora.alpha, router=config.router_trainable),
+        peft_config=expert_lora_config(model, config.lora.targets, config.lora.r, config.lora.alpha, router=config.router_trainable),
         callbacks=list(callbacks),
         auxiliary_losses=auxiliary_losses,
         rollout_func=rollout_func,

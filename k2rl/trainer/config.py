@@ -19,6 +19,7 @@ from k2rl.policy.precision import trainer_precision
 from k2rl.rollouts.budget import check_budget_config
 from k2rl.trainer.optimizers import OPTIMIZERS
 from k2rl.trainer.schedules import check_temperatures
+from k2rl.trainer.trl_options import build_trl_config, trl_fields
 
 ALGORITHMS = ("grpo", "k2", "ppo")
 
@@ -75,12 +76,39 @@ SAME_NAMED = (
 )
 
 
+# GRPOConfig fields k2rl sets from other recipe keys (``trainer.trl`` may not set them).
+OWNED = {
+    **{name: f"trainer.{name}" for name in SAME_NAMED},
+    "budget_column": "trainer.budget.column", "budget_limits": "trainer.budget.budgets",
+    "budget_default": "trainer.budget.default", "budget_penalty": "trainer.budget.penalty",
+    "scale_rewards": "trainer.scale_rewards", "reward_weights": "rewards[].weight",
+    "save_strategy": "trainer.save_steps", "save_steps": "trainer.save_steps",
+    "use_vllm": "rollout.backend", "vllm_mode": "rollout.vllm_mode",
+    "sampling": "trainer.sampling", "dynamic_sampling": "trainer.dynamic_sampling",
+}
+
+
+def trl_options(recipe: TrainerConfig) -> dict:
+    """The recipe's ``trainer.trl`` fields, checked against K2GRPOConfig (see :mod:`.trl_options`)."""
+    return trl_fields(K2GRPOConfig, recipe.trl, OWNED, "trainer.trl")
+
+
 def grpo_config(
-    recipe: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int, **extra
+    recipe: TrainerConfig, reward_weights: list[float], out_dir: Path, seed: int, report_to=(), **extra
 ) -> K2GRPOConfig:
-    """The run's K2GRPOConfig from the recipe's ``trainer`` section (``extra``: further fields, e.g. vLLM's)."""
+    """The run's K2GRPOConfig from the recipe's ``trainer`` section (``report_to``: the run's trackers;
+    ``extra``: further fields, e.g. vLLM's)."""
     same_named = {name: getattr(recipe, name) for name in SAME_NAMED}
-    return K2GRPOConfig(
+    defaults = {  # k2rl's choices that ``trainer.trl`` may override
+        "lr_scheduler_type": "constant_with_warmup",
+        "warmup_steps": max(recipe.max_steps // 20, 1),
+        "dataloader_num_workers": 0,
+        "log_completions": False,
+        "disable_tqdm": False,
+    }
+    return build_trl_config(
+        K2GRPOConfig,
+        "trainer.trl" if recipe.trl else "trainer",
         output_dir=str(out_dir),
         **same_named,
         budget_column=recipe.budget.column,
@@ -89,17 +117,13 @@ def grpo_config(
         budget_penalty=recipe.budget.penalty,
         sampling=dataclasses.asdict(recipe.sampling),
         dynamic_sampling=dataclasses.asdict(recipe.dynamic_sampling),
-        lr_scheduler_type="constant_with_warmup",
-        warmup_steps=max(recipe.max_steps // 20, 1),
         scale_rewards="none" if recipe.algorithm == "k2" else recipe.scale_rewards,  # the K2 loss wants r - mean r
         reward_weights=reward_weights,
         save_strategy="steps" if recipe.save_steps else "no",
         save_steps=recipe.save_steps or 500,
-        report_to=[],
+        report_to=list(report_to),
         seed=seed,
         **trainer_precision(),
-        dataloader_num_workers=0,
-        log_completions=False,
-        disable_tqdm=False,
+        **{**defaults, **trl_options(recipe)},
         **extra,
     )

@@ -16,34 +16,56 @@ from trl import SFTConfig, SFTTrainer
 from k2rl.config import WarmStartConfig
 from k2rl.data.sources import sft_dataset
 from k2rl.policy.precision import trainer_precision
+from k2rl.trainer.trl_options import build_trl_config, trl_fields
 
 
-def warm_start_args(config: WarmStartConfig, out_dir: Path, seed: int, long_prompts: bool = False) -> SFTConfig:
+# SFTConfig fields k2rl sets from other recipe keys (``warm_start.trl`` may not set them).
+OWNED = {
+    "max_steps": "warm_start.max_steps", "learning_rate": "warm_start.learning_rate",
+    "per_device_train_batch_size": "warm_start.batch_size", "warmup_steps": "warm_start.warmup_ratio",
+    "warmup_ratio": "warm_start.warmup_ratio",
+}
+
+
+def trl_options(config: WarmStartConfig) -> dict:
+    """The recipe's ``warm_start.trl`` fields, checked against SFTConfig (see :mod:`.trl_options`)."""
+    return trl_fields(SFTConfig, config.trl, OWNED, "warm_start.trl")
+
+
+def warm_start_args(
+    config: WarmStartConfig, out_dir: Path, seed: int, long_prompts: bool = False, report_to=()
+) -> SFTConfig:
     """SFTConfig for the warm start (``long_prompts``: critic prompts are a few hundred tokens)."""
-    return SFTConfig(
+    defaults = {  # k2rl's choices that ``warm_start.trl`` may override
+        "lr_scheduler_type": "cosine",
+        "logging_steps": max(config.max_steps // 10, 1),
+        "save_strategy": "no",
+        "dataloader_num_workers": 0,
+        "max_length": 512 if long_prompts else 128,
+        "completion_only_loss": True,
+        "disable_tqdm": False,
+    }
+    return build_trl_config(
+        SFTConfig,
+        "warm_start.trl" if config.trl else "warm_start",
         output_dir=str(out_dir),
         max_steps=config.max_steps,
         learning_rate=config.learning_rate,
         per_device_train_batch_size=config.batch_size,
         warmup_steps=int(config.warmup_ratio * config.max_steps),
-        lr_scheduler_type="cosine",
-        logging_steps=max(config.max_steps // 10, 1),
-        save_strategy="no",
-        report_to=[],
+        report_to=list(report_to),
         seed=seed,
         **trainer_precision(),
-        dataloader_num_workers=0,
-        max_length=512 if long_prompts else 128,
-        completion_only_loss=True,
-        disable_tqdm=False,
+        **{**defaults, **trl_options(config)},
     )
 
 
 def warm_start(
-    model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None
+    model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None,
+    report_to=(),
 ):
     """Supervised fine-tuning on prompt -> demonstration pairs (plus ``extra_rows``); returns the trained model."""
-    args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None)
+    args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None, report_to=report_to)
     rows = sft_dataset(train)
     if extra_rows is not None:
         rows = concatenate_datasets([rows, extra_rows.select_columns(["prompt", "completion"])]).shuffle(seed=seed)

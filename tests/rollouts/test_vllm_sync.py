@@ -6,12 +6,12 @@ from peft import get_peft_model
 
 from k2rl.experts.lora import expert_lora_config
 from k2rl.policy.build import load_policy
-from k2rl.rollouts.vllm_sync import checkpoint_name, merged_expert_tensors, per_expert_weights
+from k2rl.rollouts.vllm_sync import checkpoint_name, checkpoint_weights, merged_expert_tensors
 
 
 def test_pushed_expert_weights_compute_what_the_adapted_experts_compute(tiny_policy_dir):
     torch.manual_seed(0)
-    model = get_peft_model(load_policy(str(tiny_policy_dir)).model, expert_lora_config(["routed_experts"], 4, 8))
+    model = get_peft_model(base := load_policy(str(tiny_policy_dir)).model, expert_lora_config(base, ["routed_experts"], 4, 8))
     for name, param in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)  # a trained-looking adapter (B starts at zero)
@@ -22,8 +22,7 @@ def test_pushed_expert_weights_compute_what_the_adapted_experts_compute(tiny_pol
     assert all(torch.equal(base[n], p) for n, p in model.named_parameters() if "lora_" not in n)  # restored
 
     experts = model.base_model.model.model.layers[1].mlp.experts  # PEFT wrapper: adapter applied in forward
-    pushed = dict(per_expert_weights("model.layers.1.mlp.experts.gate_up_proj", tensors["model.layers.1.mlp.experts.gate_up_proj"]))
-    pushed.update(per_expert_weights("model.layers.1.mlp.experts.down_proj", tensors["model.layers.1.mlp.experts.down_proj"]))
+    pushed = checkpoint_weights(model, {n: t for n, t in tensors.items() if ".layers.1." in n})
     base_by_name = {checkpoint_name(n): p for n, p in base.items()}
     hidden = torch.randn(5, model.config.hidden_size)
     n_experts = model.config.n_routed_experts

@@ -1,0 +1,28 @@
+"""JSON Lines files a user hands k2rl (datasets, reward samples): one JSON object per non-blank line,
+and the first line that is not one is a K2RLError naming its number."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from k2rl.errors import K2RLError
+
+
+def json_objects(path: Path, what: str = "file") -> Iterator[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of ``path`` (``what``: the kind of file, for errors)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise K2RLError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise K2RLError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise K2RLError(f"{path} line {number}: expected a JSON object, got {type(value).__name__}")
+        yield number, value

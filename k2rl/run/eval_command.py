@@ -1,0 +1,69 @@
+"""``k2rl eval RECIPE|RUN_DIR [--adapter DIR] [--model PATH]``: the held-out evaluation on its own.
+
+A run directory brings its resolved recipe (``config.yaml``), its base model (``warm_start/``, else
+``initial_policy/``) and its ``adapter/``: ``k2rl eval RUN_DIR`` reproduces the "after" figure of
+``k2rl train``, and ``k2rl eval RUN_DIR --model RUN_DIR/warm_start`` (no adapter unless named) the
+"before" one. A recipe evaluates ``--model`` (or its ``policy.model``) with an optional adapter.
+The report is written as ``eval.json`` (in the run directory, else the current one; ``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from k2rl import resources
+from k2rl.config import load_config
+from k2rl.data.sources import load_task_data
+from k2rl.errors import K2RLError
+from k2rl.policy.build import load_policy, resolve_model_source
+from k2rl.run.evaluation import eval_rewards, evaluate
+from k2rl.run.preflight import check_eval_inputs
+
+
+def _sources(target: Path, model: str | None, adapter: str | None) -> tuple[Path, str, str | None, Path]:
+    """(recipe, model, adapter, eval.json path) for a run directory or a recipe file."""
+    if target.is_dir():
+        recipe = target / "config.yaml"
+        if not recipe.is_file():
+            raise K2RLError(f"{target} is not a run directory (no config.yaml)")
+        if model is None:
+            base = next((target / name for name in ("warm_start", "initial_policy") if (target / name).is_dir()), None)
+            model = str(base) if base else None
+            if adapter is None and (target / "adapter").is_dir():
+                adapter = str(target / "adapter")
+        return recipe, model, adapter, target / "eval.json"
+    return target, model, adapter, Path("eval.json")
+
+
+def run_eval(target: str, overrides=(), model: str | None = None, adapter: str | None = None,
+             out: str | None = None) -> dict:
+    """Evaluate a model (and adapter) on the recipe's held-out data; returns the report written to ``out``."""
+    recipe, model, adapter, default_out = _sources(Path(target), model, adapter)
+    config = load_config(recipe, list(overrides))
+    model = model or config.policy.model
+    if model is None:
+        raise K2RLError(f"{target}: policy.preset {config.policy.preset!r} has no trained weights to evaluate; "
+                        "pass --model PATH (or a run directory)")
+    resolve_model_source(model)
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise K2RLError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
+    data = load_task_data(config.data, config.seed)
+    check_eval_inputs(config, data)
+    rewards = eval_rewards(config)
+    policy = load_policy(model, dtype=config.policy.dtype, trust_remote_code=config.policy.trust_remote_code)
+    network = policy.model
+    if adapter is not None:
+        from peft import PeftModel
+
+        network = PeftModel.from_pretrained(network, adapter)
+    try:
+        report = evaluate(network, policy.tokenizer, data.eval, rewards, config.eval, config.seed)
+    finally:
+        resources.close_all()  # sandboxes and checker pools the rewards started
+    report = {"model": model, "adapter": adapter, "recipe": str(recipe), **report}
+    path = Path(out) if out else default_out
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"k2rl: eval accuracy={report['accuracy']:.3f} metric={report['metric']} rows={report['rows']} "
+          f"model={model} adapter={adapter} out={path}", flush=True)
+    return report
