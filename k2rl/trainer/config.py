@@ -19,7 +19,7 @@ from k2rl.policy.precision import trainer_precision
 from k2rl.rollouts.budget import check_budget_config
 from k2rl.trainer.optimizers import OPTIMIZERS
 from k2rl.trainer.schedules import check_temperatures
-from k2rl.trainer.trl_options import build_trl_config, trl_fields
+from k2rl.trainer.trl_options import COMMON_DEFAULTS, build_trl_config, trl_fields
 
 ALGORITHMS = ("grpo", "k2", "ppo")
 
@@ -100,11 +100,10 @@ def grpo_config(
     ``extra``: further fields, e.g. vLLM's)."""
     same_named = {name: getattr(recipe, name) for name in SAME_NAMED}
     defaults = {  # k2rl's choices that ``trainer.trl`` may override
+        **COMMON_DEFAULTS,
         "lr_scheduler_type": "constant_with_warmup",
         "warmup_steps": max(recipe.max_steps // 20, 1),
-        "dataloader_num_workers": 0,
         "log_completions": False,
-        "disable_tqdm": False,
     }
     return build_trl_config(
         K2GRPOConfig,

@@ -31,6 +31,10 @@ COMMON_OWNED = {
     "resume_from_checkpoint": "k2rl train --resume",
 }
 
+# Defaults k2rl chooses for every Trainer config it builds (the ``trl:`` keys may override them):
+# data loading in the main process (the datasets are small and in memory), and tqdm progress on.
+COMMON_DEFAULTS = {"dataloader_num_workers": 0, "disable_tqdm": False}
+
 
 def _annotation(tp):
     """TRL and transformers annotate option fields ``SomeEnum | str``: the string must be one of the enum's values."""

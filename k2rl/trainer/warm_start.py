@@ -16,7 +16,7 @@ from trl import SFTConfig, SFTTrainer
 from k2rl.config import WarmStartConfig
 from k2rl.data.sources import sft_dataset
 from k2rl.policy.precision import trainer_precision
-from k2rl.trainer.trl_options import build_trl_config, trl_fields
+from k2rl.trainer.trl_options import COMMON_DEFAULTS, build_trl_config, trl_fields
 
 
 # SFTConfig fields k2rl sets from other recipe keys (``warm_start.trl`` may not set them).
@@ -37,13 +37,12 @@ def warm_start_args(
 ) -> SFTConfig:
     """SFTConfig for the warm start (``long_prompts``: critic prompts are a few hundred tokens)."""
     defaults = {  # k2rl's choices that ``warm_start.trl`` may override
+        **COMMON_DEFAULTS,
         "lr_scheduler_type": "cosine",
         "logging_steps": max(config.max_steps // 10, 1),
         "save_strategy": "no",
-        "dataloader_num_workers": 0,
         "max_length": 512 if long_prompts else 128,
         "completion_only_loss": True,
-        "disable_tqdm": False,
     }
     return build_trl_config(
         SFTConfig,
