@@ -21,6 +21,7 @@ from k2rl.config import RewardSpec, RunConfig
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards import get_reward
+from k2rl.rewards.isolation import isolate
 
 # Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
 GROUP_REWARDS = frozenset({"rubric"})
@@ -47,8 +48,16 @@ def eval_reward_specs(config: RunConfig) -> list[tuple[str, RewardSpec]]:
 
 
 def eval_rewards(config: RunConfig) -> list[tuple[str, object]]:
-    """(label, reward function) for each evaluation reward; an unknown name or option fails here."""
-    return [(label, get_reward(spec.name, **spec.options)) for label, spec in eval_reward_specs(config)]
+    """(label, reward function) for each evaluation reward; an unknown name or option fails here.
+
+    Each is isolated as in training, except that failures never stop an evaluation: a failed score is
+    ``None`` and reported as unscored (training's own failure bound stops a run whose reward is broken).
+    """
+    return [
+        (label, isolate(get_reward(spec.name, **spec.options), f"eval/{label}", timeout_s=spec.timeout_s,
+                        max_failure_fraction=1.0))
+        for label, spec in eval_reward_specs(config)
+    ]
 
 
 def greedy_completions(
