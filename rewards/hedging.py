@@ -8,7 +8,8 @@ the span the extractor happens to pick holds the gold. ``k2rl rewards audit`` fo
 
 :func:`hedged` is applied only when the gold is a single value. A gold of several values
 (``3, -3``, ``\\pm 3``, a set) makes a list or disjunction the honest form, and the checker decides.
-Thousands separators (``1,000``: no space after the comma) are not read as lists.
+Thousands separators (``1,000``: no space after the comma) are not read as lists, and a gold that
+is one number with a decimal comma (``1,22``, :func:`decimal_comma`) is single-valued.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ _DISJUNCTION = re.compile(rf"\d\s*\$?\s*(?:\\text\{{\s*or\s*\}}|\bor\b|\\lor\b|\
 _LIST = re.compile(rf"\d\s*(?:;|,\s)\s*{_NUM}")
 _MARK = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
 _MULTI_VALUED_GOLD = re.compile(r"[,;]|\\pm|\bor\b|\\cup|\\\{|\\lor|\\vee|\[|\(")
+# One number written with a decimal comma, as math-verify's plain-text number reads it ("1,22" is
+# 1.22). Three digits after the comma are a thousands separator (math-verify: "1,022" is 1022), and
+# four or more it does not read as one decimal, so only one or two count.
+_DECIMAL_COMMA = re.compile(r"-?\d+,\d{1,2}")
 
 
 def boxed_contents(text: str) -> list[str]:
@@ -54,8 +59,13 @@ def _final_span(text: str) -> tuple[str, bool]:
     return (sentences[-1] if sentences else ""), False
 
 
+def decimal_comma(gold) -> bool:
+    """True when ``gold`` is one plain number with a decimal comma (``1,22``, ``-0,5``), not a list."""
+    return bool(_DECIMAL_COMMA.fullmatch(str(gold).strip()))
+
+
 def single_valued(gold) -> bool:
-    return not _MULTI_VALUED_GOLD.search(str(gold))
+    return decimal_comma(gold) or not _MULTI_VALUED_GOLD.search(str(gold))
 
 
 def hedged(response: str, gold) -> bool:

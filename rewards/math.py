@@ -21,7 +21,8 @@ compares symbolically and numerically. This module adds what a training loop nee
 
 Reward mode: the gold answer is never rewritten. A bare gold (``\\frac{3}{4}``, ``(2, 5]``) is only
 given ``$…$`` delimiters so math-verify reads it as one expression; a gold that already has
-delimiters or ``\\boxed{}`` is passed through untouched. Comparison is asymmetric as in math-verify:
+delimiters or ``\\boxed{}``, or is one number with a decimal comma (``1,22``), is passed through
+untouched. Comparison is asymmetric as in math-verify:
 gold first, prediction second.
 """
 
@@ -39,7 +40,7 @@ from k2rl import resources
 from k2rl.errors import K2RLError
 from k2rl.rewards.answer import completion_text, dataset_column
 from k2rl.rewards.deadline_pool import OK, TIMEOUT, DeadlinePool
-from k2rl.rewards.hedging import hedged
+from k2rl.rewards.hedging import decimal_comma, hedged
 from k2rl.rewards.registry import register_reward
 
 DEFAULT_TIMEOUT_S = 5.0  # math-verify's own default per operation
@@ -48,9 +49,14 @@ _DELIMITERS = ("$", "\\(", "\\[", "\\boxed", "\\begin{equation", "\\begin{align"
 
 
 def delimit_gold(gold: str) -> str:
-    """``gold`` as math-verify should read it: unchanged if it is delimited, else wrapped in ``$…$``."""
+    """``gold`` as math-verify should read it: unchanged if it is delimited or one number with a decimal
+    comma, else wrapped in ``$…$``.
+
+    Inside ``$…$`` LaTeX reads ``1,22`` as the set {1, 22}; math-verify's plain-text number reads it as
+    1.22, as its own tests expect (gold ``1,22``, prediction ``1.22``), so such a gold stays bare.
+    """
     gold = str(gold).strip()
-    if any(mark in gold for mark in _DELIMITERS):
+    if decimal_comma(gold) or any(mark in gold for mark in _DELIMITERS):
         return gold
     return f"${gold}$"
 

@@ -84,6 +84,10 @@ def test_rubric_audit_with_the_tiny_policy_as_critic(tiny_policy_dir, capsys):
     ("$\\boxed{4}$ and again $\\boxed{4}$", "4", False), ("The answer is 1,000.", "1000", False),
     ("3 + 5 = 8, 8 - 2 = 6, 6 - 2 = 4", "4", False), ("x = 3 or x = -3, so $\\boxed{3, -3}$", "3, -3", False),
     ("The answer is 4.", "4", False), ("$\\boxed{\\pm 3}$", "\\pm 3", False),
+    # a decimal comma gold is one value: hedges around it are still hedges, one decimal-comma answer is not
+    ("$\\boxed{5}$ or maybe $\\boxed{1.22}$", "1,22", True), ("It is 1.23 or 1.22", "1,22", True),
+    ("$\\boxed{1, 22}$", "1,22", True), ("The answer is 1.22", "1,22", False), ("The answer is 1,22", "1.22", False),
+    ("$\\boxed{1, 22}$", "1,2,22", False),
 ])
 def test_hedged(response, gold, expected):
     assert hedged(response, gold) is expected

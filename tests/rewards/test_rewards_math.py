@@ -68,10 +68,28 @@ def test_is_equivalent(response, gold, expected):
     assert is_equivalent(response, gold) is expected
 
 
+@pytest.mark.parametrize("gold, response", [("1,22", "1.22"), ("1,22", "The answer is $1.22$"), ("1.22", "1,22"),
+                                            ("-0,5", "\\boxed{-0.5}"), ("1,22", "\\boxed{1.23}"), ("1,022", "1022")])
+def test_a_decimal_comma_is_read_as_math_verify_reads_it(patient_checker, gold, response):
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    reference = bool(verify(parse(gold), parse(response)))  # plain math-verify, the gold as a dataset writes it
+    assert patient_checker.check_many([(response, gold)]) == [reference]
+    assert reference is not response.endswith("1.23}")  # and math-verify is right on these
+
+
+def test_a_decimal_comma_gold_does_not_reopen_hedging():
+    reward = get_reward("math", check_timeout_s=5.0)
+    completions = ["The answer is $\\boxed{1.22}$.", "$\\boxed{5}$ or maybe $\\boxed{1.22}$", "It is 1.23 or 1.22",
+                   "$\\boxed{1.22 \\lor 5}$", "The answer is 5; 1.22", "$\\boxed{1, 22}$", "The answer is 1, 22"]
+    assert reward(prompts=["p"] * 7, completions=completions, answer=["1,22"] * 7) == [1.0] + [0.0] * 6
+
+
 def test_gold_is_only_delimited_never_rewritten():
     assert delimit_gold("\\frac{3}{4}") == "$\\frac{3}{4}$"
     assert delimit_gold("  (2, 5] ") == "$(2, 5]$"
     assert delimit_gold("$x^2$ or \\boxed{3}") == "$x^2$ or \\boxed{3}"
+    assert delimit_gold(" 1,22 ") == "1,22" and delimit_gold("-0,5") == "-0,5"  # one number: math-verify reads it bare
+    assert delimit_gold("1,022") == "$1,022$" and delimit_gold("3, 4") == "$3, 4$" and delimit_gold("1,2,3") == "$1,2,3$"
 
 
 _rng = random.Random(0)
