@@ -123,10 +123,17 @@ def test_own_adapter_learns_a_preference_and_leaves_the_policy_untouched(format_
     assert [parse_verdict(a).choice for a in plain.judge([m for m, _ in examples])] != targets
 
     refinement.add(examples)
-    losses = [adapter.refine() for _ in range(20)]  # 200 critic steps
-    assert losses[0] > 0.9 * math.log(2) and min(losses) < 0.5 * math.log(2)  # letter-only critics stay at ln 2
-    assert adapter.updates == 200
     critic = PolicyCritic(max_new_tokens=3).bind(model, tokenizer, adapter.judging)
+    # Refined until the loss is below what a letter-only critic can reach and the verdicts are right
+    # (how many steps that takes moves with the CPU's float rounding), with a cap far above any run's.
+    losses = []
+    while len(losses) < 100:
+        losses += [adapter.refine() for _ in range(5)]  # 50 critic steps
+        if losses[-1] < 0.5 * math.log(2) and [parse_verdict(a).choice for a in critic.judge([m for m, _ in examples])] == targets:
+            break
+    assert losses[0] > 0.9 * math.log(2)  # letter-only critics stay at ln 2
+    assert losses[-1] < 0.5 * math.log(2), f"still {losses[-1]:.3f} after {adapter.updates} critic steps"
+    assert adapter.updates == 10 * len(losses)
     assert [parse_verdict(a).choice for a in critic.judge([m for m, _ in examples])] == targets
 
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
