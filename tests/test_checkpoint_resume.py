@@ -44,9 +44,11 @@ def _rl_steps_logged(run_dir: Path) -> list[int]:
     return [r["step"] for r in records if r["phase"] == "rl" and "reward" in r]
 
 
-def test_sigkill_then_resume_continues_where_the_checkpoint_left_off(tmp_path, request):
+def _kill_mid_run_and_resume(tmp_path, request, extra=()):
+    """Train, SIGKILL once a few RL steps are checkpointed, resume; (run dir, saved step, data order
+    before the kill, data order after the resume, the resumed process)."""
     recipe = str(request.config.rootpath / "configs" / "quickstart.yaml")
-    args = [recipe, f"output_dir={tmp_path}", "run_name=killed", *RECIPE]
+    args = [recipe, f"output_dir={tmp_path}", "run_name=killed", *RECIPE, *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run_dir = tmp_path / "killed"
     log = open(tmp_path / "first.log", "w")
@@ -74,9 +76,13 @@ def test_sigkill_then_resume_continues_where_the_checkpoint_left_off(tmp_path, r
     resumed = subprocess.run(_k2rl("train", *args, "--resume"), env=env, capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert f"resuming from {checkpoint}" in resumed.stdout
+    return run_dir, saved_step, before_kill, read_data_order(run_dir)[len(before_kill):], resumed
+
+
+def test_sigkill_then_resume_continues_where_the_checkpoint_left_off(tmp_path, request):
+    run_dir, saved_step, before_kill, after_resume, _ = _kill_mid_run_and_resume(tmp_path, request)
 
     # No completed step is lost: the resumed process starts at the step after the checkpoint...
-    after_resume = read_data_order(run_dir)[len(before_kill):]
     assert [r["step"] for r in after_resume] == list(range(saved_step + 1, MAX_STEPS + 1))
     # ...and every step 1..MAX_STEPS is logged exactly once (records after the checkpoint were forgotten).
     assert _rl_steps_logged(run_dir) == list(range(1, MAX_STEPS + 1))
@@ -92,6 +98,26 @@ def test_sigkill_then_resume_continues_where_the_checkpoint_left_off(tmp_path, r
     assert len(groups) == len(set(groups)) == MAX_STEPS * 2  # 8 samples = 2 prompts x 4 generations per step
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rl_steps"] == MAX_STEPS and (run_dir / "adapter").is_dir()
+
+
+def test_sigkill_then_resume_with_the_prioritized_sampler_draws_what_an_uninterrupted_run_draws(tmp_path, request):
+    """The prioritized sampler's state comes back from the checkpoint: the steps re-run after a kill -9
+    train on the prompts the killed run drew for them, and an uninterrupted run draws the same."""
+    prioritized = ["trainer.sampling.method=prioritized"]
+    _, saved_step, before_kill, after_resume, _ = _kill_mid_run_and_resume(tmp_path, request, prioritized)
+    assert [r["step"] for r in after_resume] == list(range(saved_step + 1, MAX_STEPS + 1))
+    first_try = {r["step"]: r["prompts"] for r in before_kill}
+    for record in after_resume:
+        if record["step"] in first_try:
+            assert record["prompts"] == first_try[record["step"]]
+    recipe = str(request.config.rootpath / "configs" / "quickstart.yaml")
+    whole = subprocess.run(_k2rl("train", recipe, f"output_dir={tmp_path}", "run_name=whole", *RECIPE, *prioritized),
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-2000:]
+    uninterrupted = {r["step"]: r["prompts"] for r in read_data_order(tmp_path / "whole")}
+    resumed_run = {r["step"]: r["prompts"] for r in before_kill if r["step"] <= saved_step}
+    resumed_run.update({r["step"]: r["prompts"] for r in after_resume})
+    assert resumed_run == uninterrupted
 
 
 def test_resume_rejects_a_different_recipe(tmp_path, request):
