@@ -100,6 +100,16 @@ def _first_line(proc: subprocess.Popen, timeout_s: float) -> str:
     return ""
 
 
+def wait_until(condition, what: str, timeout_s: float = 60.0, poll_s: float = 0.002) -> None:
+    """Poll ``condition`` (without spinning the GIL away from the threads doing the work) until it
+    holds; a condition that never holds fails the test instead of hanging it."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+
+
 def start_servers(count: int, token_file: str, workers: int = 1) -> list[Server]:
     servers = []
     try:

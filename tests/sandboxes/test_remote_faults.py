@@ -12,7 +12,7 @@ import signal
 import threading
 
 import pytest
-from remote_support import TOKEN, start_servers, write_token
+from remote_support import TOKEN, start_servers, wait_until, write_token
 
 import k2rl.rewards.unit_tests as unit_tests
 from k2rl import resources
@@ -52,15 +52,16 @@ def test_kill_and_drain_mid_run_lose_and_duplicate_nothing(servers):
     killed, drained = servers[0], servers[1]
     at_fault = {}
 
+    def batches_done() -> int:
+        return sandbox.stats["batches"] - before["batches"]
+
     def inject():
-        while sandbox.stats["batches"] - before["batches"] < total_batches // 4:
-            pass
+        wait_until(lambda: batches_done() >= total_batches // 4, "a quarter of the batches")
         killed.proc.send_signal(signal.SIGKILL)
-        at_fault["kill"] = sandbox.stats["batches"] - before["batches"]
-        while sandbox.stats["batches"] - before["batches"] < total_batches // 2:
-            pass
+        at_fault["kill"] = batches_done()
+        wait_until(lambda: batches_done() >= total_batches // 2, "half of the batches")
         drained.proc.send_signal(signal.SIGTERM)
-        at_fault["drain"] = sandbox.stats["batches"] - before["batches"]
+        at_fault["drain"] = batches_done()
 
     injector = threading.Thread(target=inject, daemon=True)
     injector.start()

@@ -9,7 +9,7 @@ import sys
 import threading
 
 import pytest
-from remote_support import TOKEN, Server, start_servers, write_token
+from remote_support import TOKEN, Server, start_servers, wait_until, write_token
 
 from k2rl.errors import K2RLError
 from k2rl.sandboxes import get_sandbox
@@ -106,11 +106,9 @@ def test_drain_finishes_in_flight_jobs_and_refuses_new_ones(tmp_path_factory):
     thread = threading.Thread(target=lambda: answer.update(r=server.request("POST", "/v1/jobs", _jobs(slow))))
     try:
         thread.start()
-        while server.metrics()["jobs"]["started"] == 0:
-            pass
+        wait_until(lambda: server.metrics()["jobs"]["started"] > 0, "the slow job to start")
         server.proc.send_signal(signal.SIGTERM)
-        while not server.request("GET", "/healthz", token=None)[0] == 503:
-            pass
+        wait_until(lambda: server.request("GET", "/healthz", token=None)[0] == 503, "/healthz to report draining")
         status, data = server.request("POST", "/v1/jobs", _jobs(GOOD_JOB))
         assert status == 503 and "draining" in data["error"]
         thread.join()
