@@ -30,16 +30,9 @@ AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE
 
 def cpu_description() -> str:
     sys.path.insert(0, str(ROOT))
-    from k2rl.run.environment import cpu_name
+    from k2rl.run.environment import cpu_flags, cpu_name
 
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags()
     isa = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))
     return f"{cpu_name()}, {os.cpu_count()} cores; flags: {' '.join(isa) or 'unknown'}"
 

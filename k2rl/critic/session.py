@@ -12,7 +12,7 @@ from __future__ import annotations
 from k2rl.config import RunConfig
 from k2rl.critic.adapter import OwnCriticAdapter
 from k2rl.critic.format_rows import verdict_format_rows
-from k2rl.critic.judge import PolicyCritic, bind_critic, wire_rubric_rewards
+from k2rl.critic.judge import bind_critic, wire_rubric_rewards
 from k2rl.critic.refinement import CriticRefinement
 
 
@@ -28,10 +28,6 @@ class SelfCritic:
             specs, config.critic, config.trainer.num_generations, config.seed
         )
         self.adapter: OwnCriticAdapter | None = None
-
-    @property
-    def judge(self) -> PolicyCritic | None:
-        return self.critic
 
     def warm_start_rows(self, train):
         """Critic-format rows for the warm start (None when the recipe asks for none)."""
