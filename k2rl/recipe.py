@@ -47,7 +47,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
         model = warm_start_phase(run, policy, data, extra_rows=critic.warm_start_rows(data.train))
         train_prompts = difficulty_filter_phase(run, model, policy.tokenizer, data.train, reward_funcs)
         evaluator = HeldOutEvalCallback(policy.tokenizer, data.eval, run.metrics, config.trainer.eval_steps, config.eval,
-                                        eval_rewards(config), config.seed)
+                                        eval_rewards(config), config.seed, rollout=config.rollout)
         before = evaluator.before_rl(model)
         say(f"held-out accuracy before RL: {before:.3f} ({evaluator.metric})")
 

@@ -144,6 +144,19 @@ class RolloutEngine:
         self.last_stats = stats
         return self._output([t for g in groups for t in g])
 
+    def complete(self, rows: list[dict], sampling: Sampling) -> list[list[dict]]:
+        """One trajectory per row, unscored and carried nowhere: the messages each ends with.
+
+        An evaluation's completions: the same turns, tools and limits as training's rollouts, so a
+        policy that answers after running its code is judged on that answer.
+        """
+        self.iteration += 1
+        self._sampling = sampling
+        trajectories = [self._start(row) for row in rows]
+        with getattr(self.backend, "session", contextlib.nullcontext)():
+            self._advance(trajectories)  # no iteration budget here: every trajectory runs to its end
+        return [list(t.messages) for t in trajectories]
+
     def _generate_and_score(self, chunks: list[list[Group]], stats: RolloutStats) -> None:
         if self.overlap and len(chunks) > 1:
             with ScoringPipeline(self._score_groups, self.queue_size) as pipeline:

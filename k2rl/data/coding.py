@@ -1,64 +1,166 @@
-"""A built-in coding task: write one small Python function; hidden unit tests decide the reward.
+"""The built-in coding task: write one small list function; hidden unit tests decide the reward.
 
-Enough for the coding recipe to run its mechanics end to end offline (the policy writes code, may run
-it through the sandboxed ``python`` tool, and its final answer is scored by ``unit_tests``). Each
-problem template takes a constant, so train and held-out items differ; the held-out side uses
-constants the training side never sees. For real benchmarks, point ``data.source`` at a JSONL file
-with ``question``, ``answer`` (a reference solution), ``tests`` and ``entry_point`` columns.
+Every problem composes two operations, a *filter* with a constant (``greater than 17``, ``less than
+17``, ``a multiple of 17``) and an *aggregate* over the items it keeps (count them, sum them, keep
+them, ask whether there is any): ``count_gt(xs)`` returns how many items of ``xs`` are greater than 17.
+The hidden tests always include the edge cases a careless solution gets wrong: the empty list, a
+list holding exactly the constant (the boundary), negatives.
+
+Demonstrations are the warm start's SFT data, and like real SFT data they are not all right: a
+``buggy_fraction`` of them carry the annotator's habitual slip for their filter (``>=`` for
+``greater than``, ``<=`` for ``less than``, ``x % k`` for ``a multiple of k``). A slip passes the tests
+away from the boundary and fails the ones on it, so it earns part of the ``pass_fraction`` reward and
+none of ``all_or_nothing``. With ``tool_fraction`` > 0, that share of demonstrations first runs its
+draft against a boundary assert through the ``python`` tool (Kimi K2's tool-call format), reads the
+result and answers with the draft fixed where the assert failed.
+
+Held-out items never share a constant with training items. Two held-out splits (the ``heldout``
+column): ``new_constants`` (the training combinations of filter and aggregate) and
+``new_combinations`` (combinations training never shows, each made of a filter and an aggregate it
+does show), to see whether what RL teaches transfers.
+
+For other coding data, point ``data.source`` at a JSONL file with ``question``, ``answer`` (a
+reference solution), ``tests`` and ``entry_point`` columns, or use ``humaneval``.
 """
 
 from __future__ import annotations
 
+import json
 import random
 
 from datasets import Dataset
 
-INSTRUCTIONS = (
-    "You can run Python with the python tool before answering. "
-    "Give your final solution as one ```python code block."
-)
+from k2rl.errors import K2RLError
 
-# (function name, task, reference solution, test inputs); {k} is the item's constant.
-_PROBLEMS = [
-    ("add_k", "returns x plus {k}", "def add_k(x):\n    return x + {k}\n", ["0", "5", "-3"]),
-    ("times_k", "returns x times {k}", "def times_k(x):\n    return x * {k}\n", ["0", "2", "-7"]),
-    ("is_multiple", "returns True when x is a multiple of {k}", "def is_multiple(x):\n    return x % {k} == 0\n",
-     ["0", "{k}", "{k} + 1", "3 * {k}"]),
-    ("count_big", "returns how many numbers in the list xs are greater than {k}",
-     "def count_big(xs):\n    return sum(1 for x in xs if x > {k})\n", ["[]", "[{k}, {k} + 1, 100]", "[-5, 0, 1]"]),
-    ("repeat_word", "returns the string s repeated {k} times", "def repeat_word(s):\n    return s * {k}\n",
-     ["''", "'ab'", "'x'"]),
-    ("clip_high", "returns x, but at most {k}", "def clip_high(x):\n    return min(x, {k})\n", ["{k} - 1", "{k} + 9", "-50"]),
-    ("last_digits", "returns x modulo {k} (x is never negative)", "def last_digits(x):\n    return x % {k}\n",
-     ["0", "12345", "{k}"]),
-    ("sum_first", "returns the sum of the first {k} items of the list xs",
-     "def sum_first(xs):\n    return sum(xs[:{k}])\n", ["[]", "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", "[5]"]),
-]
+INSTRUCTIONS = "Answer with one ```python code block."
+TOOL_INSTRUCTIONS = "You may run Python with the python tool first. " + INSTRUCTIONS
+
+# filter -> (phrase, correct condition, the habitual slip); {k} is the item's constant.
+FILTERS = {
+    "gt": ("greater than {k}", "x > {k}", "x >= {k}"),
+    "lt": ("less than {k}", "x < {k}", "x <= {k}"),
+    "mult": ("a multiple of {k}", "x % {k} == 0", "x % {k}"),
+}
+# aggregate -> (task, body); {phrase} is the filter's phrase, {cond} its condition.
+AGGREGATES = {
+    "count": ("returns how many items of the list xs are {phrase}", "sum(1 for x in xs if {cond})"),
+    "sum": ("returns the sum of the items of the list xs that are {phrase}", "sum(x for x in xs if {cond})"),
+    "keep": ("returns the items of the list xs that are {phrase}, in order", "[x for x in xs if {cond}]"),
+    "any": ("returns True when an item of the list xs is {phrase}", "any({cond} for x in xs)"),
+}
+# Combinations training never shows: each filter and each aggregate once, so every part is seen elsewhere.
+HELD_OUT_COMBINATIONS = (("gt", "any"), ("lt", "keep"), ("mult", "sum"))
+CONSTANTS = range(2, 50)
+# What the python tool answers for a program whose assert fails (a test checks it against the real tool).
+FAILED_CHECK = "error (crashed): AssertionError"
+HELD_OUT_CONSTANT_SHARE = 0.25
 
 
-def _item(problem, k: int) -> dict:
-    name, task, solution, inputs = problem
-    solution = solution.format(k=k)
+def _test_lists(k: int) -> list[list[int]]:
+    """Inputs for the hidden tests: empty, the boundary, both sides of it, negatives with zero."""
+    return [[], [k], [k - 1, k + 1], [-k, 0, 2 * k, k], [-1], [3 * k, k + 2, k]]
+
+
+def _function(name: str, aggregate: str, condition: str) -> str:
+    return f"def {name}(xs):\n    return {AGGREGATES[aggregate][1].format(cond=condition)}\n"
+
+
+def _fenced(code: str) -> str:
+    return f"```python\n{code}```"
+
+
+def _tests(name: str, reference: str, k: int) -> str:
     namespace: dict = {}
-    exec(solution, namespace)  # noqa: S102 - our own reference solution, to compute the expected outputs
-    asserts = []
-    for raw in inputs:
-        arg = raw.format(k=k)
-        asserts.append(f"assert {name}({arg}) == {namespace[name](eval(arg))!r}")  # noqa: S307 - our own literals
+    exec(reference, namespace)  # noqa: S102 - our own reference solution, to compute the expected outputs
+    return "\n".join(f"assert {name}({xs!r}) == {namespace[name](xs)!r}" for xs in _test_lists(k))
+
+
+def _boundary_check(name: str, reference: str, k: int) -> str:
+    """The one assert a careful annotator runs first: the constant itself, where every slip shows."""
+    namespace: dict = {}
+    exec(reference, namespace)  # noqa: S102 - our own reference solution
+    return f"assert {name}([{k}]) == {namespace[name]([k])!r}\n"
+
+
+def _tool_demonstration(draft: str, fixed: str, check: str, passed: bool) -> list[dict]:
+    """Run the draft and the check through the python tool, read the verdict, answer (fixed if it failed)."""
+    result = "" if passed else FAILED_CHECK
+    call = {"id": "functions.python:0", "type": "function",
+            "function": {"name": "python", "arguments": json.dumps({"code": draft + check})}}
+    return [
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": result},
+        {"role": "assistant", "content": _fenced(fixed)},
+    ]
+
+
+def coding_item(filter_name: str, aggregate: str, k: int, buggy: bool = False, tool: bool = False,
+                tools: bool = False) -> dict:
+    """One problem: question, reference ``answer``, hidden ``tests``, ``entry_point`` and its demonstration.
+
+    ``demonstration`` is the warm start's target text (with the slip when ``buggy``). A tool
+    demonstration (``tool``) is a list of chat messages, stored as JSON in ``demonstration_messages``
+    (empty otherwise). ``tools``: the question says the python tool is there (every row of a tool recipe).
+    """
+    phrase, correct, slip = (part.format(k=k) for part in FILTERS[filter_name])
+    name = f"{aggregate}_{filter_name}"
+    reference = _function(name, aggregate, correct)
+    written = _function(name, aggregate, slip) if buggy else reference
+    task = AGGREGATES[aggregate][0].format(phrase=phrase)
+    messages = (_tool_demonstration(written, reference, _boundary_check(name, reference, k), passed=not buggy)
+                if tool else None)
     return {
-        "question": f"Write a Python function {name}(...) that {task.format(k=k)}. {INSTRUCTIONS}",
-        "answer": f"```python\n{solution}```",
-        "tests": "\n".join(asserts),
+        "question": f"Write a Python function {name}(xs) that {task}. {TOOL_INSTRUCTIONS if tools else INSTRUCTIONS}",
+        "answer": _fenced(reference),
+        "tests": _tests(name, reference, k),
         "entry_point": name,
+        "demonstration": _fenced(written),
+        "demonstration_messages": json.dumps(messages) if messages else "",
     }
 
 
-def coding_splits(train_size: int, eval_size: int, seed: int) -> tuple[Dataset, Dataset]:
-    """Items cycle through the templates; held-out constants (odd) never appear in training (even)."""
-    rng = random.Random(seed)
+def split_constants(seed: int) -> tuple[list[int], list[int]]:
+    """(training constants, held-out constants): a seeded partition of ``CONSTANTS``."""
+    constants = list(CONSTANTS)
+    random.Random(f"coding-constants-{seed}").shuffle(constants)
+    cut = round(len(constants) * HELD_OUT_CONSTANT_SHARE)
+    return sorted(constants[cut:]), sorted(constants[:cut])
 
-    def draw(size: int, parity: int) -> Dataset:
-        return Dataset.from_list([_item(_PROBLEMS[i % len(_PROBLEMS)], 2 * rng.randint(1, 20) + parity)
-                                  for i in range(size)])
 
-    return draw(train_size, 0), draw(eval_size, 1)
+def combinations() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(training combinations, held-out combinations) of filter and aggregate."""
+    every = [(f, a) for f in FILTERS for a in AGGREGATES]
+    return [c for c in every if c not in HELD_OUT_COMBINATIONS], list(HELD_OUT_COMBINATIONS)
+
+
+def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: float = 0.0,
+                  tool_fraction: float = 0.0) -> tuple[Dataset, Dataset]:
+    """Training rows (a problem may repeat, each time with its own demonstration draw) and held-out rows.
+
+    The held-out side is every held-out problem once -- ``new_constants`` first, then
+    ``new_combinations`` -- in a seeded order within each split, cut to ``eval_size`` proportionally.
+    """
+    for option, value in (("buggy_fraction", buggy_fraction), ("tool_fraction", tool_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise K2RLError(f"coding task: {option} must be between 0 and 1, got {value}")
+    train_constants, held_out_constants = split_constants(seed)
+    train_combinations, held_out_combinations = combinations()
+    rng = random.Random(f"coding-{seed}")
+    train = []
+    for _ in range(train_size):
+        filter_name, aggregate = rng.choice(train_combinations)
+        train.append(coding_item(filter_name, aggregate, rng.choice(train_constants),
+                                 buggy=rng.random() < buggy_fraction, tool=rng.random() < tool_fraction,
+                                 tools=tool_fraction > 0))
+    held_out = []
+    for split, combos in (("new_constants", train_combinations), ("new_combinations", held_out_combinations)):
+        rows = [{**coding_item(f, a, k, tools=tool_fraction > 0), "heldout": split}
+                for f, a in combos for k in held_out_constants]
+        rng.shuffle(rows)
+        held_out.append(rows)
+    total = sum(len(rows) for rows in held_out)
+    if eval_size < total:
+        first = max(1, round(eval_size * len(held_out[0]) / total))
+        held_out = [held_out[0][:first], held_out[1][: max(eval_size - first, 1)]]
+    return Dataset.from_list([{k: v for k, v in r.items() if k != "heldout"} | {"heldout": "train"} for r in train]), \
+        Dataset.from_list([r for rows in held_out for r in rows])

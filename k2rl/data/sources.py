@@ -7,6 +7,7 @@ the source are mapped with ``data.columns`` (k2rl name -> source name).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,9 +124,22 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
 
 def sft_dataset(train: Dataset) -> Dataset:
     """Prompt/completion pairs for the warm start: the ``demonstration`` column where the data has one,
-    otherwise the bare answer in the answer format."""
+    otherwise the bare answer in the answer format.
+
+    A row whose ``demonstration_messages`` holds a JSON list of chat messages (a tool-use turn, its
+    result, the answer) is that conversation instead. Every message then carries the same keys, so the
+    column has one Arrow type whichever kind of row comes first.
+    """
+    with_messages = "demonstration_messages" in train.column_names and any(train["demonstration_messages"])
+
+    def message(role: str, content: str, tool_calls=None, tool_call_id=None) -> dict:
+        return {"role": role, "content": content, "tool_calls": tool_calls, "tool_call_id": tool_call_id}
 
     def to_pair(row):
-        return {"completion": [{"role": "assistant", "content": demonstration_text(row)}]}
+        if not with_messages:
+            return {"completion": [{"role": "assistant", "content": demonstration_text(row)}]}
+        if row["demonstration_messages"]:
+            return {"completion": [message(**m) for m in json.loads(row["demonstration_messages"])]}
+        return {"completion": [message("assistant", demonstration_text(row))]}
 
     return train.map(to_pair).select_columns(["prompt", "completion"])

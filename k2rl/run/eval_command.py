@@ -58,7 +58,7 @@ def run_eval(target: str, overrides=(), model: str | None = None, adapter: str |
 
         network = PeftModel.from_pretrained(network, adapter)
     try:
-        report = evaluate(network, policy.tokenizer, data.eval, rewards, config.eval, config.seed)
+        report = evaluate(network, policy.tokenizer, data.eval, rewards, config.eval, config.seed, config.rollout)
     finally:
         resources.close_all()  # sandboxes and checker pools the rewards started
     report = {"model": model, "adapter": adapter, "recipe": str(recipe), **report}

@@ -104,6 +104,33 @@ def _completions(model, tokenizer, prompts: list, max_new_tokens: int, batch_siz
     return outputs
 
 
+def tool_completions(model, tokenizer, prompts: list, rollout, max_new_tokens: int, batch_size: int) -> list[list[dict]]:
+    """Greedy multi-turn completions (lists of messages) with the recipe's tools, turns and tool-call limit.
+
+    ``rollout`` is the recipe's ``rollout`` section; a completion may use ``rollout.token_budget`` (else
+    ``max_new_tokens``) tokens in all, its own and the tools' answers, as in training.
+    """
+    from k2rl.rollouts.backends import Sampling, TransformersBackend
+    from k2rl.rollouts.engine import Limits, RolloutEngine
+    from k2rl.rollouts.tools import build_tools
+
+    tools = build_tools(rollout.tools, backend=rollout.sandbox, timeout_s=rollout.tool_timeout_s)
+    limits = Limits(max_turns=rollout.max_turns, max_tool_calls=rollout.max_tool_calls,
+                    token_budget=rollout.token_budget or max_new_tokens)
+    engine = RolloutEngine(tokenizer, tools=tools, limits=limits, backend=TransformersBackend(model, tokenizer))
+    was_training = model.training
+    model.eval()
+    try:
+        rows = [{"prompt": p} for p in prompts]
+        return [c for start in range(0, len(rows), batch_size)
+                for c in engine.complete(rows[start:start + batch_size], Sampling(temperature=0.0))]
+    finally:
+        for tool in tools.values():
+            tool.close()
+        if was_training:
+            model.train()
+
+
 def full_scores(scores) -> list[bool]:
     """Which scores are a pass: the full score (>= 1) of a correctness reward; a failed score (None) is not."""
     return [s is not None and s >= 1.0 for s in scores]
@@ -121,12 +148,21 @@ def _stats(greedy: list, sampled: list[list] | None, k: int) -> dict:
     return stats
 
 
-def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object]], eval_config, seed: int = 0) -> dict:
-    """The held-out report: per reward, greedy mean and solved share (and pass@k), overall and per ``eval.by``."""
+def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object]], eval_config, seed: int = 0,
+             rollout=None) -> dict:
+    """The held-out report: per reward, greedy mean and solved share (and pass@k), overall and per ``eval.by``.
+
+    With tools in ``rollout`` (the recipe's ``rollout`` section), the greedy completions are multi-turn
+    and may call them, as in training; pass@k samples stay single-turn.
+    """
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
     with merged_expert_adapters(model):
-        greedy = greedy_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size)
+        if rollout is not None and rollout.tools:
+            greedy = tool_completions(model, tokenizer, prompts, rollout, eval_config.max_new_tokens,
+                                      eval_config.batch_size)
+        else:
+            greedy = greedy_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size)
         k = eval_config.k
         samples = (sampled_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
                                        k, eval_config.temperature, seed) if k else None)
@@ -168,9 +204,9 @@ def flat_metrics(report: dict) -> dict:
 class HeldOutEvalCallback(TrainerCallback):
     """The held-out evaluation every ``every`` RL steps (and on demand), written to the metrics log."""
 
-    def __init__(self, tokenizer, dataset, log, every: int, eval_config, rewards, seed: int = 0):
+    def __init__(self, tokenizer, dataset, log, every: int, eval_config, rewards, seed: int = 0, rollout=None):
         self.tokenizer, self.dataset, self.log, self.every = tokenizer, dataset, log, every
-        self.eval_config, self.rewards, self.seed = eval_config, rewards, seed
+        self.eval_config, self.rewards, self.seed, self.rollout = eval_config, rewards, seed, rollout
         self.metric = rewards[0][0]
         self.publish = None  # the trainer's record_metric, once attached
         self.last: tuple[int, float] | None = None  # (step, accuracy) of the latest evaluation during RL
@@ -188,7 +224,7 @@ class HeldOutEvalCallback(TrainerCallback):
 
     def record(self, model, step: int) -> float:
         """Evaluate ``model``, log the figures at ``step``; returns the headline accuracy."""
-        report = evaluate(model, self.tokenizer, self.dataset, self.rewards, self.eval_config, self.seed)
+        report = evaluate(model, self.tokenizer, self.dataset, self.rewards, self.eval_config, self.seed, self.rollout)
         flat = flat_metrics(report)
         self.log.write("eval", step, **flat)
         if self.publish is not None:

@@ -14,6 +14,7 @@ from datasets import Dataset, concatenate_datasets
 from trl import SFTConfig, SFTTrainer
 
 from k2rl.config import WarmStartConfig
+from k2rl.errors import K2RLError
 from k2rl.data.sources import sft_dataset
 from k2rl.policy.precision import trainer_precision
 from k2rl.trainer.trl_options import COMMON_DEFAULTS, build_trl_config, trl_fields
@@ -59,6 +60,21 @@ def warm_start_args(
     )
 
 
+def _context_length(model) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def _longest_demonstration(rows: Dataset, tokenizer, context: int | None) -> int:
+    """Tokens in the longest prompt + demonstration: the warm start must never cut a demonstration short
+    (a cut one teaches an answer without its end). One longer than the model's context is refused."""
+    longest = max(len(tokenizer(tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False),
+                                add_special_tokens=False)["input_ids"]) for row in rows)
+    if context is not None and longest > context:
+        raise K2RLError(f"warm start: a demonstration (with its prompt) is {longest} tokens, longer than the "
+                        f"model's context of {context}; shorten the task's prompts or demonstrations")
+    return longest
+
+
 def warm_start(
     model, tokenizer, train, config: WarmStartConfig, out_dir: Path, seed: int, callbacks=(), extra_rows: Dataset | None = None,
     report_to=(),
@@ -66,6 +82,7 @@ def warm_start(
     """Supervised fine-tuning on prompt -> demonstration pairs (plus ``extra_rows``); returns the trained model."""
     args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None, report_to=report_to)
     rows = sft_dataset(train)
+    args.max_length = max(args.max_length, _longest_demonstration(rows, tokenizer, _context_length(model)))
     if extra_rows is not None:
         rows = concatenate_datasets([rows, extra_rows.select_columns(["prompt", "completion"])]).shuffle(seed=seed)
     trainer = SFTTrainer(

@@ -1,0 +1,108 @@
+"""The built-in coding task: references pass their hidden tests, slips pass some and fail others,
+train and held-out never share a constant, the transfer split never shares a combination, and tool
+demonstrations show what the real python tool answers."""
+
+import json
+import re
+
+import pytest
+
+from k2rl import resources
+from k2rl.config import DataConfig
+from k2rl.data.coding import AGGREGATES, FILTERS, HELD_OUT_COMBINATIONS, coding_item, coding_splits
+from k2rl.data.sources import load_task_data, sft_dataset
+from k2rl.errors import K2RLError
+from k2rl.policy.tokenizer import build_tokenizer
+from k2rl.rewards import get_reward
+from k2rl.rollouts.tool_calls import parse_turn
+from k2rl.rollouts.tools import PythonTool
+
+_NAME = re.compile(r"function (\w+)_(\w+)\(xs\)")
+_CONSTANT = re.compile(r"(?:than|of) (\d+)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_sandboxes():
+    yield
+    resources.close_all()
+
+
+def _parts(question: str) -> tuple[tuple[str, str], int]:
+    aggregate, filter_name = _NAME.search(question).groups()
+    return (filter_name, aggregate), int(_CONSTANT.search(question).group(1))
+
+
+def _scores(rows: list[dict], code_column: str, mode: str = "pass_fraction") -> list[float]:
+    reward = get_reward("unit_tests", mode=mode)
+    completions = [[{"role": "assistant", "content": row[code_column]}] for row in rows]
+    return reward(prompts=[None] * len(rows), completions=completions, tests=[r["tests"] for r in rows],
+                  entry_point=[r["entry_point"] for r in rows])
+
+
+def test_references_pass_and_every_slip_passes_some_tests_and_fails_others():
+    rows = [coding_item(f, a, k, buggy=True) for f in FILTERS for a in AGGREGATES for k in (2, 7, 31)]
+    assert _scores(rows, "answer", mode="all_or_nothing") == [1.0] * len(rows)
+    slips = _scores(rows, "demonstration")
+    assert all(0.0 < s < 1.0 for s in slips), slips
+    assert _scores(rows, "demonstration", mode="all_or_nothing") == [0.0] * len(rows)
+
+
+def test_held_out_constants_and_combinations_never_appear_in_training():
+    train, held_out = coding_splits(3000, 10_000, seed=3, buggy_fraction=0.5)
+    train_parts = [_parts(q) for q in train["question"]]
+    train_combinations = {c for c, _ in train_parts}
+    train_constants = {k for _, k in train_parts}
+    held = [(_parts(q), split) for q, split in zip(held_out["question"], held_out["heldout"])]
+    assert {k for (_, k), _ in held}.isdisjoint(train_constants)
+    assert {c for (c, _), s in held if s == "new_combinations"} == set(HELD_OUT_COMBINATIONS)
+    assert {c for (c, _), s in held if s == "new_constants"} == train_combinations
+    assert train_combinations.isdisjoint(HELD_OUT_COMBINATIONS)
+    assert not set(train["question"]) & set(held_out["question"])
+    # Every filter and aggregate of a held-out combination is trained in other combinations.
+    assert {f for f, _ in HELD_OUT_COMBINATIONS} <= {f for f, _ in train_combinations}
+    assert {a for _, a in HELD_OUT_COMBINATIONS} <= {a for _, a in train_combinations}
+
+
+def test_buggy_fraction_sets_the_share_of_slipped_demonstrations():
+    train, _ = coding_splits(2000, 10, seed=0, buggy_fraction=0.6)
+    slipped = sum(d != a for d, a in zip(train["demonstration"], train["answer"]))
+    assert 0.55 < slipped / len(train) < 0.65
+    clean, _ = coding_splits(200, 10, seed=0)
+    assert clean["demonstration"] == clean["answer"]
+
+
+def test_eval_size_cuts_both_held_out_splits():
+    _, held_out = coding_splits(10, 40, seed=1)
+    assert len(held_out) == 40
+    assert set(held_out["heldout"]) == {"new_constants", "new_combinations"}
+
+
+@pytest.mark.parametrize("option", ["buggy_fraction", "tool_fraction"])
+def test_fractions_outside_zero_one_are_refused(option):
+    with pytest.raises(K2RLError, match=option):
+        load_task_data(DataConfig(source="coding", options={option: 1.5}), seed=0)
+
+
+def test_tool_demonstrations_show_what_the_real_python_tool_answers():
+    tool = PythonTool()
+    try:
+        for buggy in (True, False):
+            row = coding_item("gt", "count", 13, buggy=buggy, tool=True, tools=True)
+            call, result, answer = json.loads(row["demonstration_messages"])
+            assert tool(json.loads(call["tool_calls"][0]["function"]["arguments"])) == result["content"]
+            assert answer["content"] == row["answer"]  # the failed check is fixed, the passed draft kept
+    finally:
+        tool.close()
+
+
+def test_tool_demonstrations_render_as_a_turn_the_engine_parses():
+    data = load_task_data(DataConfig(source="coding", train_size=40, eval_size=4,
+                                     options={"buggy_fraction": 0.5, "tool_fraction": 0.5}), seed=0)
+    pairs = sft_dataset(data.train)
+    tokenizer = build_tokenizer()
+    with_tool = [p for p in pairs if len(p["completion"]) == 3]
+    assert with_tool and len(with_tool) < len(pairs)
+    first_turn = tokenizer.apply_chat_template(with_tool[0]["prompt"] + with_tool[0]["completion"][:1], tokenize=False)
+    turn = parse_turn(first_turn.split("<|im_middle|>")[-1])
+    assert [c.name for c in turn.calls] == ["python"] and "assert" in turn.calls[0].arguments["code"]
+    assert all("python tool" in q for q in list(data.train["question"]) + list(data.eval["question"]))
