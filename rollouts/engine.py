@@ -73,6 +73,7 @@ class Limits:
 class RolloutStats:
     generate_s: float = 0.0
     score_s: float = 0.0
+    score_wait_s: float = 0.0  # how long generation waited on scoring: all of score_s unless it overlapped
     wall_s: float = 0.0
     tool_calls: int = 0
     paused_groups: int = 0
@@ -113,8 +114,11 @@ class RolloutEngine:
                 output = self.run(rows, group, sampling, carry=training)
         stats = self.last_stats
         if hasattr(trainer, "record_metric"):
-            for key in ("generate_s", "score_s", "wall_s", "tool_calls", "paused_groups", "skipped_groups"):
+            for key in ("generate_s", "score_s", "score_wait_s", "wall_s", "tool_calls", "paused_groups",
+                        "skipped_groups"):
                 trainer.record_metric(f"rollouts/{key}", float(getattr(stats, key)))
+        if hasattr(trainer, "scored_during_generation"):  # the step's cost: this scoring ran inside generation
+            trainer.scored_during_generation(stats.score_s, stats.score_wait_s)
         return output
 
     # ------------------------------------------------------------------ the engine proper
@@ -163,11 +167,14 @@ class RolloutEngine:
                 for chunk in chunks:
                     stats.generate_s += self._timed(self._advance, [t for g in chunk for t in g])
                     pipeline.submit([g for g in chunk if is_complete(g)])
+                draining = time.perf_counter()  # leaving the block waits for the last chunks' scores
             stats.score_s = pipeline.score_s
+            stats.score_wait_s = pipeline.blocked_s + time.perf_counter() - draining
         else:
             for chunk in chunks:
                 stats.generate_s += self._timed(self._advance, [t for g in chunk for t in g])
                 stats.score_s += self._timed(self._score_groups, [g for g in chunk if is_complete(g)])
+            stats.score_wait_s = stats.score_s
 
     @staticmethod
     def _timed(fn, arg) -> float:

@@ -22,6 +22,7 @@ from k2rl.run.distributed import from_main, is_main, wait_for_everyone
 from k2rl.run.environment import environment
 from k2rl.run.outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress
 from k2rl.trainer.checkpointing import checkpoint_step, forget_after, last_checkpoint, resume_run_dir
+from k2rl.trainer.step_cost import summary_line
 from k2rl.trainer.warm_start import warm_start
 
 
@@ -111,7 +112,8 @@ def warm_start_phase(run: Run, policy: Policy, data: TaskData, extra_rows=None):
 
 
 def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, total: int) -> dict:
-    """Final held-out accuracy, the adapter, the plot and the summary; prints the run's last line."""
+    """Final held-out accuracy, the adapter, the plot and the summary (with the mean cost of a step, of
+    the steps this process ran: a resumed run's since the resume); prints the run's last line."""
     after = evaluator.final(trainer.model, run.config.trainer.max_steps)
     if is_main():
         trainer.model.save_pretrained(run.dir / "adapter")
@@ -126,11 +128,14 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
         "trainable_parameters": trainable,
         "total_parameters": total,
         "rl_steps": run.config.trainer.max_steps,
+        "step_cost": trainer.step_cost.summary(),
         "run_dir": str(run.dir),
         "environment": environment(),
     }
     if is_main():
         write_summary(run.dir, summary)
+        if summary["step_cost"]:
+            say(summary_line(summary["step_cost"]))
         print(final_line(before, after, wall, run.dir, evaluator.metric), flush=True)
     return summary
 
@@ -145,6 +150,7 @@ def write_summary(run_dir: Path, summary: dict) -> None:
         f"- RL steps: {summary['rl_steps']}; trainable parameters: {summary['trainable_parameters']:,} "
         f"of {summary['total_parameters']:,}",
         f"- wall time: {summary['wall_s']:.0f} s",
+        *([f"- {summary_line(summary['step_cost'])}"] if summary.get("step_cost") else []),
         "- files: config.yaml, metrics.jsonl, progress.png, adapter/ (PEFT), warm_start/ (base model)",
     ]
     (run_dir / "summary.md").write_text("\n".join(lines) + "\n")

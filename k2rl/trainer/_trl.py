@@ -2,11 +2,12 @@
 
 TRL's public seams (``reward_funcs``, ``rollout_func``, callbacks, the ``log_metric`` keyword of reward
 functions) cover most of k2rl. What they do not cover -- changing the samples before they are scored,
-adding a column for the rewards, a context around TRL's generation or its log-probability forwards,
-replacing the policy loss, writing a training metric -- needs GRPOTrainer's private methods. Each is
-overridden here exactly once and turned into a public hook with a plain name; the k2rl trainers
-override the hooks, never TRL's private methods. A TRL upgrade is then checked in one file:
-``tests/test_trl_door.py`` fails loudly when a name or signature used here changes.
+adding a column for the rewards, a context around TRL's generation, its reward functions or its
+log-probability forwards, replacing the policy loss, writing a training metric -- needs
+GRPOTrainer's private methods. Each is overridden here exactly once and turned into a public hook
+with a plain name; the k2rl trainers override the hooks, never TRL's private methods. A TRL upgrade
+is then checked in one file: ``tests/test_trl_door.py`` fails loudly when a name or signature used
+here changes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ class TRLSeams(GRPOTrainer):
 
     def sampling_context(self) -> contextlib.AbstractContextManager:
         """Entered around each of TRL's own (non-``rollout_func``) generation calls."""
+        return contextlib.nullcontext()
+
+    def generation_context(self) -> contextlib.AbstractContextManager:
+        """Entered around each generation of a batch: TRL's own or the ``rollout_func``, decoding included."""
+        return contextlib.nullcontext()
+
+    def rewards_context(self) -> contextlib.AbstractContextManager:
+        """Entered around each call of TRL's reward functions on a generated batch."""
         return contextlib.nullcontext()
 
     def after_sampling(self, completion_ids: list, logprobs: list | None) -> tuple[list, list | None]:
@@ -115,7 +124,8 @@ class TRLSeams(GRPOTrainer):
         return self.after_sampling(completion_ids, logprobs)
 
     def _generate(self, prompts):
-        result = list(super()._generate(prompts))
+        with self.generation_context():
+            result = list(super()._generate(prompts))
         extra = self.reward_columns()
         if extra:  # TRL passes extra_fields to the reward functions as keyword arguments
             result[EXTRA_FIELDS_INDEX] = {**result[EXTRA_FIELDS_INDEX], **extra}
@@ -126,7 +136,8 @@ class TRLSeams(GRPOTrainer):
         return self.after_rollouts(inputs, super()._generate_and_score_completions(inputs))
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        with self.rewards_context():
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self.after_rewards(rewards_per_func)
         return rewards_per_func
 

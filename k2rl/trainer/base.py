@@ -6,6 +6,7 @@ What k2rl adds here is small on purpose:
   delta on every decoding step;
 - optional auxiliary losses (PTX, critic refinement) added to the policy loss;
 - optional routing replay, and a per-step record of the data position for resumed runs;
+- what each step costs, by part (``cost/*``, :mod:`k2rl.trainer.step_cost`);
 - ``optimizer: muon`` and ``reset_optimizer_every`` (:mod:`k2rl.trainer.optimizers`), through the
   Trainer's public ``create_optimizer`` and a callback.
 Loss, advantages, sampling and logging are TRL's.
@@ -14,6 +15,8 @@ Loss, advantages, sampling and logging are TRL's.
 from __future__ import annotations
 
 import contextlib
+
+import torch
 
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.experts.replay import RoutingReplay
@@ -24,6 +27,7 @@ from k2rl.trainer.checkpointing import record_batch
 from k2rl.trainer.dynamic_sampling import refill
 from k2rl.trainer.optimizers import OptimizerReset, muon_adamw
 from k2rl.trainer.sampling import SamplerCheckpoint, prompt_sampler, round_successes, sampling_config
+from k2rl.trainer.step_cost import StepCost
 
 
 class K2GRPOTrainer(TRLSeams):
@@ -51,6 +55,8 @@ class K2GRPOTrainer(TRLSeams):
                             "to be a multiple of num_generations (whole groups on each process)")
         if self.args.reset_optimizer_every:
             self.add_callback(OptimizerReset(self.args.reset_optimizer_every))
+        self.step_cost = StepCost(self.record_metric)
+        self.add_callback(self.step_cost)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.args.optimizer == "muon":
@@ -84,8 +90,24 @@ class K2GRPOTrainer(TRLSeams):
         stack.enter_context(recording)
         return stack
 
+    def generation_context(self):
+        return self.step_cost.timing("generation")
+
+    def rewards_context(self):
+        return self.step_cost.timing("rewards")
+
+    def scored_during_generation(self, rewards_s: float, waited_s: float) -> None:
+        """For a ``rollout_func`` that scores the batch itself (the rollout engine): ``rewards_s`` seconds of
+        reward functions inside the generation call, of which ``waited_s`` held generation up."""
+        self.step_cost.scored_inside_generation(rewards_s, waited_s)
+
     def scoring_forward_context(self):
-        return self.routing_replay.replaying() if self.routing_replay else contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        if not torch.is_grad_enabled():  # the fresh batch's old-policy, reference or value forwards, not the loss
+            stack.enter_context(self.step_cost.timing("logprob"))
+        if self.routing_replay:
+            stack.enter_context(self.routing_replay.replaying())
+        return stack
 
     def after_scoring_forward(self) -> None:
         if self.routing_replay is not None:
