@@ -3,8 +3,9 @@
 Enough for the coding recipe to run its mechanics end to end offline (the policy writes code, may run
 it through the sandboxed ``python`` tool, and its final answer is scored by ``unit_tests``). Each
 problem template takes a constant, so train and held-out items differ; the held-out side uses
-constants the training side never sees. For real benchmarks, point ``data.source`` at a JSONL file
-with ``question``, ``answer`` (a reference solution), ``tests`` and ``entry_point`` columns.
+constants the training side never sees. For a real benchmark, name ``data.eval_source: humaneval``
+(:mod:`k2rl.data.humaneval`), or point ``data.source`` at a JSONL file with ``question``, ``answer``
+(a reference solution), ``tests`` and ``entry_point`` columns.
 """
 
 from __future__ import annotations
