@@ -3,6 +3,12 @@
 Whatever the source, the result has a conversational ``prompt`` column (TRL's format) and an
 ``answer`` column; other columns pass through to the rewards as keyword arguments. Column names in
 the source are mapped with ``data.columns`` (k2rl name -> source name).
+
+A named evaluation set (``EVAL_SETS``: ``humaneval``) is held-out data only. It is what ``k2rl eval``
+scores when it is ``data.source``, and the held-out side of any recipe as ``data.eval_source``; a
+recipe that would *train* on it is refused, since a benchmark trained on no longer measures anything.
+Its columns already have k2rl's names, so ``data.columns`` (which maps the training source) and
+``data.options`` (generator settings) do not apply to it.
 """
 
 from __future__ import annotations
@@ -18,8 +24,12 @@ from k2rl.config import DataConfig
 from k2rl.errors import K2RLError
 from k2rl.jsonl import json_objects
 from k2rl.data.arithmetic import BUILTIN_TASKS, demonstration_text
+from k2rl.data.humaneval import humaneval
 
 DEFAULT_TRAIN_SIZE = 4000
+
+# Fixed held-out sets by name; each loader takes the recipe setting that named it, for its error lines.
+EVAL_SETS = {"humaneval": humaneval}
 
 # Column mapping over a few thousand rows takes milliseconds; a progress bar per map is noise.
 datasets.disable_progress_bars()
@@ -56,13 +66,15 @@ def _load_source(source: str, split: str) -> Dataset:
         raise K2RLError(f"cannot load dataset {source!r} split {split!r}: {str(exc).splitlines()[0]}") from exc
 
 
-def _to_task_columns(dataset: Dataset, config: DataConfig, origin: str) -> Dataset:
-    """Rename mapped columns, check the required ones exist, build the chat prompt."""
-    mapping = {"question": "question", "answer": "answer", **config.columns}
+def _to_task_columns(dataset: Dataset, config: DataConfig, origin: str, mapped: bool = True) -> Dataset:
+    """Rename mapped columns (``mapped``: the source's names are not k2rl's), check the required ones exist,
+    build the chat prompt."""
+    columns = config.columns if mapped else {}
+    mapping = {"question": "question", "answer": "answer", **columns}
     renames = {}
     for ours, theirs in mapping.items():
         if theirs not in dataset.column_names:
-            if ours in ("question", "answer") or ours in config.columns:
+            if ours in ("question", "answer") or ours in columns:
                 available = ", ".join(dataset.column_names)
                 raise K2RLError(
                     f"dataset {origin}: missing column {theirs!r} (for {ours!r}; available: {available}); "
@@ -83,43 +95,96 @@ def _to_task_columns(dataset: Dataset, config: DataConfig, origin: str) -> Datas
     return dataset.map(build_prompt)
 
 
-def load_task_data(config: DataConfig, seed: int) -> TaskData:
-    """Train and held-out splits with ``prompt`` and ``answer`` columns."""
+def _check_sizes(config: DataConfig) -> None:
     for key in ("train_size", "eval_size"):
         value = getattr(config, key)
         if value is not None and value < 1:
             raise K2RLError(f"data.{key} must be at least 1, got {value}")
-    if config.source in BUILTIN_TASKS:
-        options = dict(config.options)
-        train, held_out = BUILTIN_TASKS[config.source](
-            train_size=config.train_size or DEFAULT_TRAIN_SIZE,
-            eval_size=config.eval_size,
-            seed=options.pop("seed", seed),  # data.options.seed: the task's items apart from the run's seed
-            **options,
-        )
-        origin = f"built-in task {config.source!r}"
+
+
+def _task_rows(rows: Dataset, config: DataConfig, origin: str, split: str, mapped: bool = True) -> Dataset:
+    if len(rows) == 0:
+        raise K2RLError(f"dataset {origin}: the {split} split has no rows")
+    return _to_task_columns(rows, config, origin, mapped)
+
+
+def _eval_set(config: DataConfig, key: str) -> Dataset:
+    """The evaluation set named by ``data.KEY``: its first ``data.eval_size`` rows, in its own order."""
+    name = getattr(config, key)
+    rows = EVAL_SETS[name](f"data.{key}: {name}")
+    return _task_rows(rows.select(range(min(config.eval_size, len(rows)))), config, f"evaluation set {name!r}",
+                      "held-out", mapped=False)
+
+
+def _generated(config: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+    """(training, held-out) rows of a built-in generator, with ``data.options`` as its settings."""
+    options = dict(config.options)
+    return BUILTIN_TASKS[config.source](
+        train_size=config.train_size or DEFAULT_TRAIN_SIZE,
+        eval_size=config.eval_size,
+        seed=options.pop("seed", seed),  # data.options.seed: the task's items apart from the run's seed
+        **options,
+    )
+
+
+def _loaded(config: DataConfig, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(training, held-out) rows of a dataset id or file; no held-out rows when ``data.eval_source`` names them."""
+    if config.options:
+        raise K2RLError(f"data.options is only for built-in tasks, not for {config.source!r}")
+    train = _load_source(config.source, config.split)
+    if config.eval_source:
+        held_out = None  # read by the caller, as for any source
+    elif config.eval_split:
+        held_out = _load_source(config.source, config.eval_split)
+    else:  # carve the held-out set out of the training source
+        if len(train) < 5:
+            raise K2RLError(f"dataset {config.source} has {len(train)} row(s): too few to hold out an eval set "
+                            "(at least 5); add rows or name one with data.eval_source or data.eval_split")
+        parts = train.train_test_split(test_size=min(config.eval_size, len(train) // 5), seed=seed)
+        train, held_out = parts["train"], parts["test"]
+    if config.train_size:
+        train = train.select(range(min(config.train_size, len(train))))
+    return train, held_out
+
+
+def load_task_data(config: DataConfig, seed: int) -> TaskData:
+    """Train and held-out splits with ``prompt`` and ``answer`` columns.
+
+    ``data.eval_source`` replaces the source's own held-out rows, whatever the source: a dataset id, a
+    file, or a named evaluation set (then it is the held-out side of a recipe that trains on something else).
+    """
+    _check_sizes(config)
+    if config.source in EVAL_SETS:
+        raise K2RLError(f"data.source: {config.source} is an evaluation set, not training data (training on it "
+                        f"contaminates the benchmark); score a model on it with k2rl eval, or train on another "
+                        f"source with data.eval_source: {config.source}")
+    builtin = config.source in BUILTIN_TASKS
+    train, held_out = (_generated if builtin else _loaded)(config, seed)
+    origin = f"built-in task {config.source!r}" if builtin else config.source
+    if config.eval_source in EVAL_SETS:
+        held_out = _eval_set(config, "eval_source")
     else:
-        if config.options:
-            raise K2RLError(f"data.options is only for built-in tasks, not for {config.source!r}")
-        train = _load_source(config.source, config.split)
+        held_out_origin = origin
         if config.eval_source:
             held_out = _load_source(config.eval_source, config.eval_split or config.split)
-        elif config.eval_split:
-            held_out = _load_source(config.source, config.eval_split)
-        else:  # carve the held-out set out of the training source
-            if len(train) < 5:
-                raise K2RLError(f"dataset {config.source} has {len(train)} row(s): too few to hold out an eval set "
-                                "(at least 5); add rows or name one with data.eval_source or data.eval_split")
-            parts = train.train_test_split(test_size=min(config.eval_size, len(train) // 5), seed=seed)
-            train, held_out = parts["train"], parts["test"]
-        if config.train_size:
-            train = train.select(range(min(config.train_size, len(train))))
-        held_out = held_out.select(range(min(config.eval_size, len(held_out))))
-        origin = config.source
-    for name, rows in (("training", train), ("held-out", held_out)):
-        if len(rows) == 0:
-            raise K2RLError(f"dataset {origin}: the {name} split has no rows")
-    return TaskData(train=_to_task_columns(train, config, origin), eval=_to_task_columns(held_out, config, origin))
+            held_out_origin = config.eval_source
+        held_out = _task_rows(held_out.select(range(min(config.eval_size, len(held_out)))), config, held_out_origin,
+                              "held-out")
+    return TaskData(train=_task_rows(train, config, origin, "training"), eval=held_out)
+
+
+def held_out_data(config: DataConfig, seed: int) -> Dataset:
+    """The rows ``k2rl eval`` scores: the recipe's held-out split, or the evaluation set named as ``data.source``."""
+    if config.source not in EVAL_SETS:
+        return load_task_data(config, seed).eval
+    _check_sizes(config)
+    if config.options:
+        raise K2RLError(f"data.options do not apply to data.source: {config.source} (a fixed evaluation set); "
+                        "remove them")
+    if config.eval_source or config.eval_split:
+        raise K2RLError(f"data.source: {config.source} is itself the held-out data; remove data.eval_source and "
+                        "data.eval_split")
+    return _eval_set(config, "source")
 
 
 def sft_dataset(train: Dataset) -> Dataset:

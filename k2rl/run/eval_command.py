@@ -3,7 +3,8 @@
 A run directory brings its resolved recipe (``config.yaml``), its base model (``warm_start/``, else
 ``initial_policy/``) and its ``adapter/``: ``k2rl eval RUN_DIR`` reproduces the "after" figure of
 ``k2rl train``, and ``k2rl eval RUN_DIR --model RUN_DIR/warm_start`` (no adapter unless named) the
-"before" one. A recipe evaluates ``--model`` (or its ``policy.model``) with an optional adapter.
+"before" one. A recipe evaluates ``--model`` (or its ``policy.model``) with an optional adapter, on its
+held-out rows or, when its ``data.source`` is an evaluation set such as ``humaneval``, on that set.
 The report is written as ``eval.json`` (in the run directory, else the current one; ``--out``).
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from k2rl import resources
 from k2rl.config import load_config
-from k2rl.data.sources import load_task_data
+from k2rl.data.sources import held_out_data
 from k2rl.errors import K2RLError
 from k2rl.policy.build import load_policy, resolve_model_source
 from k2rl.run.evaluation import eval_rewards, evaluate
@@ -48,8 +49,8 @@ def run_eval(target: str, overrides=(), model: str | None = None, adapter: str |
     resolve_model_source(model)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise K2RLError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    data = load_task_data(config.data, config.seed)
-    check_eval_inputs(config, data)
+    held_out = held_out_data(config.data, config.seed)
+    check_eval_inputs(config, held_out)
     rewards = eval_rewards(config)
     policy = load_policy(model, dtype=config.policy.dtype, trust_remote_code=config.policy.trust_remote_code)
     network = policy.model
@@ -58,7 +59,7 @@ def run_eval(target: str, overrides=(), model: str | None = None, adapter: str |
 
         network = PeftModel.from_pretrained(network, adapter)
     try:
-        report = evaluate(network, policy.tokenizer, data.eval, rewards, config.eval, config.seed, config.rollout)
+        report = evaluate(network, policy.tokenizer, held_out, rewards, config.eval, config.seed, config.rollout)
     finally:
         resources.close_all()  # sandboxes and checker pools the rewards started
     report = {"model": model, "adapter": adapter, "recipe": str(recipe), **report}

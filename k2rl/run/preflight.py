@@ -8,6 +8,8 @@ module adds what needs the recipe and the data together. The README's "Fail fast
 
 from __future__ import annotations
 
+from datasets import Dataset
+
 from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
@@ -46,7 +48,7 @@ def check_before_building(config: RunConfig, data: TaskData, num_processes: int 
             if getattr(config.warm_start, key) < 1:
                 raise K2RLError(f"warm_start.{key} must be at least 1, got {getattr(config.warm_start, key)} "
                                 "(or warm_start.enabled=false)")
-    check_eval_inputs(config, data)
+    check_eval_inputs(config, data.eval)
     for split, rows in (("training", data.train), ("held-out", data.eval)):
         for column, key in _required_columns(config).items():
             if column not in rows.column_names:
@@ -54,8 +56,8 @@ def check_before_building(config: RunConfig, data: TaskData, num_processes: int 
                                 f"(columns: {', '.join(rows.column_names)})")
 
 
-def check_eval_inputs(config: RunConfig, data: TaskData) -> None:
-    """The ``eval`` section against the held-out data (also what ``k2rl eval`` checks before loading a model)."""
+def check_eval_inputs(config: RunConfig, held_out: Dataset) -> None:
+    """The ``eval`` section against the held-out rows (also what ``k2rl eval`` checks before loading a model)."""
     for key in ("max_new_tokens", "batch_size"):
         if getattr(config.eval, key) < 1:
             raise K2RLError(f"eval.{key} must be at least 1, got {getattr(config.eval, key)}")
@@ -63,6 +65,6 @@ def check_eval_inputs(config: RunConfig, data: TaskData) -> None:
         raise K2RLError(f"eval.k must be at least 0 and eval.temperature positive, got {config.eval.k} and "
                         f"{config.eval.temperature}")
     eval_rewards(config)  # every evaluation reward resolves, with its options
-    if config.eval.by is not None and config.eval.by not in data.eval.column_names:
+    if config.eval.by is not None and config.eval.by not in held_out.column_names:
         raise K2RLError(f"eval.by names column {config.eval.by!r}, which the held-out data does not have "
-                        f"(columns: {', '.join(data.eval.column_names)})")
+                        f"(columns: {', '.join(held_out.column_names)})")
