@@ -1,4 +1,5 @@
-"""The quickstart over seeds x thread counts x CPU instruction sets: does its gain hold everywhere?
+"""A recipe (the quickstart by default) over seeds x thread counts x CPU instruction sets: does its gain
+hold everywhere?
 
 A result that holds on one machine setting only is not a result. Each cell is one whole
 ``k2rl train configs/quickstart.yaml seed=S`` process, run one at a time (so the wall time is the
@@ -8,9 +9,11 @@ cell's own), with ``OMP_NUM_THREADS`` set to the cell's thread count and, for ``
     python benchmarks/quickstart_matrix.py                       # seeds 0 1 2 x threads 1 2 x native avx2
     python benchmarks/quickstart_matrix.py --cells 0:2:native 0:2:avx2 0:1:native   # a subset
     python benchmarks/quickstart_matrix.py --seeds 3 --threads 2 --isa avx2 -- trainer.max_steps=50
+    python benchmarks/quickstart_matrix.py --recipe configs/coding.yaml --threads 2   # the coding recipe
 
 Prints before/after/delta/wall per cell, the minimum delta and the maximum wall, with the CPU's name
-and instruction-set flags; the baseline of every delta is the same run's own pre-RL accuracy.
+and instruction-set flags; the baseline of every delta is the same run's own pre-RL accuracy. A
+recipe with ``eval.by`` also gets each group's solved share before -> after.
 """
 
 from __future__ import annotations
@@ -37,11 +40,19 @@ def cpu_description() -> str:
     return f"{cpu_name()}, {os.cpu_count()} cores; flags: {' '.join(isa) or 'unknown'}"
 
 
-def run_cell(seed: int, threads: int, isa: str, out: Path, overrides: list[str]) -> dict:
+def by_groups(summary: dict) -> dict[str, tuple[float, float]]:
+    """``{group: (before, after)}`` solved shares of the headline metric per ``eval.by`` group."""
+    before, after = summary.get("eval_before") or {}, summary.get("eval_after") or {}
+    suffix = f"/{summary['metric']}/solved"
+    return {key.split("=", 1)[1].removesuffix(suffix): (before.get(key, float("nan")), value)
+            for key, value in sorted(after.items()) if "=" in key and key.endswith(suffix)}
+
+
+def run_cell(recipe: Path, seed: int, threads: int, isa: str, out: Path, overrides: list[str]) -> dict:
     name = f"seed{seed}-t{threads}-{isa}"
     env = {key: value for key, value in os.environ.items() if key not in AVX2}
     env.update({"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", **(AVX2 if isa == "avx2" else {})})
-    command = [sys.executable, "-m", "k2rl.cli", "train", str(ROOT / "configs" / "quickstart.yaml"),
+    command = [sys.executable, "-m", "k2rl.cli", "train", str(recipe),
                f"seed={seed}", f"output_dir={out}", f"run_name={name}", *overrides]
     log = out / f"{name}.log"
     with log.open("w") as handle:
@@ -56,6 +67,7 @@ def run_cell(seed: int, threads: int, isa: str, out: Path, overrides: list[str])
         "delta": summary["delta_pts"],
         "wall": summary["wall_s"],
         "capability": summary["environment"]["cpu_capability"],
+        "by": by_groups(summary),
     }
 
 
@@ -73,6 +85,7 @@ def parse_cells(args) -> list[tuple[int, int, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "configs" / "quickstart.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--isa", nargs="+", choices=["native", "avx2"], default=["native", "avx2"])
@@ -88,13 +101,14 @@ def main() -> None:
     print(f"{'cell':<22} {'ISA used':<9} {'before':>7} {'after':>7} {'delta':>8} {'wall':>7}")
     rows = []
     for seed, threads, isa in cells:
-        row = run_cell(seed, threads, isa, out, args.overrides)
+        row = run_cell(args.recipe.resolve(), seed, threads, isa, out, args.overrides)
         rows.append(row)
         if "error" in row:
             print(f"{row['cell']:<22} {row['error']}", flush=True)
             continue
         print(f"{row['cell']:<22} {row['capability']:<9} {row['before']:>7.3f} {row['after']:>7.3f} "
-              f"{row['delta']:>+7.1f}p {row['wall']:>6.0f}s", flush=True)
+              f"{row['delta']:>+7.1f}p {row['wall']:>6.0f}s  "
+              + "  ".join(f"{group} {b:.3f}->{a:.3f}" for group, (b, a) in row["by"].items()), flush=True)
     done = [row for row in rows if "error" not in row]
     if done:
         print(f"minimum delta {min(r['delta'] for r in done):+.1f} pts; maximum wall {max(r['wall'] for r in done):.0f} s; "

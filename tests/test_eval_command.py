@@ -12,7 +12,7 @@ from k2rl.cli import main
 from k2rl.config import EvalConfig, load_config
 from k2rl.errors import K2RLError
 from k2rl.policy.build import load_policy
-from k2rl.run.evaluation import eval_reward_specs, evaluate
+from k2rl.run.evaluation import by_line, eval_reward_specs, evaluate, flat_metrics
 from test_train_smoke import FAST
 
 # Long enough a warm start that the held-out figures are not all zero; pass@2 on top of greedy.
@@ -87,6 +87,10 @@ def test_breakdown_by_column_and_pass_at_k(tiny_policy_dir):
     by = report["by"]["task"]
     assert by["easy"]["rows"] == 6 and by["easy"]["rewards"]["easy_only"]["solved"] == 1.0
     assert by["hard"]["rewards"]["easy_only"] == {"mean": 0.25, "solved": 0.0, "pass@2": 0.0, "unscored": 1}
+    flat = flat_metrics(report)  # what metrics.jsonl and summary.json carry per group
+    assert flat["task=easy/easy_only/solved"] == 1.0 and flat["task=hard/easy_only/mean"] == 0.25
+    before = {**flat, "task=easy/easy_only/solved": 0.5}
+    assert by_line(before, flat, "easy_only") == "held-out by task (easy_only solved): easy 0.500 -> 1.000; hard 0.000 -> 0.000"
 
 
 def test_eval_rewards_default_to_the_recipes_minus_rubric(request):

@@ -6,9 +6,10 @@ them, ask whether there is any): ``count_gt(xs)`` returns how many items of ``xs
 The hidden tests always include the edge cases a careless solution gets wrong: the empty list, a
 list holding exactly the constant (the boundary), negatives.
 
-Demonstrations are the warm start's SFT data, and like real SFT data they are not all right: a
+Every solution opens by naming the constant (``K = 17``) and uses ``K`` below. Demonstrations are the
+warm start's SFT data, and like real SFT data they are not all right: a
 ``buggy_fraction`` of them carry the annotator's habitual slip for their filter (``>=`` for
-``greater than``, ``<=`` for ``less than``, ``x % k`` for ``a multiple of k``). A slip passes the tests
+``greater than``, ``<=`` for ``less than``, ``x % K`` for ``a multiple of K``). A slip passes the tests
 away from the boundary and fails the ones on it, so it earns part of the ``pass_fraction`` reward and
 none of ``all_or_nothing``. With ``tool_fraction`` > 0, that share of demonstrations first runs its
 draft against a boundary assert through the ``python`` tool (Kimi K2's tool-call format), reads the
@@ -35,22 +36,22 @@ from k2rl.errors import K2RLError
 INSTRUCTIONS = "Answer with one ```python code block."
 TOOL_INSTRUCTIONS = "You may run Python with the python tool first. " + INSTRUCTIONS
 
-# filter -> (phrase, correct condition, the habitual slip); {k} is the item's constant.
+# filter -> (phrase, correct condition, the habitual slip); {k} is the item's constant, K its name in code.
 FILTERS = {
-    "gt": ("greater than {k}", "x > {k}", "x >= {k}"),
-    "lt": ("less than {k}", "x < {k}", "x <= {k}"),
-    "mult": ("a multiple of {k}", "x % {k} == 0", "x % {k}"),
+    "gt": ("greater than {k}", "x > K", "x >= K"),
+    "lt": ("less than {k}", "x < K", "x <= K"),
+    "mult": ("a multiple of {k}", "x % K == 0", "x % K"),
 }
 # aggregate -> (task, body); {phrase} is the filter's phrase, {cond} its condition.
 AGGREGATES = {
     "count": ("returns how many items of the list xs are {phrase}", "sum(1 for x in xs if {cond})"),
     "sum": ("returns the sum of the items of the list xs that are {phrase}", "sum(x for x in xs if {cond})"),
-    "keep": ("returns the items of the list xs that are {phrase}, in order", "[x for x in xs if {cond}]"),
+    "keep": ("returns, in order, the items of the list xs that are {phrase}", "[x for x in xs if {cond}]"),
     "any": ("returns True when an item of the list xs is {phrase}", "any({cond} for x in xs)"),
 }
 # Combinations training never shows: each filter and each aggregate once, so every part is seen elsewhere.
 HELD_OUT_COMBINATIONS = (("gt", "any"), ("lt", "keep"), ("mult", "sum"))
-CONSTANTS = range(2, 50)
+CONSTANTS = range(10, 100)  # two digits each: the question ends the same number of tokens after it
 # What the python tool answers for a program whose assert fails (a test checks it against the real tool).
 FAILED_CHECK = "error (crashed): AssertionError"
 HELD_OUT_CONSTANT_SHARE = 0.25
@@ -61,8 +62,10 @@ def _test_lists(k: int) -> list[list[int]]:
     return [[], [k], [k - 1, k + 1], [-k, 0, 2 * k, k], [-1], [3 * k, k + 2, k]]
 
 
-def _function(name: str, aggregate: str, condition: str) -> str:
-    return f"def {name}(xs):\n    return {AGGREGATES[aggregate][1].format(cond=condition)}\n"
+def _function(name: str, aggregate: str, condition: str, k: int) -> str:
+    """The solution opens by naming the constant, as the question's last words state it: a copy over a fixed
+    distance, which the tiny policy learns reliably (copying it into the middle of a condition is not)."""
+    return f"K = {k}\n\ndef {name}(xs):\n    return {AGGREGATES[aggregate][1].format(cond=condition)}\n"
 
 
 def _fenced(code: str) -> str:
@@ -104,13 +107,14 @@ def coding_item(filter_name: str, aggregate: str, k: int, buggy: bool = False, t
     """
     phrase, correct, slip = (part.format(k=k) for part in FILTERS[filter_name])
     name = f"{aggregate}_{filter_name}"
-    reference = _function(name, aggregate, correct)
-    written = _function(name, aggregate, slip) if buggy else reference
+    reference = _function(name, aggregate, correct, k)
+    written = _function(name, aggregate, slip, k) if buggy else reference
     task = AGGREGATES[aggregate][0].format(phrase=phrase)
     messages = (_tool_demonstration(written, reference, _boundary_check(name, reference, k), passed=not buggy)
                 if tool else None)
     return {
-        "question": f"Write a Python function {name}(xs) that {task}. {TOOL_INSTRUCTIONS if tools else INSTRUCTIONS}",
+        # The instructions first and the constant last: the tiny policy copies it from a short distance.
+        "question": f"{TOOL_INSTRUCTIONS if tools else INSTRUCTIONS} Write a Python function {name}(xs) that {task}.",
         "answer": _fenced(reference),
         "tests": _tests(name, reference, k),
         "entry_point": name,

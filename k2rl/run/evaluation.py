@@ -194,11 +194,26 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
 
 
 def flat_metrics(report: dict) -> dict:
-    """A report's overall figures as one flat record (``accuracy``, ``LABEL/mean``, ...) for logs and trackers."""
+    """A report's figures as one flat record for logs and trackers: ``accuracy``, ``LABEL/mean``, ... and,
+    with ``eval.by``, the same per group as ``COLUMN=VALUE/LABEL/mean``."""
     flat = {"accuracy": report["accuracy"]}
     for label, stats in report["rewards"].items():
         flat.update({f"{label}/{name}": value for name, value in stats.items()})
+    for column, groups in report.get("by", {}).items():
+        for value, group in groups.items():
+            for label, stats in group["rewards"].items():
+                flat.update({f"{column}={value}/{label}/{name}": v for name, v in stats.items()})
     return flat
+
+
+def by_line(before: dict, after: dict, metric: str) -> str | None:
+    """``held-out by COLUMN: VALUE before -> after; ...`` (solved share of ``metric``), from two flat records."""
+    keys = sorted(k for k in after if "=" in k and k.endswith(f"/{metric}/solved"))
+    if not keys:
+        return None
+    column = keys[0].split("=", 1)[0]
+    parts = [f"{k.split('=', 1)[1].split('/', 1)[0]} {before.get(k, float('nan')):.3f} -> {after[k]:.3f}" for k in keys]
+    return f"held-out by {column} ({metric} solved): " + "; ".join(parts)
 
 
 class HeldOutEvalCallback(TrainerCallback):
@@ -210,6 +225,7 @@ class HeldOutEvalCallback(TrainerCallback):
         self.metric = rewards[0][0]
         self.publish = None  # the trainer's record_metric, once attached
         self.last: tuple[int, float] | None = None  # (step, accuracy) of the latest evaluation during RL
+        self.records: dict[int, dict] = {}  # step -> the flat figures of the evaluation at that step
 
     def publish_to(self, trainer) -> None:
         """Send each evaluation during RL to the trainer's logs too (so to ``report_to``'s trackers)."""
@@ -226,6 +242,7 @@ class HeldOutEvalCallback(TrainerCallback):
         """Evaluate ``model``, log the figures at ``step``; returns the headline accuracy."""
         report = evaluate(model, self.tokenizer, self.dataset, self.rewards, self.eval_config, self.seed, self.rollout)
         flat = flat_metrics(report)
+        self.records[step] = flat
         self.log.write("eval", step, **flat)
         if self.publish is not None:
             for name, value in flat.items():
@@ -240,7 +257,8 @@ class HeldOutEvalCallback(TrainerCallback):
 
     def before_rl(self, model) -> float:
         """Accuracy at step 0: measured now, or read back from the log of a resumed run."""
-        measured = [r["accuracy"] for r in self.log.records() if r["phase"] == "eval" and r["step"] == 0]
+        measured = [r for r in self.log.records() if r["phase"] == "eval" and r["step"] == 0]
         if measured:
-            return measured[0]
+            self.records[0] = {k: v for k, v in measured[0].items() if k not in ("phase", "step", "time")}
+            return measured[0]["accuracy"]
         return self.record(model, 0)

@@ -1,11 +1,19 @@
-"""configs/coding.yaml end to end on CPU: rollout engine with the sandboxed python tool, partial
-rollouts and overlapped unit-test scoring inside `k2rl train`."""
+"""configs/coding.yaml and configs/coding_tool.yaml end to end on CPU (a few steps): unit-test rewards
+from the sandbox, per-step cost figures in metrics.jsonl, held-out figures per split; the tool recipe
+with the python tool and partial rollouts."""
 
 import json
 
 from k2rl.cli import main
 from k2rl.data.coding import coding_splits
 from k2rl.sandboxes import get_sandbox
+
+SMALL = ["data.train_size=16", "data.eval_size=4", "warm_start.max_steps=2", "trainer.max_steps=2",
+         "trainer.per_device_train_batch_size=4", "trainer.num_generations=2", "trainer.eval_steps=0"]
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_builtin_coding_items_pass_their_own_hidden_tests():
@@ -18,16 +26,30 @@ def test_builtin_coding_items_pass_their_own_hidden_tests():
             assert not sandbox.run_tests("def nothing():\n    pass\n", row["tests"]).passed
 
 
-def test_coding_recipe_runs_end_to_end(tmp_path, request):
+def test_coding_recipe_logs_step_costs_and_held_out_splits(tmp_path, request):
     recipe = request.config.rootpath / "configs" / "coding.yaml"
-    code = main(["train", str(recipe), f"output_dir={tmp_path}", "run_name=coding", "data.train_size=16",
-                 "data.eval_size=2", "trainer.max_steps=2", "trainer.per_device_train_batch_size=4",
-                 "trainer.num_generations=2", "trainer.max_completion_length=24", "rollout.token_budget=24",
-                 "rollout.iteration_budget=16", "eval.max_new_tokens=4"])
-    assert code == 0
+    assert main(["train", str(recipe), f"output_dir={tmp_path}", "run_name=coding", *SMALL,
+                 "trainer.max_completion_length=24", "eval.max_new_tokens=8"]) == 0
     run = tmp_path / "coding"
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    rl = [r for r in records if r["phase"] == "rl" and "rollouts/paused_groups" in r]
+    rl = [r for r in records(run) if r["phase"] == "rl" and "loss" in r]
+    assert len(rl) == 2
+    for record in rl:
+        for key in ("generation_s", "rewards_s", "update_s", "step_s", "rollout_wall_s"):
+            assert record[f"cost/{key}"] >= 0.0, key
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["step_cost"]["share"]) >= {"generation", "rewards", "update"}
+    for when in ("eval_before", "eval_after"):
+        assert {"heldout=new_constants/unit_tests/solved", "heldout=new_combinations/unit_tests/solved"} <= set(
+            summary[when])
+
+
+def test_coding_tool_recipe_runs_the_tool_loop_with_partial_rollouts(tmp_path, request):
+    recipe = request.config.rootpath / "configs" / "coding_tool.yaml"
+    assert main(["train", str(recipe), f"output_dir={tmp_path}", "run_name=tool", *SMALL,
+                 "trainer.max_completion_length=24", "rollout.token_budget=24", "rollout.partial_rollouts=true",
+                 "rollout.iteration_budget=16", "eval.max_new_tokens=8"]) == 0
+    run = tmp_path / "tool"
+    rl = [r for r in records(run) if r["phase"] == "rl" and "rollouts/paused_groups" in r]
     assert len(rl) == 2
     assert rl[0]["rollouts/paused_groups"] == 2  # 24-token rollouts, 16 tokens per iteration
     assert (run / "adapter").is_dir()
