@@ -37,8 +37,13 @@ def problems():
 
 
 @pytest.fixture
-def coding_recipe(request):
-    return request.config.rootpath / "configs" / "coding.yaml"
+def coding_recipe(tmp_path_factory):
+    """A coding recipe with no generator options, so ``data.source=humaneval`` applies as is."""
+    path = tmp_path_factory.mktemp("recipe") / "coding_humaneval.yaml"
+    path.write_text("policy: {preset: k2-tiny}\n"
+                    "data: {source: coding, train_size: 256, eval_size: 16}\n"
+                    "rewards: [{name: unit_tests, options: {mode: pass_fraction, timeout_s: 5}}]\n")
+    return path
 
 
 def _as_completions(texts):

@@ -9,7 +9,8 @@ from k2rl.data.coding import coding_splits
 from k2rl.sandboxes import get_sandbox
 
 SMALL = ["data.train_size=16", "data.eval_size=4", "warm_start.max_steps=2", "trainer.max_steps=2",
-         "trainer.per_device_train_batch_size=4", "trainer.num_generations=2", "trainer.eval_steps=0"]
+         "trainer.per_device_train_batch_size=4", "trainer.num_generations=2", "trainer.eval_steps=0",
+         "trainer.logging_steps=1"]
 
 
 def records(run):
