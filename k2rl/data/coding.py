@@ -72,17 +72,20 @@ def _fenced(code: str) -> str:
     return f"```python\n{code}```"
 
 
-def _tests(name: str, reference: str, k: int) -> str:
-    namespace: dict = {}
-    exec(reference, namespace)  # noqa: S102 - our own reference solution, to compute the expected outputs
-    return "\n".join(f"assert {name}({xs!r}) == {namespace[name](xs)!r}" for xs in _test_lists(k))
-
-
-def _boundary_check(name: str, reference: str, k: int) -> str:
-    """The one assert a careful annotator runs first: the constant itself, where every slip shows."""
+def _run_reference(name: str, reference: str):
+    """The reference solution as a callable, to compute the expected outputs of the asserts."""
     namespace: dict = {}
     exec(reference, namespace)  # noqa: S102 - our own reference solution
-    return f"assert {name}([{k}]) == {namespace[name]([k])!r}\n"
+    return namespace[name]
+
+
+def _tests(name: str, solve, k: int) -> str:
+    return "\n".join(f"assert {name}({xs!r}) == {solve(xs)!r}" for xs in _test_lists(k))
+
+
+def _boundary_check(name: str, solve, k: int) -> str:
+    """The one assert a careful annotator runs first: the constant itself, where every slip shows."""
+    return f"assert {name}([{k}]) == {solve([k])!r}\n"
 
 
 def _tool_demonstration(draft: str, fixed: str, check: str, passed: bool) -> list[dict]:
@@ -110,13 +113,14 @@ def coding_item(filter_name: str, aggregate: str, k: int, buggy: bool = False, t
     reference = _function(name, aggregate, correct, k)
     written = _function(name, aggregate, slip, k) if buggy else reference
     task = AGGREGATES[aggregate][0].format(phrase=phrase)
-    messages = (_tool_demonstration(written, reference, _boundary_check(name, reference, k), passed=not buggy)
+    solve = _run_reference(name, reference)
+    messages = (_tool_demonstration(written, reference, _boundary_check(name, solve, k), passed=not buggy)
                 if tool else None)
     return {
         # The instructions first and the constant last: the tiny policy copies it from a short distance.
         "question": f"{TOOL_INSTRUCTIONS if tools else INSTRUCTIONS} Write a Python function {name}(xs) that {task}.",
         "answer": _fenced(reference),
-        "tests": _tests(name, reference, k),
+        "tests": _tests(name, solve, k),
         "entry_point": name,
         "demonstration": _fenced(written),
         "demonstration_messages": json.dumps(messages) if messages else "",
@@ -166,5 +170,5 @@ def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: fl
     if eval_size < total:
         first = max(1, round(eval_size * len(held_out[0]) / total))
         held_out = [held_out[0][:first], held_out[1][: max(eval_size - first, 1)]]
-    return Dataset.from_list([{k: v for k, v in r.items() if k != "heldout"} | {"heldout": "train"} for r in train]), \
+    return Dataset.from_list([{**r, "heldout": "train"} for r in train]), \
         Dataset.from_list([r for rows in held_out for r in rows])
