@@ -1,9 +1,9 @@
-"""The harness's side of one program run: the channel to the zygote, proxies, and aborted calls.
+"""The judge's side of one program run: channels, proxies, and aborted calls.
 
-A :class:`Session` is everything the trusted harness knows about the candidate while its tests run:
-calls go out as plain data (on the candidate's own socket when the channel can carry its other end
-to the zygote, else relayed by the zygote), replies come back as plain data, and zygote events (exit, timeout) turn a
-pending call into an :class:`Abort`. Aborts derive from ``BaseException`` so ``except Exception`` in
+A :class:`Session` is everything the judge knows about the candidate while its tests run: calls go
+out as plain data on the candidate's own socket, replies come back as plain data, and the
+candidate's zygote events (exit, timeout), forwarded by the harness on the judge's report channel,
+turn a pending call into an :class:`Abort`. Aborts derive from ``BaseException`` so ``except Exception`` in
 the tests cannot hide them, and a session remembers the first one: a run with an aborted call never
 passes, even if the tests swallowed it.
 
@@ -57,14 +57,13 @@ class SandboxLost(Abort):
 # ---------------------------------------------------------------- the channel to the sandbox
 
 class Channel:
-    """Frames to/from the zygote over pipes (bubblewrap) or a Docker attach socket (demultiplexed)."""
+    """Frames to/from a peer over a Unix socket (or pipes): a zygote, or the judge's report socket."""
 
-    def __init__(self, read_fd: int, write_fd: int, docker: bool = False, sock: socket.socket | None = None):
-        self.read_fd, self.write_fd, self.docker = read_fd, write_fd, docker
+    def __init__(self, read_fd: int, write_fd: int, sock: socket.socket | None = None):
+        self.read_fd, self.write_fd = read_fd, write_fd
         self.sock = sock  # a Unix socket to the zygote (local backend): it can carry descriptors to it
         self.frames = FrameReader()
         self.pending: list = []
-        self._raw = bytearray()  # docker stream headers not yet parsed
 
     def send(self, kind: bytes, obj, fds: tuple = ()) -> None:
         """One frame; ``fds`` (a Unix-socket channel only) travel with its first byte."""
@@ -78,18 +77,6 @@ class Channel:
         except OSError as exc:
             raise SandboxLost(f"sandbox channel closed ({exc.strerror})") from None
 
-    def _demux(self, data: bytes) -> bytes:
-        self._raw += data
-        out = bytearray()
-        while len(self._raw) >= 8:
-            size = int.from_bytes(self._raw[4:8], "big")
-            if len(self._raw) < 8 + size:
-                break
-            if self._raw[0] == 1:  # stdout; stderr (2) is the zygote's own noise
-                out += self._raw[8:8 + size]
-            del self._raw[:8 + size]
-        return bytes(out)
-
     def fill(self) -> None:
         """Read what is there (the caller knows it is readable) into :attr:`pending`."""
         try:
@@ -98,8 +85,6 @@ class Channel:
             data = b""
         if not data:
             raise SandboxLost("the sandbox closed its channel")
-        if self.docker:
-            data = self._demux(data)
         try:
             self.pending.extend(self.frames.feed(data))
         except FrameError as exc:
@@ -129,7 +114,7 @@ class Session:
         self.broken: Abort | None = None  # first aborted call; a verdict with one never passes
         self.memory = False
         self.done: dict | None = None
-        self.direct: socket.socket | None = None  # our end of the candidate's socket (see :meth:`start`)
+        self.direct: socket.socket | None = None  # our end of the candidate's socket (see :meth:`attach`)
         self.direct_frames = FrameReader()
         self.direct_pending: list = []
 

@@ -9,13 +9,11 @@ runs as PID 1 of the sandbox's PID namespace, which buys two properties for free
 * ``kill(-1, SIGKILL)`` from PID 1 reaches every other process in the namespace, so ending a job
   kills the candidate's whole tree: double-forked daemons, new sessions, processes ignoring signals.
 
-The zygote decides nothing. The candidate talks to the trusted harness on a socketpair: with the
-local backend the harness makes it and sends the candidate's end along with the job (so calls never
-pass through this process, and nothing here runs between the fork and the job's end but the wait);
-with Docker, whose attach stream cannot carry descriptors, the zygote makes it and relays frames
-between the harness (its stdin/stdout) and the candidate. Either way it keeps bounded tails of the
-candidate's stdout/stderr and enforces the wall-clock limit. Everything it sends is treated by the
-harness as untrusted.
+The zygote decides nothing. Its channel to the harness is a Unix socket (bubblewrap: its stdin;
+Docker: a socket bind-mounted into the container), so the harness sends the candidate's socket end
+along with each job: calls never pass through this process, and nothing here runs between the fork
+and the job's end but the wait. It keeps bounded tails of the candidate's stdout/stderr and
+enforces the wall-clock limit. Everything it sends is treated by the harness as untrusted.
 
 The same zygote runs the judge (:mod:`.judge`), in a sandbox of its own: there a job's child
 runs the tests instead of a program, talking to the candidate on the socket the harness handed it.
@@ -45,7 +43,7 @@ import time
 try:  # outside the sandbox (imports, tests); inside, wire.py's and candidate.py's sources precede this file
     from k2rl.sandboxes.candidate import _candidate, _limits, _send
     from k2rl.sandboxes.judge import judge_main, judge_plan
-    from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, pack_frame
+    from k2rl.sandboxes.wire import READ_SIZE, FrameReader
 except ImportError:  # pragma: no cover - inside the sandbox
     pass
 
@@ -152,9 +150,6 @@ class _Job:
         self.deadline = time.monotonic() + float(request["timeout"])
         self.stdin = memoryview(request.get("stdin", "").encode())
         self.pid = 0
-        self.sock = None
-        self.reader = FrameReader()
-        self.expect = 1  # candidate frames the harness is waiting for (first: ready/load_error)
         self.out = bytearray()
         self.err = bytearray()
         self.out_total = 0
@@ -169,17 +164,8 @@ def _start(request: dict, devnull: int, wake: tuple, given: list) -> _Job:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if job.mode == "io" else (devnull, -1)
-    parent_sock = None
-    child_fds = []
     plan = judge_plan(request["tests"]) if job.mode == "judge" else None  # compiled before the fork, cached
-    if job.mode == "judge":
-        child_fds = given
-    elif job.mode == "tests":
-        if given:
-            child_fds = given[:1]
-        else:  # relay: the harness cannot reach the candidate's socket, so we hold the other end
-            parent_sock, child_sock = socket.socketpair()
-            child_fds = [child_sock.detach()]
+    child_fds = {"judge": given, "tests": given[:1]}.get(job.mode, [])
     for fd in given:
         if fd not in child_fds:
             os.close(fd)
@@ -201,8 +187,6 @@ def _start(request: dict, devnull: int, wake: tuple, given: list) -> _Job:
                 os.closerange(low, fd)
                 low = fd + 1
             os.closerange(low, 4096)
-            if parent_sock:
-                parent_sock.detach()  # its fd is closed already; never close a reused number later
             for which, value in settings:
                 resource.setrlimit(which, value)
             if job.mode == "judge":
@@ -222,7 +206,6 @@ def _start(request: dict, devnull: int, wake: tuple, given: list) -> _Job:
             del job.pipes[in_w]
     for fd in child_fds:
         os.close(fd)  # only the child may hold it, so its death reaches the other end as EOF
-    job.sock = parent_sock
     return job
 
 
@@ -268,8 +251,6 @@ def _finish(job: _Job) -> dict:
             del job.pipes[fd]
         while fd in job.pipes:  # every writer is dead: this reaches EOF
             _pump(job, fd)
-    if job.sock:
-        job.sock.close()
     status = job.status
     done = {"ev": "done", "stdout": job.out.decode("utf-8", "replace"),
             "stderr": job.err[-TAIL:].decode("utf-8", "replace"), "stdout_total": job.out_total,
@@ -331,8 +312,6 @@ def main() -> None:
         readers, writers = [0, wake_r], []
         timeout = None
         if job:
-            if job.sock and job.expect > 0:
-                readers.append(job.sock)
             for fd, role in job.pipes.items():
                 (writers if role == "in" else readers).append(fd)
             if not job.timed_out:
@@ -362,8 +341,6 @@ def main() -> None:
                 except BlockingIOError:
                     pass
                 _reap(job)
-            elif job and item is job.sock:
-                _relay(job)
             elif job and item in job.pipes:
                 _pump(job, item)
         if job and job.mode == "io" and job.status is not None and not job.pipes:
@@ -382,8 +359,6 @@ def _reap(job) -> None:
         if job and pid == job.pid:
             job.status = status
             if job.mode in ("tests", "judge"):
-                if job.sock and job.expect > 0:
-                    _relay(job, final=True)
                 _send(1, b"Z", {"ev": "exit", "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
             # Nothing may outlive the program. In tests mode this also closes every copy of its
@@ -391,57 +366,11 @@ def _reap(job) -> None:
             _kill_all(job)
 
 
-def _relay(job: _Job, final: bool = False) -> None:
-    """Forward complete candidate frames to the harness, one per frame it is waiting for.
-
-    ``final``: the candidate is gone; keep reading until its socket is drained.
-    """
-    while job.sock is not None:
-        try:
-            job.sock.setblocking(False)
-            data = job.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            job.sock.close()
-            job.sock = None
-            return
-        try:
-            frames = job.reader.feed(data)
-        except FrameError as exc:
-            _kill_all()
-            _send(1, b"Z", {"ev": "violation", "detail": str(exc)})
-            job.sock.close()
-            job.sock = None
-            return
-        for _kind, body in frames:
-            if job.expect <= 0:
-                continue  # unsolicited frames are dropped; the harness matches replies by id anyway
-            job.expect -= 1
-            _send(1, b"C", body)
-        if not final:
-            return
-
-
 def _control(job, kind: bytes, body: bytes, devnull: int, wake: tuple, given: list):
     if kind == b"E":  # the harness is done with this job (a bare frame: no parsing while it runs)
         if job:
             _send(1, b"Z", _finish(job))
         return None
-    if kind == b"C":  # a call from the harness to the candidate
-        if job and job.sock is not None:
-            job.expect += 1
-            try:
-                job.sock.setblocking(True)
-                job.sock.settimeout(max(0.01, job.deadline - time.monotonic()))
-                job.sock.sendall(pack_frame(b"C", body))
-            except OSError:
-                _send(1, b"Z", {"ev": "gone"})
-        else:
-            _send(1, b"Z", {"ev": "gone"})
-        return job
     request = json.loads(body)
     if request["op"] == "run":
         if job:
