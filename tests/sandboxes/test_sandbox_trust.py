@@ -16,8 +16,9 @@ import json
 import os
 
 import pytest
-from sandbox_support import BACKENDS, assert_healthy, open_sandbox
+from sandbox_support import assert_healthy
 from test_sandbox_attacks import HOST_ESCAPE_FILE, HOST_SECRET_FILE, LISTENER, TOKEN
+from test_sandbox_attacks import sandbox  # noqa: F401 - the same fixture: one warm sandbox per backend, secret file set
 
 from k2rl.sandboxes.service_protocol import verdict_to_json
 
@@ -68,16 +69,6 @@ FIND = ("import os, ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
         "            rows = []\n        out += [table] * len(rows)\n"
         "    if libc.syscall(250, 10, -4, b'user', b'answer', 0) > 0:\n"  # keyctl(KEYCTL_SEARCH) in the user keyring
         "        out.append('key')\n    return out\n")
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def sandbox(request):
-    with open(HOST_SECRET_FILE, "w") as handle:
-        handle.write(TOKEN)
-    sb = open_sandbox(request.param, workers=1)
-    yield sb
-    sb.close()
-    os.unlink(HOST_SECRET_FILE)
 
 
 @pytest.mark.parametrize("name", sorted(TEST_ATTACKS))
