@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline = _baseline_rows(args.baseline_ref, args.backends, args.rounds, args.workers)
         for row in baseline.values():
             print(f"{row['name']:<34} {row['rate']:8.1f} verdicts/s   p50 {row['p50']:7.1f} ms   p99 {row['p99']:7.1f} ms   "
-                  f"CPU/verdict {row['cpu_ms']:6.1f} ms   passed {row['passed']}/{row['n']}", flush=True)
+                  f"CPU/verdict {row['cpu_ms']:6.1f} ms   passed {row['passed']}/{row['n']}" if row["backend"] == "local"
+                  else f"CPU/verdict    n/a   passed {row['passed']}/{row['n']}", flush=True)
     for backend in [b for b in args.backends.split(",") if b]:
         row = _k2rl_row(backend, programs, tests, args.rounds, args.workers)
         rows.append(row)

@@ -108,7 +108,8 @@ def run_tests_job(sandboxes: dict, job: dict) -> dict:
                 verdict = {"status": Status.ERROR.value, "detail": "the tests ended before giving a verdict",
                            "clean": True}
             elif channel is candidate and kind == b"Z":
-                done = _event(body) if _event(body).get("ev") == "done" else done
+                event = _event(body)
+                done = event if event.get("ev") == "done" else done
                 try:
                     report.send(b"Z", body)
                 except SandboxLost:
@@ -119,7 +120,7 @@ def run_tests_job(sandboxes: dict, job: dict) -> dict:
             elif channel is report and kind == b"V":
                 verdict = _event(body)
             elif channel is judge and kind == b"Z" and _event(body).get("ev") in ("exit", "timeout"):
-                timed_out = _event(body).get("ev") == "timeout"
+                timed_out = _event(body)["ev"] == "timeout"
                 verdict = {"status": (Status.TIMEOUT if timed_out else Status.ERROR).value, "clean": True,
                            "detail": "the tests exceeded the time limit" if timed_out
                            else "the tests ended before giving a verdict"}
@@ -131,8 +132,12 @@ def run_tests_job(sandboxes: dict, job: dict) -> dict:
         _wait_done(judge, time.monotonic() + 10.0)
     finally:
         ours.close()
-    status, cases = verdict.get("status"), verdict.get("cases")
-    reply = {**_verdict(status, str(verdict.get("detail", "")), done, start), "clean": verdict.get("clean") is True}
+    status, detail, cases = verdict.get("status"), str(verdict.get("detail", "")), verdict.get("cases")
+    try:
+        verdict_status(status)
+    except ValueError:  # the tests' side is not trusted to speak the protocol either
+        status, detail, cases = Status.ERROR, "the tests sent no valid verdict", None
+    reply = {**_verdict(status, detail, done, start), "clean": verdict.get("clean") is True}
     if type(cases) is list and len(cases) == 2 and all(type(x) is int for x in cases):
         reply["cases"] = cases
     return reply

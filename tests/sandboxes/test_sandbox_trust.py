@@ -134,3 +134,15 @@ def test_candidate_text_never_breaks_a_verdict(sandbox, case):
         text.encode("utf-8")  # raises if a lone surrogate got through
     json.dumps(verdict_to_json(verdict), ensure_ascii=False).encode("utf-8")
     assert "udcff" in verdict.detail or "\ufffd" in verdict.detail or case == "printed_bytes", verdict
+
+
+def test_tests_cannot_break_the_harness_protocol(sandbox):
+    """The report socket is the tests' too: junk, a forged status or a flood on it is an error verdict."""
+    probe = ("import os, socket, struct, json\nfor fd in range(3, 64):\n    try:\n        s = socket.socket(fileno=os.dup(fd))\n"
+             "        for kind, body in ((b'V', b'[1, 2]'), (b'V', json.dumps({'status': 'forged'}).encode()),\n"
+             "                           (b'E', b''), (b'V', b'x' * 100)):\n"
+             "            s.sendall(struct.pack('>IB', len(body), kind[0]) + body)\n        s.sendall(struct.pack('>IB', 2**31, 86))\n"
+             "    except OSError:\n        pass\nassert solve(3) == 26\n")
+    verdict = sandbox.run_tests(PROGRAM, probe, timeout_s=5)
+    assert verdict.status in ("error", "crashed", "failed"), verdict
+    assert_healthy(sandbox)
