@@ -154,3 +154,19 @@ def test_drain_is_bounded_and_no_log_line_holds_the_token(tmp_path_factory):
     assert server.proc.returncode == 0, err
     assert TOKEN not in out and TOKEN not in err and TOKEN[4:] not in err, err
     assert "drained" in out
+
+
+def test_only_jobs_without_a_judgement_are_sent_again(served):
+    """A job answered ``sandbox_error`` is retried alone; the jobs judged in the same answer never rerun."""
+    server, sandbox = served
+    infra = ("import os, socket, struct, json\nbody = json.dumps({'status': 'sandbox_error', 'detail': 'infra'}).encode()\n"
+             "for fd in range(3, 64):\n    try:\n        s = socket.socket(fileno=os.dup(fd))\n"
+             "        s.sendall(struct.pack('>IB', len(body), 86) + body)\n    except OSError:\n        pass\n"
+             "os._exit(0)\n")
+    pairs = [(PROGRAM, "assert solve(3) == 26\n")] * 3 + [(PROGRAM, infra)]
+    started, retries = server.metrics()["jobs"]["started"], sandbox.stats["retries"]
+    verdicts = sandbox.run_tests_many(pairs, timeout_s=5)
+    assert [v.status for v in verdicts] == ["passed"] * 3 + ["sandbox_error"], verdicts
+    attempts = sandbox.max_attempts
+    assert server.metrics()["jobs"]["started"] - started == 3 + attempts  # the infra job alone, each attempt
+    assert sandbox.stats["retries"] - retries == attempts - 1
