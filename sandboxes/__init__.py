@@ -9,16 +9,17 @@
 
 How it fits together (one pool slot; ``workers`` slots run side by side)::
 
-    pool (this process) --pipe--> harness process (trusted: runs the tests)
-                                     |  plain data only
-                                     v
-                          zygote, PID 1 of a bubblewrap sandbox or a container
-                                     | fork per job
-                                     v
-                          candidate process (runs the program, answers calls)
+    pool (this process) --pipe--> harness process (trusted: runs no job code, relays, checks verdicts)
+                                   |                                   |
+                                   v                                   v
+             zygote, PID 1 of the candidate's sandbox      zygote, PID 1 of the judge's sandbox
+                                   | fork per job                      | fork per job
+                                   v                                   v
+             candidate process (runs the program)  <-plain data->  judge process (runs the tests)
 
 * :mod:`.wire` -- frames and the plain-data encoding, the only thing that crosses the boundary.
-* :mod:`.harness`, :mod:`.session` -- the trusted side; why a verdict cannot be forged.
+* :mod:`.harness` -- the trusted supervisor; :mod:`.judge`, :mod:`.session` -- the tests' side, in a
+  sandbox of its own; why a verdict cannot be forged, and why the tests cannot reach the host.
 * :mod:`.zygote` -- the warm process inside the sandbox; why it survives its candidates.
 * :mod:`.local`, :mod:`.cgroups`, :mod:`.runtime` -- the bubblewrap backend and its limits.
 * :mod:`.docker_backend` -- the Docker backend and its offline image (``k2rl sandbox build-image``).

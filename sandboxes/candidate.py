@@ -35,6 +35,7 @@ def _limits(limits: dict, timeout: float) -> list:
         (resource.RLIMIT_FSIZE, (limits["fsize_mb"] << 20,) * 2),
         (resource.RLIMIT_NOFILE, (limits["nofile"],) * 2),
         (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_MSGQUEUE, (0, 0)),  # no POSIX message queues: they would outlive the job
     ]
     if limits["nproc"] > 0:  # Docker counts processes with the container's pids cgroup instead
         settings.append((resource.RLIMIT_NPROC, (limits["nproc"],) * 2))

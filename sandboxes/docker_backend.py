@@ -1,10 +1,11 @@
 """Docker backend: the same zygote as the local backend, as PID 1 of a locked-down container.
 
-Each pool slot's harness starts one container (``network_mode="none"``, memory/pids/CPU limits,
-read-only root with a size-capped tmpfs ``/tmp``, uid 65534, all capabilities dropped,
-``no-new-privileges``) and talks to the zygote over the container's attached stdin/stdout. The
-container is created with ``StdinOnce`` and ``auto_remove``: when the harness goes away, even by
-SIGKILL, the zygote sees end-of-input, exits, and the container disappears.
+Each pool slot's harness starts two containers, the candidate's and the judge's
+(``network_mode="none"``, memory/pids/CPU limits, read-only root with size-capped ``/tmp`` and
+``/dev/shm``, uid 65534, all capabilities dropped, ``no-new-privileges``, no logs kept) and talks to
+each zygote over a Unix socket (see :func:`start_container`). The containers are created with
+``auto_remove``: when the harness goes away, even by SIGKILL, the zygote sees end-of-input, exits,
+and the container disappears.
 
 The default image is built offline by :func:`build_image` (``k2rl sandbox build-image``): a root
 filesystem holding the same trimmed interpreter the local backend uses, the shared libraries it
@@ -16,18 +17,25 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
+import socket
+import struct
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 from k2rl.errors import K2RLError
 from k2rl.sandboxes.runtime import SANDBOX_ENV, SANDBOX_PREFIX, python_runtime, zygote_command
+from k2rl.sandboxes.zygote import SOCKET_ENV
 
 REPOSITORY = "k2rl-sandbox"
 IMAGE_VERSION = 2  # bump when the root filesystem's recipe changes
 LABEL = "k2rl.sandbox"
 _TOOLS = ("sh", "echo", "cat", "ls", "true", "false", "sleep", "env", "mkdir", "rm", "cp", "wc", "head")
+SANDBOX_UID = 65534
+_LINK_DIR = "/run/k2rl"  # where the container sees the harness's socket (read-only)
 _LIB_DIRS = "/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu:/lib64:/usr/lib64:/lib:/usr/lib"
 
 
@@ -137,8 +145,44 @@ def build_image(image: str | None = None, force: bool = False) -> str:
     return image
 
 
-def start_container(config: dict):
-    """A started container running the zygote, and the raw attach socket to talk to it."""
+def _listen() -> tuple[socket.socket, str]:
+    """A Unix socket only uid 65534 (the containers' user) may connect to, in a fresh directory."""
+    directory = tempfile.mkdtemp(prefix="k2rl-zygote-")
+    os.chmod(directory, 0o711)
+    path = os.path.join(directory, "zygote.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    if os.geteuid() == 0:
+        os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    else:
+        os.chmod(path, 0o666)  # the engine maps the container's uid; the peer is checked on accept
+    listener.listen(1)
+    return listener, directory
+
+
+def _accept(listener: socket.socket, container, deadline: float) -> socket.socket:
+    """The zygote's connection; anyone else (a wrong uid) is turned away."""
+    while True:
+        listener.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            conn, _ = listener.accept()
+        except socket.timeout:
+            raise K2RLError("the sandbox container did not connect in time") from None
+        pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        if uid == SANDBOX_UID or os.geteuid() != 0:
+            conn.settimeout(None)
+            return conn
+        conn.close()
+
+
+def start_container(config: dict, role: str = "candidate"):
+    """A started container running the zygote (the candidate's or the judge's), and our socket to it.
+
+    The channel is a Unix socket the zygote connects to through a read-only bind mount, not the
+    attach stream: a Unix socket can carry descriptors, so the judge and the candidate talk on a
+    socket of their own, as with the local backend. The listener is gone before any job runs.
+    """
     client = _client()
     options, limits = config["docker"], config["limits"]
     image = options.get("image") or default_image()
@@ -146,16 +190,23 @@ def start_container(config: dict):
         if options.get("image"):
             raise K2RLError(f"docker image {image} not found")
         build_image(image)
-    env = {**SANDBOX_ENV, "LD_LIBRARY_PATH": f"{SANDBOX_PREFIX}/lib:{_LIB_DIRS}"}
-    container = client.containers.create(
-        image, command=zygote_command(), stdin_open=True, detach=False, tty=False,
-        network_mode="none", mem_limit=f"{limits['sandbox_memory_mb']}m",
-        memswap_limit=f"{limits['sandbox_memory_mb']}m", pids_limit=limits["pids"], nano_cpus=int(options["cpus"] * 1e9), read_only=True,
-        tmpfs={"/tmp": f"size={limits['tmp_mb']}m,mode=1777"}, user="65534:65534", cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], environment=env, working_dir="/tmp", hostname="sandbox",
-        auto_remove=True, labels={LABEL: str(os.getpid())}, ipc_mode="private")  # value: the owning harness
-    sock = client.api.attach_socket(container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
-    container.start()
+    env = {**SANDBOX_ENV, "LD_LIBRARY_PATH": f"{SANDBOX_PREFIX}/lib:{_LIB_DIRS}", SOCKET_ENV: f"{_LINK_DIR}/zygote.sock"}
+    listener, directory = _listen()
+    try:
+        container = client.containers.create(
+            image, command=zygote_command(role), stdin_open=False, detach=True, tty=False,
+            network_mode="none", mem_limit=f"{limits['sandbox_memory_mb']}m",
+            memswap_limit=f"{limits['sandbox_memory_mb']}m", pids_limit=limits["pids"], nano_cpus=int(options["cpus"] * 1e9), read_only=True,
+            tmpfs={"/tmp": f"size={limits['tmp_mb']}m,mode=1777"}, shm_size=f"{limits['tmp_mb']}m",
+            user=f"{SANDBOX_UID}:{SANDBOX_UID}", cap_drop=["ALL"],
+            security_opt=["no-new-privileges"], environment=env, working_dir="/tmp", hostname="sandbox",
+            volumes={directory: {"bind": _LINK_DIR, "mode": "ro"}}, log_config={"type": "none"},
+            auto_remove=True, labels={LABEL: str(os.getpid())}, ipc_mode="private")  # value: the owning harness
+        container.start()
+        sock = _accept(listener, container, time.monotonic() + 120.0)
+    finally:
+        listener.close()
+        shutil.rmtree(directory, ignore_errors=True)
     container._k2rl_client = client
     return container, sock
 

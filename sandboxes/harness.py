@@ -1,169 +1,146 @@
-"""The trusted harness: owns one sandbox and decides verdicts where the candidate cannot reach.
+"""The harness: the trusted supervisor of one pool slot, outside every sandbox; it runs no job code.
 
 One harness process per pool slot (``python -m k2rl.sandboxes.harness``), started by
-:class:`k2rl.sandboxes.pool.Sandbox`. It starts its sandbox (bubblewrap or a container) once and
-keeps it warm, and runs each job's tests in a fresh namespace under a SIGALRM watchdog.
+:class:`k2rl.sandboxes.pool.Sandbox`. It starts two sandboxes (bubblewrap or containers) once and
+keeps them warm: the candidate's, where the program runs, and the judge's (:mod:`.judge`), where a
+job's tests run and its verdict is decided. Neither the program nor the tests run here: both are
+code from the request or the dataset. Per job, the harness gives the candidate one end of a fresh
+socket and the judge the other (and a report socket of its own), forwards the candidate's zygote
+events (exit, timeout, the closing report with its output) to the judge, and takes the judge's
+verdict, checked against the vocabulary. stdin/stdout jobs compare output here: no test code runs.
 
-Why verdicts cannot be forged: the tests run *here*, in a process outside the sandbox's namespaces,
-with names from the program replaced by proxies. Calling a proxy sends plain data to the candidate
-and gets plain data back (see :mod:`k2rl.sandboxes.wire`); the expected values never leave this
-process, and nothing the candidate does -- exiting early, patching its own builtins, printing
-"PASSED", returning objects with a forged ``__eq__`` -- is evidence here. A verdict is "passed" only
-when the test source ran to its end, no call was cut short (timeout, death, a non-plain result),
-and the program loaded. Exit codes and output are never read as success.
+Why a verdict cannot be forged by the candidate: see :mod:`.judge`; exit codes and output are
+never read as success. Why the tests cannot reach the host: see :mod:`.local` and
+:mod:`.docker_backend`; the judge's sandbox is as tight as the candidate's.
 """
 
 from __future__ import annotations
 
-import ast
-import builtins
-import functools
 import gc
 import json
 import os
 import resource
+import select
 import signal
 import socket
 import subprocess
 import sys
 import time
 
-from k2rl.sandboxes.session import (
-    GRACE_S,
-    Abort,
-    Channel,
-    Opaque,
-    ProgramTimeout,
-    RemoteFunction,
-    SandboxLost,
-    Session,
-)
-from k2rl.sandboxes.verdict import Status, verdict_status
-from k2rl.sandboxes.wire import READ_SIZE, FrameReader, load_value, pack_frame
+from k2rl.sandboxes.session import GRACE_S, Abort, Channel, ProgramTimeout, SandboxLost
+from k2rl.sandboxes.verdict import Status, safe_text, verdict_status
+from k2rl.sandboxes.wire import READ_SIZE, FrameReader, pack_frame
 
 STARTUP_S = 120.0  # a container can take a while to start on a loaded machine
-
-
-def _check_never_called(tree: ast.Module) -> bool:
-    defines = any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
-    if not defines:
-        return False
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "check":
-            continue
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Name) and sub.func.id == "check":
-                return False
-    return True
+ROLES = ("candidate", "judge")
 
 
 def _verdict(status: Status, detail: str = "", done: dict | None = None, start: float = 0.0) -> dict:
-    """The reply to the pool: plain data, the status as its string value."""
+    """The reply to the pool: plain data, the status as its string value, every text encodable."""
     status = verdict_status(status)
     done = done or {}
-    return {"passed": status == Status.PASSED, "status": status.value, "detail": detail[:2000],
-            "stdout": str(done.get("stdout", ""))[-8192:], "stderr": str(done.get("stderr", ""))[-8192:],
+    return {"passed": status == Status.PASSED, "status": status.value, "detail": safe_text(detail)[:2000],
+            "stdout": safe_text(done.get("stdout", ""))[-8192:], "stderr": safe_text(done.get("stderr", ""))[-8192:],
             "duration_s": time.monotonic() - start}
 
 
-@functools.lru_cache(maxsize=1024)
-def compile_tests(source: str) -> list[tuple[object, bool, str]]:
-    """``[(code, is_case, source line)]`` per top-level statement; raises ValueError for tests that cannot run.
-
-    A *case* is a top-level ``assert`` or a top-level call such as ``check(candidate)``; other
-    statements (imports, definitions, loops) are setup. Cached because a training batch scores many
-    completions against the same tests.
-    """
-    try:
-        tree = ast.parse(source, "tests.py")
-    except (SyntaxError, ValueError) as exc:
-        raise ValueError(f"the tests do not compile: {exc}") from None
-    if _check_never_called(tree):
-        raise ValueError("the tests define check() but never call it (append check(<entry_point>))")
-    statements = []
-    lines = source.splitlines()
-    for node in tree.body:
-        is_case = isinstance(node, ast.Assert) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call))
-        text = lines[node.lineno - 1].strip()[:200] if node.lineno <= len(lines) else ""
-        statements.append((compile(ast.Module([node], []), "tests.py", "exec"), is_case, f"line {node.lineno}: {text}"))
-    return statements
-
-
-def _namespace(session: Session, first: dict) -> dict:
-    """The tests' globals: the program's functions as proxies, its plain constants as copies."""
-    namespace = {"__name__": "__main__", "__builtins__": builtins}
-    for name, kind in first["ready"].items():
-        if type(name) is not str or not name.isidentifier():
-            continue
-        if kind == "function":
-            namespace[name] = RemoteFunction(session, name)
-        elif kind == "value" and name in first["values"]:
-            try:
-                namespace[name] = load_value(first["values"][name])
-            except (ValueError, TypeError):
-                namespace[name] = Opaque(name, "object")
-        else:
-            namespace[name] = Opaque(name, "class" if kind == "class" else "object")
-    return namespace
-
-
-def run_tests_job(channel: Channel, job: dict) -> dict:
-    start = time.monotonic()
-    try:
-        statements = compile_tests(job["tests"])
-    except ValueError as exc:
-        return _verdict(Status.ERROR, str(exc), start=start)
-    total = max(1, sum(1 for _, is_case, _ in statements if is_case))
-    passed_cases = 0
-    session = Session(channel, start + job["timeout"])
-    status, detail = Status.PASSED, ""
-    try:
-        session.start({"op": "run", "mode": "tests", "program": job["program"], "timeout": job["timeout"],
-                       "limits": job["limits"]})
-        first = session.candidate_message()
-        if "load_error" in first:
-            error = first["load_error"]
-            status, detail = Status.ERROR, f"the program failed to load: {str(error[-1] if type(error) is list else error)}"
-            if type(error) is list and error and error[0] == "MemoryError":
-                status = Status.MEMORY
-        elif type(first.get("ready")) is dict and type(first.get("values")) is dict:
-            namespace = _namespace(session, first)
-            for code, is_case, where in statements:
+def _next_frame(channels: list, deadline: float):
+    """``(channel, kind, body)``: the next frame on any of ``channels``; ``(channel, None, None)`` at its end."""
+    while True:
+        for channel in channels:
+            if channel.pending:
+                return (channel, *channel.pending.pop(0))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProgramTimeout("no answer from the sandboxes in time")
+        ready = select.select([c.read_fd for c in channels], [], [], left)[0]
+        for channel in channels:
+            if channel.read_fd in ready:
                 try:
-                    exec(code, namespace)
-                except Abort:
-                    raise
-                except BaseException as exc:  # noqa: BLE001 - a failed case; later cases still run
-                    if status == Status.PASSED:
-                        status, detail = Status.FAILED, f"{type(exc).__name__}: {exc} (tests.py {where})"
-                    if not is_case:  # setup failed: nothing after it can be trusted to mean anything
-                        break
-                    continue
-                passed_cases += is_case
-            if not any(is_case for _, is_case, _ in statements) and status == Status.PASSED:
-                passed_cases = 1
-        else:
-            status, detail = Status.CRASHED, "the program sent a malformed greeting"
-    except Abort as exc:
-        status, detail = exc.status, str(exc)
-    except BaseException as exc:  # noqa: BLE001 - the tests failed; say how
-        status, detail = Status.FAILED, f"{type(exc).__name__}: {exc}"
-    if session.broken is not None:  # an aborted call swallowed by the tests still fails the run
-        if status == Status.PASSED:
-            status, detail = session.broken.status, str(session.broken)
-        passed_cases = 0
+                    channel.fill()
+                except SandboxLost:
+                    return channel, None, None
+
+
+def _event(body: bytes) -> dict:
     try:
-        done = session.finish()
-    except Abort as exc:
-        return {**_verdict(exc.status if status == Status.PASSED else status, detail or str(exc), start=start),
-                "clean": False, "cases": [0, total]}
-    if status != Status.PASSED and session.memory:
-        status = Status.MEMORY
-    if done.get("timeout") and status != Status.PASSED:
-        status, detail = Status.TIMEOUT, "the program exceeded its time limit"
-    if status != Status.PASSED and passed_cases >= total:
-        passed_cases = total - 1
-    return {**_verdict(status, detail, done, start), "clean": True, "cases": [passed_cases, total]}
+        event = json.loads(body)
+    except ValueError:
+        raise SandboxLost("a zygote sent a malformed event") from None
+    return event if type(event) is dict else {}
+
+
+def _wait_done(channel: Channel, deadline: float) -> dict:
+    """Skip events until the zygote's closing report of the current job."""
+    while True:
+        kind, body = channel.recv(deadline)
+        if kind == b"Z":
+            event = _event(body)
+            if event.get("ev") == "done":
+                return event
+
+
+def run_tests_job(sandboxes: dict, job: dict) -> dict:
+    """One tests job: the program in the candidate's sandbox, its tests in the judge's."""
+    start = time.monotonic()
+    candidate, judge = sandboxes["candidate"], sandboxes["judge"]
+    theirs, its_peer = socket.socketpair()  # the candidate's socket: one end each
+    ours, report_end = socket.socketpair()  # the judge's report socket
+    try:
+        candidate.send(b"Z", {"op": "run", "mode": "tests", "program": job["program"], "timeout": job["timeout"],
+                              "limits": job["limits"], "fd": True}, (theirs.fileno(),))
+        judge.send(b"Z", {"op": "run", "mode": "judge", "tests": job["tests"], "budget": job["timeout"],
+                          "timeout": job["timeout"] + 2 * GRACE_S + 1.0, "limits": job["limits"], "fds": 2},
+                   (its_peer.fileno(), report_end.fileno()))
+    finally:
+        for sock in (theirs, its_peer, report_end):
+            sock.close()  # their ends live on in the sandboxes only, so a death there reads as EOF here
+    report = Channel(ours.fileno(), ours.fileno(), sock=ours)
+    deadline = start + job["timeout"] + 3 * GRACE_S + 1.0
+    done = verdict = None
+    ended = False  # the candidate was asked to end (E sent)
+    try:
+        while verdict is None:
+            channel, kind, body = _next_frame([report, candidate, judge], deadline)
+            if kind is None:
+                if channel is not report:
+                    raise SandboxLost("a sandbox closed its channel")
+                verdict = {"status": Status.ERROR.value, "detail": "the tests ended before giving a verdict",
+                           "clean": True}
+            elif channel is candidate and kind == b"Z":
+                event = _event(body)
+                done = event if event.get("ev") == "done" else done
+                try:
+                    report.send(b"Z", body)
+                except SandboxLost:
+                    pass  # the judge is gone; its zygote says how
+            elif channel is report and kind == b"E" and not ended:
+                ended = True
+                candidate.send(b"E", b"")
+            elif channel is report and kind == b"V":
+                verdict = _event(body)
+            elif channel is judge and kind == b"Z" and _event(body).get("ev") in ("exit", "timeout"):
+                timed_out = _event(body)["ev"] == "timeout"
+                verdict = {"status": (Status.TIMEOUT if timed_out else Status.ERROR).value, "clean": True,
+                           "detail": "the tests exceeded the time limit" if timed_out
+                           else "the tests ended before giving a verdict"}
+        if done is None:
+            if not ended:
+                candidate.send(b"E", b"")
+            done = _wait_done(candidate, time.monotonic() + 10.0)
+        judge.send(b"E", b"")
+        _wait_done(judge, time.monotonic() + 10.0)
+    finally:
+        ours.close()
+    status, detail, cases = verdict.get("status"), str(verdict.get("detail", "")), verdict.get("cases")
+    try:
+        verdict_status(status)
+    except ValueError:  # the tests' side is not trusted to speak the protocol either
+        status, detail, cases = Status.ERROR, "the tests sent no valid verdict", None
+    reply = {**_verdict(status, detail, done, start), "clean": verdict.get("clean") is True}
+    if type(cases) is list and len(cases) == 2 and all(type(x) is int for x in cases):
+        reply["cases"] = cases
+    return reply
 
 
 def _same_output(got: str, expected: str) -> bool:
@@ -204,23 +181,21 @@ def run_io_job(channel: Channel, job: dict) -> dict:
 
 # ---------------------------------------------------------------- the harness process
 
-def _start_sandbox(config: dict):
+def _start_sandbox(config: dict, role: str):
     """``(channel, handle)`` of a fresh sandbox whose zygote has said it is ready."""
     if config["backend"] == "docker":
         from k2rl.sandboxes.docker_backend import start_container
 
-        handle, sock = start_container(config)
-        channel = Channel(sock.fileno(), sock.fileno(), docker=True)
-        handle._k2rl_sock = sock  # keep the socket object (and its fd) alive
+        handle, ours = start_container(config, role)
     else:
         from k2rl.sandboxes.local import bwrap_command
 
-        argv, kwargs = bwrap_command(config["limits"]["tmp_mb"])
+        argv, kwargs = bwrap_command(config["limits"]["tmp_mb"], role)
         ours, theirs = socket.socketpair()  # a Unix socket, so the zygote can pass descriptors
         handle = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL, **kwargs)
         theirs.close()
-        handle._k2rl_sock = ours
-        channel = Channel(ours.fileno(), ours.fileno(), sock=ours)
+    handle._k2rl_sock = ours  # keep the socket object (and its fd) alive
+    channel = Channel(ours.fileno(), ours.fileno(), sock=ours)
     kind, body = channel.recv(time.monotonic() + STARTUP_S)
     hello = json.loads(body)
     if kind != b"Z" or hello.get("ev") != "ready":
@@ -254,17 +229,14 @@ def _alarm(*_) -> None:
     raise _Watchdog()
 
 
-def _run_job(channel: Channel, job: dict) -> dict:
-    """One job, run in this process with a watchdog.
-
-    The tests run here rather than in a fork per job: that would add a fork and its teardown to
-    every verdict, and the tests are trusted dataset code. What the candidate controls -- plain
-    data returned by calls -- cannot outlive the job's namespace.
-    """
+def _run_job(sandboxes: dict, job: dict) -> dict:
+    """One job, with a watchdog: a backstop behind the zygotes' own limits and the relay's deadline."""
     cases = len(job.get("cases") or [None])
-    signal.setitimer(signal.ITIMER_REAL, job["timeout"] * cases + GRACE_S * (1 + cases))
+    signal.setitimer(signal.ITIMER_REAL, job["timeout"] * cases + GRACE_S * (3 + cases) + 2.0)
     try:
-        return (run_io_job if job["mode"] == "io" else run_tests_job)(channel, job)
+        if job["mode"] == "io":
+            return run_io_job(sandboxes["candidate"], job)
+        return run_tests_job(sandboxes, job)
     except _Watchdog:
         return {**_verdict(Status.TIMEOUT, "the run exceeded its time limit (harness watchdog)"), "clean": False}
     except Abort as exc:
@@ -294,7 +266,7 @@ def _write_frame(fd: int, obj) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool stops us by closing stdin
     signal.signal(signal.SIGALRM, _alarm)
-    # The protocol moves to private fds; 0/1/2 become /dev/null so prints in tests go nowhere.
+    # The protocol moves to private fds; 0/1/2 become /dev/null.
     proto_in, proto_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -322,11 +294,25 @@ def main() -> None:
             release(groups)
 
 
+def _start_all(config: dict, handles: dict) -> dict:
+    """Both sandboxes started (their handles in ``handles``, for stopping); role -> channel."""
+    channels = {}
+    for role in ROLES:
+        channels[role], handles[role] = _start_sandbox(config, role)
+    return channels
+
+
+def _stop_all(config: dict, handles: dict) -> None:
+    for role in list(handles):
+        _stop_sandbox(config, handles.pop(role))
+
+
 def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pending: list, oom) -> None:
-    channel = handle = None
+    handles: dict = {}
     try:
-        channel, handle = _start_sandbox(config)
+        sandboxes = _start_all(config, handles)
     except BaseException as exc:  # noqa: BLE001 - reported to the pool as one line
+        _stop_all(config, handles)
         _write_frame(proto_out, {"error": f"{type(exc).__name__}: {exc}"})
         return
     # Everything so far lives as long as we do: keep it out of the collector's scans for good.
@@ -337,22 +323,23 @@ def _serve(config: dict, proto_in: int, proto_out: int, reader: FrameReader, pen
             job = _read_frame(proto_in, reader, pending)
             if job is None:
                 return
-            if channel is None:
+            if sandboxes is None:
                 try:
-                    channel, handle = _start_sandbox(config)
+                    sandboxes = _start_all(config, handles)
                 except BaseException as exc:  # noqa: BLE001
+                    _stop_all(config, handles)
                     _write_frame(proto_out, _verdict(Status.SANDBOX_ERROR, f"could not restart the sandbox: {exc}"))
                     continue
             kills = oom.count()
-            verdict = _run_job(channel, {**job, "limits": config["limits"]})
+            verdict = _run_job(sandboxes, {**job, "limits": config["limits"]})
             if verdict["status"] not in (Status.PASSED, Status.SANDBOX_ERROR) and oom.count() > kills:
                 verdict["status"] = Status.MEMORY.value  # the sandbox's cgroup ran out and the kernel killed in it
             if not verdict.pop("clean", False):
-                _stop_sandbox(config, handle)
-                channel = handle = None
+                _stop_all(config, handles)
+                sandboxes = None
             _write_frame(proto_out, verdict)
     finally:
-        _stop_sandbox(config, handle)
+        _stop_all(config, handles)
 
 
 if __name__ == "__main__":

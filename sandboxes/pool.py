@@ -220,7 +220,7 @@ class Sandbox:
     def run_tests(self, program: str, tests: str, timeout_s: float = 10.0) -> Verdict:
         """Run ``program`` then ``tests`` (asserts, or ``def check(candidate)`` + ``check(name)``).
 
-        The tests run outside the sandbox and see the program's top-level functions as proxies
+        The tests run in a sandbox of their own (not the program's) and see the program's top-level functions as proxies
         (arguments and results cross as plain data: None, bool, int, float, complex, str, bytes and
         lists/tuples/dicts/sets of those), its plain constants as copies, and anything else (classes,
         instances) as unsupported -- using one gives status "unsupported", never a pass. In-place

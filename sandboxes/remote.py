@@ -7,11 +7,12 @@ Endpoints default to ``$K2RL_SANDBOX_ENDPOINTS`` (comma-separated) and the token
 ``$K2RL_SANDBOX_TOKEN`` (or the file named by ``$K2RL_SANDBOX_TOKEN_FILE``), so a recipe can say
 ``rollout.sandbox: remote`` and keep addresses and secrets out of its YAML.
 
-Jobs travel in batches of ``batch_size``; every batch is answered whole or not at all. A batch that
+Jobs travel in batches of ``batch_size``; every request is answered whole or not at all. A batch that
 meets a dead, draining or failing server is sent again to another endpoint (:mod:`.endpoints`
-picks it), so each job's verdict comes from exactly one successful answer: the first one wins, and
-a late answer for a batch already settled cannot exist, because a batch is only retried after its
-previous attempt has failed. A batch that no endpoint answers within ``retry_window_s`` (or
+picks it); from a successful answer, only the jobs that got ``sandbox_error`` (an infrastructure
+failure, not a judgement) are sent again. So each job's verdict comes from exactly one answer: the
+first one that judged it wins, and a late answer cannot exist, because jobs are only sent again
+after their previous attempt has ended. A batch that no endpoint answers within ``retry_window_s`` (or
 ``max_attempts``) gets ``sandbox_error`` verdicts naming the last cause -- the vocabulary's
 infrastructure status, so rewards score it ``None``; a pass or fail is never made up for a job
 that no harness judged. A refused token (401) or a request the server calls malformed (400, 413) is
@@ -138,9 +139,15 @@ class RemoteSandbox:
         return [verdicts[job.id] for job in jobs]
 
     def _settle(self, batch: list[Job]) -> list[Verdict]:
-        """The batch's verdicts from the first endpoint that answers it, else sandbox_error verdicts."""
-        body = json.dumps({"jobs": [job.to_json() for job in batch]}, ensure_ascii=False).encode()
-        read_timeout = sum(job.budget_s for job in batch) + SLACK_S
+        """The batch's verdicts: each job's from the first answer that judged it, else ``sandbox_error``.
+
+        Only jobs without a judgement are sent again: all of them when a request failed (no answer,
+        or an answer that is not one), only those answered ``sandbox_error`` when it succeeded -- a
+        job that ran and got its verdict never runs twice.
+        """
+        settled: dict[str, Verdict] = {}
+        last: dict[str, Verdict] = {}  # the latest sandbox_error a server gave a job, kept if nothing better comes
+        pending = list(batch)
         deadline = time.monotonic() + self.retry_window_s
         failed: set[str] = set()
         cause = "no endpoint was free"
@@ -151,8 +158,10 @@ class RemoteSandbox:
             if attempt:
                 with self._lock:
                     self.stats["retries"] += 1
+            body = json.dumps({"jobs": [job.to_json() for job in pending]}, ensure_ascii=False).encode()
+            read_timeout = sum(job.budget_s for job in pending) + SLACK_S
             try:
-                verdicts = self._post(endpoint, body, [job.id for job in batch], read_timeout)
+                verdicts = self._post(endpoint, body, [job.id for job in pending], read_timeout)
             except _Retry as exc:
                 self._pool.release(endpoint, ok=False)
                 failed.add(endpoint.name)
@@ -164,11 +173,18 @@ class RemoteSandbox:
             self._pool.release(endpoint, ok=True)
             with self._lock:
                 self.stats["batches"] += 1
-            return verdicts
-        with self._lock:
-            self.stats["unanswered"] += len(batch)
+            for job, verdict in zip(pending, verdicts):
+                (last if verdict.infrastructure_failure else settled)[job.id] = verdict
+            pending = [job for job in pending if job.id not in settled]
+            if not pending:
+                break
+            cause = f"{endpoint.name}: {last[pending[0].id].detail[:200]}"
+        if pending:
+            with self._lock:
+                self.stats["unanswered"] += len(pending)
         detail = f"remote sandbox: no endpoint gave a verdict ({cause})"
-        return [Verdict(False, Status.SANDBOX_ERROR, detail=detail) for _ in batch]
+        return [settled.get(job.id) or last.get(job.id) or Verdict(False, Status.SANDBOX_ERROR, detail=detail)
+                for job in batch]
 
     def _post(self, endpoint: Endpoint, body: bytes, ids: list[str], read_timeout: float) -> list[Verdict]:
         headers = {"Content-Type": "application/json"}

@@ -34,13 +34,19 @@ _SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip
 _HERE = Path(__file__).resolve().parent
 
 
-def zygote_source() -> str:
-    """The program the sandbox interpreter runs: the wire format, the candidate side, then the zygote."""
-    return "\n".join((_HERE / name).read_text() for name in ("wire.py", "candidate.py", "zygote.py"))
+# What each kind of sandbox runs: the candidate's (the program) and the judge's (the tests, see
+# :mod:`k2rl.sandboxes.judge`). Neither holds the other's code.
+SOURCES = {"candidate": ("wire.py", "candidate.py", "zygote.py"),
+           "judge": ("wire.py", "verdict.py", "session.py", "candidate.py", "judge.py", "zygote.py")}
 
 
-def zygote_command() -> list[str]:
-    return [SANDBOX_PYTHON, "-I", "-S", "-B", "-c", zygote_source()]
+def zygote_source(role: str = "candidate") -> str:
+    """The program a sandbox interpreter runs: the wire format, the side it plays, then the zygote."""
+    return "\n".join((_HERE / name).read_text() for name in SOURCES[role])
+
+
+def zygote_command(role: str = "candidate") -> list[str]:
+    return [SANDBOX_PYTHON, "-I", "-S", "-B", "-c", zygote_source(role)]
 
 
 def _cache_root() -> Path:

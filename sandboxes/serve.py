@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import signal
 import socket
 
 from k2rl.errors import K2RLError
 from k2rl.sandboxes.service_protocol import TOKEN_ENV, TOKEN_FILE_ENV, resolve_token
+
+SHUTDOWN_S = 5.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -34,6 +37,8 @@ def service_token(token_file: str | None, insecure_loopback: bool, host: str) ->
     token = resolve_token(token_file=token_file)
     if token:
         return token
+    if os.environ.get(TOKEN_ENV) is not None and not (token_file or os.environ.get(TOKEN_FILE_ENV)):
+        raise K2RLError(f"${TOKEN_ENV} is blank; a blank token is no token: set a real one (or unset it)")
     if insecure_loopback and _is_loopback(host):
         return None
     if insecure_loopback:
@@ -45,9 +50,10 @@ def service_token(token_file: str | None, insecure_loopback: bool, host: str) ->
 async def _serve(service, host: str, port: int, drain_timeout_s: float) -> None:
     from aiohttp import web
 
-    runner = web.AppRunner(service.app(), handle_signals=False, access_log=None)
+    runner = web.AppRunner(service.app(), handle_signals=False, access_log=None, logger=service.server_log())
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    # Once drained, connections still open (idle, or a client stalled mid-body) get this long.
+    site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_S)
     try:
         await site.start()
     except OSError as exc:

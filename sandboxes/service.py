@@ -13,7 +13,14 @@ body size (413), then the whole batch's validity (400 naming the job and field).
 
 Draining (:meth:`SandboxService.drain`, on SIGTERM): ``/healthz`` turns 503 so a load balancer stops
 routing here, new batches get 503, and batches already accepted run to completion and are answered;
-:attr:`SandboxService.drained` is set once none is left.
+:attr:`SandboxService.drained` is set once none is left. A batch is accepted once its whole body has
+arrived (within ``body_timeout_s``), so a client stalled mid-body never holds a drain up.
+
+Nothing a request carries is trusted at the edges either: a blank token is no token, an
+Authorization header that is not even text is a 401, a body nested or numbered beyond reason is a
+400, a verdict that cannot be encoded becomes that job's ``sandbox_error`` (never the batch's), every
+non-2xx answer is counted in ``/metrics``, and nothing of a refused request reaches a log line
+(:class:`ServerLog`: aiohttp would log a malformed header line whole, token included).
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from k2rl.errors import K2RLError
 from k2rl.sandboxes.service_metrics import ServiceMetrics
 from k2rl.sandboxes.service_protocol import JOBS_PATH, BadRequest, Job, parse_batch, verdict_to_json
 from k2rl.sandboxes.verdict import Status, Verdict
@@ -38,6 +47,7 @@ class ServiceLimits:
     max_batch: int = 256
     max_timeout_s: float = 60.0  # the per-job deadline: a job may ask for at most this much
     max_cases: int = 256  # stdin/stdout cases per job
+    body_timeout_s: float = 60.0  # a body that has not fully arrived by then is refused (408)
 
 
 def _error(status: int, message: str, **headers) -> web.Response:
@@ -56,7 +66,9 @@ class SandboxService:
 
     def __init__(self, sandbox, token: str | None, limits: ServiceLimits = ServiceLimits()):
         self.sandbox, self.limits = sandbox, limits
-        self._token = token.encode() if token else None
+        if token is not None and not token.strip():
+            raise K2RLError("the sandbox service token is blank; give a real one (or none, with --insecure-loopback)")
+        self._token = token.strip().encode() if token else None
         self.metrics = ServiceMetrics(sandbox.workers)
         self._executor = ThreadPoolExecutor(sandbox.workers, thread_name_prefix="k2rl-job")
         self.draining = False
@@ -82,14 +94,23 @@ class SandboxService:
             if exc.status == 413:
                 return _too_large(f"request body over this server's limit of {self.limits.max_body_bytes} bytes")
             raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a server bug: answered and counted, its text not echoed
+            logging.getLogger("k2rl.sandbox.serve").error("internal error on %s: %s", request.path, type(exc).__name__)
+            response = _error(500, "internal error")
         self.metrics.response(response.status)
         return response
 
     def _authorized(self, request: web.Request) -> bool:
         if self._token is None:
             return True
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self._token)
+        try:  # a header with bytes that are not UTF-8 arrives with surrogate escapes: never a match
+            header = request.headers.get("Authorization", "").encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        scheme, _, given = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._token)
 
     def _unauthorized(self) -> web.Response:
         return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="k2rl-sandbox"'})
@@ -113,9 +134,16 @@ class SandboxService:
         declared = request.content_length
         if declared is not None and declared > self.limits.max_body_bytes:
             return _too_large(f"request body of {declared} bytes; this server's limit is {self.limits.max_body_bytes}")
+        try:
+            body = await asyncio.wait_for(request.read(), self.limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            response = _error(408, f"the body did not arrive within {self.limits.body_timeout_s:g} s")
+            response.force_close()
+            return response
+        if self.draining:  # the body arrived after the drain began: not ours
+            return _error(503, "draining: this server takes no new jobs", **{"Retry-After": "1"})
         self.in_flight += 1  # from here the batch is ours: a drain waits for its answer
         try:
-            body = await request.read()
             try:
                 jobs = parse_batch(body, max_batch=self.limits.max_batch, max_timeout_s=self.limits.max_timeout_s,
                                    max_cases=self.limits.max_cases)
@@ -124,9 +152,8 @@ class SandboxService:
             self.metrics.accepted(len(jobs))
             loop = asyncio.get_running_loop()
             verdicts = await asyncio.gather(*(loop.run_in_executor(self._executor, self._run, job) for job in jobs))
-            return web.json_response(
-                {"verdicts": [{"id": job.id, "verdict": verdict_to_json(v)} for job, v in zip(jobs, verdicts)]},
-                dumps=lambda obj: json.dumps(obj, ensure_ascii=False))
+            return web.json_response({"verdicts": [{"id": job.id, "verdict": _encodable(v)} for job, v in zip(jobs, verdicts)]},
+                                     dumps=lambda obj: json.dumps(obj, ensure_ascii=False))
         finally:
             self.in_flight -= 1
             if self.draining and self.in_flight == 0:
@@ -146,6 +173,9 @@ class SandboxService:
         self.metrics.job_finished(verdict.status, time.monotonic() - start)
         return verdict
 
+    def server_log(self) -> "ServerLog":
+        return ServerLog(self.metrics)
+
     # -- lifecycle
     def drain(self) -> None:
         """Refuse new work from now on; :attr:`drained` is set once accepted batches are answered."""
@@ -155,3 +185,41 @@ class SandboxService:
 
     async def _close(self, app) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _encodable(verdict: Verdict) -> dict:
+    """The verdict's JSON, checked to encode; one that cannot is that job's ``sandbox_error``."""
+    try:
+        body = verdict_to_json(verdict)
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return body
+    except Exception as exc:  # noqa: BLE001 - whatever broke, it is this job's, not the batch's
+        return verdict_to_json(Verdict(False, Status.SANDBOX_ERROR, detail=f"the verdict could not be encoded ({type(exc).__name__})"))
+
+
+class ServerLog:
+    """The logger aiohttp's connection handler is given: one line per refused request, no request text.
+
+    aiohttp answers a request it cannot parse (a NUL byte in a header, say) itself, with 400, and
+    logs the exception, whose text quotes the offending header line -- an Authorization header,
+    token included. Here such an answer is counted in ``/metrics`` and logged by its type only.
+    """
+
+    def __init__(self, metrics: ServiceMetrics):
+        self.metrics = metrics
+        self.log = logging.getLogger("k2rl.sandbox.serve")
+
+    def exception(self, message, *args, exc_info=None, **_kw) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        code = getattr(exc, "code", None)
+        self.metrics.response(code if isinstance(code, int) and 400 <= code < 600 else 500)
+        self.log.warning("refused a request it could not handle (%s)", type(exc).__name__ if exc else "unknown")
+
+    def debug(self, *args, exc_info=None, **_kw) -> None:
+        if isinstance(exc_info, BaseException):  # a request that was not HTTP at all: still an answer
+            self.exception("", exc_info=exc_info)
+
+    def _drop(self, *args, **kw) -> None:
+        pass
+
+    error = warning = info = _drop

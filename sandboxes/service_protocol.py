@@ -30,6 +30,7 @@ JOBS_PATH = "/v1/jobs"
 TOKEN_ENV = "K2RL_SANDBOX_TOKEN"
 TOKEN_FILE_ENV = "K2RL_SANDBOX_TOKEN_FILE"
 MAX_ID_CHARS = 64
+MAX_NUMBER_CHARS = 32  # no field needs a longer number; a 400-digit one is an attack on the parser
 
 
 class BadRequest(ValueError):
@@ -107,12 +108,26 @@ def parse_job(job, n: int, max_timeout_s: float, max_cases: int) -> Job:
     return Job(job_id, mode, program, timeout_s, cases=_cases(job, where, max_cases))
 
 
+def _number(kind):
+    def parse(text: str):
+        if len(text) > MAX_NUMBER_CHARS:
+            raise BadRequest(f"a number of {len(text)} characters in the body; at most {MAX_NUMBER_CHARS}")
+        return kind(text)
+    return parse
+
+
+def _no_constant(name: str):
+    raise BadRequest(f"{name} is not a number this server takes")
+
+
 def parse_batch(body: bytes, *, max_batch: int, max_timeout_s: float, max_cases: int) -> list[Job]:
     """The jobs of a request body, all validated; :class:`BadRequest` naming the first problem."""
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_number(int), parse_float=_number(float), parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"the body is not JSON ({getattr(exc, 'msg', exc)})") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply") from None
     if not isinstance(data, dict) or "jobs" not in data:
         raise BadRequest('the body must be an object {"jobs": [...]}')
     jobs = data["jobs"]
@@ -148,8 +163,8 @@ def verdicts_from_response(data, ids: list[str]) -> list[Verdict]:
 
 def resolve_token(token: str | None = None, token_file: str | os.PathLike | None = None) -> str | None:
     """The bearer token: given, else read from ``token_file``, else ``$K2RL_SANDBOX_TOKEN`` or its file."""
-    if token:
-        return token
+    if token and token.strip():
+        return token.strip()
     token_file = token_file or os.environ.get(TOKEN_FILE_ENV)
     if token_file:
         try:
@@ -159,4 +174,4 @@ def resolve_token(token: str | None = None, token_file: str | os.PathLike | None
         if not text:
             raise K2RLError(f"the sandbox token file {token_file} is empty")
         return text
-    return os.environ.get(TOKEN_ENV) or None
+    return (os.environ.get(TOKEN_ENV) or "").strip() or None

@@ -1,14 +1,15 @@
-"""The harness's side of one program run: the channel to the zygote, proxies, and aborted calls.
+"""The judge's side of one program run: channels, proxies, and aborted calls.
 
-A :class:`Session` is everything the trusted harness knows about the candidate while its tests run:
-calls go out as plain data (on the candidate's own socket when the channel can carry its other end
-to the zygote, else relayed by the zygote), replies come back as plain data, and zygote events (exit, timeout) turn a
-pending call into an :class:`Abort`. Aborts derive from ``BaseException`` so ``except Exception`` in
+A :class:`Session` is everything the judge knows about the candidate while its tests run: calls go
+out as plain data on the candidate's own socket, replies come back as plain data, and the
+candidate's zygote events (exit, timeout), forwarded by the harness on the judge's report channel,
+turn a pending call into an :class:`Abort`. Aborts derive from ``BaseException`` so ``except Exception`` in
 the tests cannot hide them, and a session remembers the first one: a run with an aborted call never
 passes, even if the tests swallowed it.
-"""
 
-from __future__ import annotations
+It runs inside the tests' own sandbox (see :mod:`.judge`): this file's source follows ``wire.py``'s
+and ``verdict.py``'s there, under ``python -I -S``, so it stays standard-library only.
+"""
 
 import builtins
 import json
@@ -18,8 +19,11 @@ import socket
 import struct
 import time
 
-from k2rl.sandboxes.verdict import Status
-from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
+try:  # outside a sandbox (imports, tests); inside, wire.py's and verdict.py's sources precede this file
+    from k2rl.sandboxes.verdict import Status
+    from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, NotPlain, dump_value, load_value, pack_frame
+except ImportError:  # pragma: no cover - inside the sandbox
+    pass
 
 GRACE_S = 2.0  # beyond the program's own time limit, for the zygote to report and the harness to react
 
@@ -53,38 +57,38 @@ class SandboxLost(Abort):
 # ---------------------------------------------------------------- the channel to the sandbox
 
 class Channel:
-    """Frames to/from the zygote over pipes (bubblewrap) or a Docker attach socket (demultiplexed)."""
+    """Frames to/from a peer over a Unix socket (or pipes): a zygote, or the judge's report socket."""
 
-    def __init__(self, read_fd: int, write_fd: int, docker: bool = False, sock: socket.socket | None = None):
-        self.read_fd, self.write_fd, self.docker = read_fd, write_fd, docker
+    def __init__(self, read_fd: int, write_fd: int, sock: socket.socket | None = None):
+        self.read_fd, self.write_fd = read_fd, write_fd
         self.sock = sock  # a Unix socket to the zygote (local backend): it can carry descriptors to it
         self.frames = FrameReader()
         self.pending: list = []
-        self._raw = bytearray()  # docker stream headers not yet parsed
 
-    def send(self, kind: bytes, obj, fd: int = -1) -> None:
-        """One frame; ``fd`` (a Unix-socket channel only) travels with its first byte."""
+    def send(self, kind: bytes, obj, fds: tuple = ()) -> None:
+        """One frame; ``fds`` (a Unix-socket channel only) travel with its first byte."""
         data = pack_frame(kind, obj if isinstance(obj, bytes) else json.dumps(obj).encode())
         view = memoryview(data)
         try:
-            if fd >= 0:
-                view = view[socket.send_fds(self.sock, [view], [fd]):]
+            if fds:
+                view = view[socket.send_fds(self.sock, [view], list(fds)):]
             while view:
                 view = view[os.write(self.write_fd, view):]
         except OSError as exc:
             raise SandboxLost(f"sandbox channel closed ({exc.strerror})") from None
 
-    def _demux(self, data: bytes) -> bytes:
-        self._raw += data
-        out = bytearray()
-        while len(self._raw) >= 8:
-            size = int.from_bytes(self._raw[4:8], "big")
-            if len(self._raw) < 8 + size:
-                break
-            if self._raw[0] == 1:  # stdout; stderr (2) is the zygote's own noise
-                out += self._raw[8:8 + size]
-            del self._raw[:8 + size]
-        return bytes(out)
+    def fill(self) -> None:
+        """Read what is there (the caller knows it is readable) into :attr:`pending`."""
+        try:
+            data = os.read(self.read_fd, READ_SIZE)
+        except OSError:
+            data = b""
+        if not data:
+            raise SandboxLost("the sandbox closed its channel")
+        try:
+            self.pending.extend(self.frames.feed(data))
+        except FrameError as exc:
+            raise SandboxLost(f"protocol violation: {exc}") from None
 
     def recv(self, deadline: float):
         while not self.pending:
@@ -92,20 +96,8 @@ class Channel:
             if left <= 0:
                 raise ProgramTimeout("no answer from the sandbox in time")
             ready, _, _ = select.select([self.read_fd], [], [], left)
-            if not ready:
-                continue
-            try:
-                data = os.read(self.read_fd, READ_SIZE)
-            except OSError:
-                data = b""
-            if not data:
-                raise SandboxLost("the sandbox closed its channel")
-            if self.docker:
-                data = self._demux(data)
-            try:
-                self.pending.extend(self.frames.feed(data))
-            except FrameError as exc:
-                raise SandboxLost(f"protocol violation: {exc}") from None
+            if ready:
+                self.fill()
         return self.pending.pop(0)
 
 
@@ -122,31 +114,22 @@ class Session:
         self.broken: Abort | None = None  # first aborted call; a verdict with one never passes
         self.memory = False
         self.done: dict | None = None
-        self.direct: socket.socket | None = None  # our end of the candidate's socket (see :meth:`start`)
+        self.direct: socket.socket | None = None  # our end of the candidate's socket (see :meth:`attach`)
         self.direct_frames = FrameReader()
         self.direct_pending: list = []
 
-    def start(self, request: dict) -> None:
-        """Ask the zygote to fork the candidate; on a Unix-socket channel, hand it a socket to talk on."""
-        if self.channel.sock is None:
-            self.channel.send(b"Z", request)
-            return
-        ours, theirs = socket.socketpair()
-        try:
-            self.channel.send(b"Z", {**request, "fd": True}, theirs.fileno())
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()  # the candidate's end lives on in the zygote and then only in the candidate
-        # Blocking reads and writes bounded by the job's deadline, set once: no select() per call.
-        # The zygote kills the candidate's whole tree when the candidate exits or overruns, which
-        # closes this socket, so its events never wait behind a read here.
+    def attach(self, sock: socket.socket) -> None:
+        """Talk to the candidate on ``sock``, its socket's other end (the supervisor handed it to us).
+
+        Blocking reads and writes bounded by the job's deadline, set once: no select() per call.
+        The candidate's zygote kills its whole tree when it exits or overruns, which closes this
+        socket, so its events never wait behind a read here.
+        """
         left = max(0.001, self.deadline + GRACE_S - time.monotonic())
         limit = struct.pack("ll", int(left), int(left % 1 * 1e6))
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-        self.direct = ours
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        self.direct = sock
 
     def _event(self, event: dict) -> None:
         kind = event.get("ev") if type(event) is dict else None

@@ -1,6 +1,7 @@
-"""The verdict type every backend returns, and the one vocabulary of its statuses."""
+"""The verdict type every backend returns, and the one vocabulary of its statuses.
 
-from __future__ import annotations
+Also runs inside the tests' sandbox (after ``wire.py``'s source, see :mod:`.judge`): standard library only.
+"""
 
 import enum
 from dataclasses import dataclass
@@ -40,6 +41,22 @@ def verdict_status(value) -> Status:
 STATUSES = frozenset(status.value for status in VERDICT_STATUSES)  # the plain strings a wire may carry
 
 
+def safe_text(value) -> str:
+    """``value`` as a str that always encodes as UTF-8.
+
+    Why: everything a verdict says (output tails, exception text, returned strings quoted in a
+    failed assert) comes from the candidate, which can put lone surrogates such as ``'\\udcff'``
+    into it; one such character used to make encoding a whole service answer fail. They are kept
+    visible as ``\\udcff`` escapes instead.
+    """
+    text = value if type(value) is str else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 @dataclass(frozen=True)
 class Verdict:
     passed: bool
@@ -53,6 +70,8 @@ class Verdict:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", verdict_status(self.status))
+        for name in ("stdout", "stderr", "detail"):  # candidate text: always encodable (see safe_text)
+            object.__setattr__(self, name, safe_text(getattr(self, name)))
 
     @property
     def infrastructure_failure(self) -> bool:

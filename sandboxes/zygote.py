@@ -9,15 +9,21 @@ runs as PID 1 of the sandbox's PID namespace, which buys two properties for free
 * ``kill(-1, SIGKILL)`` from PID 1 reaches every other process in the namespace, so ending a job
   kills the candidate's whole tree: double-forked daemons, new sessions, processes ignoring signals.
 
-The zygote decides nothing. The candidate talks to the trusted harness on a socketpair: with the
-local backend the harness makes it and sends the candidate's end along with the job (so calls never
-pass through this process, and nothing here runs between the fork and the job's end but the wait);
-with Docker, whose attach stream cannot carry descriptors, the zygote makes it and relays frames
-between the harness (its stdin/stdout) and the candidate. Either way it keeps bounded tails of the
-candidate's stdout/stderr and enforces the wall-clock limit. Everything it sends is treated by the
-harness as untrusted.
+The zygote decides nothing. Its channel to the harness is a Unix socket (bubblewrap: its stdin;
+Docker: a socket bind-mounted into the container), so the harness sends the candidate's socket end
+along with each job: calls never pass through this process, and nothing here runs between the fork
+and the job's end but the wait. It keeps bounded tails of the candidate's stdout/stderr and
+enforces the wall-clock limit. Everything it sends is treated by the harness as untrusted.
 
-This file runs inside the sandbox after ``wire.py``'s and ``candidate.py``'s sources, under ``python -I -S``.
+The same zygote runs the judge (:mod:`.judge`), in a sandbox of its own: there a job's child
+runs the tests instead of a program, talking to the candidate on the socket the harness handed it.
+
+Every job starts from a clean sandbox: the root and ``/dev`` are read-only, ``/tmp`` and ``/dev/shm``
+are size-capped and emptied after every job, and so are the System V IPC objects and the user
+keyrings of the sandbox's namespaces (POSIX message queues are refused by ``RLIMIT_MSGQUEUE``).
+
+This file runs inside the sandbox after ``wire.py``'s and ``candidate.py``'s sources (and the
+judge's, in the judge's sandbox), under ``python -I -S``.
 """
 
 import _signal
@@ -36,7 +42,8 @@ import time
 
 try:  # outside the sandbox (imports, tests); inside, wire.py's and candidate.py's sources precede this file
     from k2rl.sandboxes.candidate import _candidate, _limits, _send
-    from k2rl.sandboxes.wire import READ_SIZE, FrameError, FrameReader, pack_frame
+    from k2rl.sandboxes.judge import judge_main, judge_plan
+    from k2rl.sandboxes.wire import READ_SIZE, FrameReader
 except ImportError:  # pragma: no cover - inside the sandbox
     pass
 
@@ -52,9 +59,38 @@ PRELOAD = ("typing", "math", "re", "collections", "itertools", "functools", "hea
 
 
 try:
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up once; each fork inherits it
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+    _PRCTL = _LIBC.prctl  # looked up once; each fork inherits it
 except (OSError, AttributeError):  # pragma: no cover
-    _PRCTL = None
+    _LIBC = _PRCTL = None
+SOCKET_ENV = "K2RL_ZYGOTE_SOCKET"  # Docker: the harness's Unix socket, bind-mounted into the container
+_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)  # syscall numbers
+_IPC_RMID = 0
+
+
+def _clear_ipc() -> None:
+    """Remove every System V IPC object and clear the user keyrings: state a job could leave behind.
+
+    A shared-memory segment outlives its creator (its memory stays charged to the sandbox) and, like
+    a semaphore, a message queue or a key, could carry data to the next job of this warm sandbox.
+    """
+    if _LIBC is None:
+        return
+    for table, remove in (("shm", lambda i: _LIBC.shmctl(i, _IPC_RMID, None)),
+                          ("sem", lambda i: _LIBC.semctl(i, 0, _IPC_RMID)),
+                          ("msg", lambda i: _LIBC.msgctl(i, _IPC_RMID, None))):
+        try:
+            with open(f"/proc/sysvipc/{table}") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 1 and fields[1].isdigit():
+                remove(int(fields[1]))
+    if _KEYCTL is not None:
+        for keyring in (-4, -5):  # KEY_SPEC_USER_KEYRING, KEY_SPEC_USER_SESSION_KEYRING
+            _LIBC.syscall(_KEYCTL, 7, keyring)  # KEYCTL_CLEAR; refused under Docker's seccomp: nothing to clear
 
 
 def _dumpable(flag: int) -> None:
@@ -114,9 +150,6 @@ class _Job:
         self.deadline = time.monotonic() + float(request["timeout"])
         self.stdin = memoryview(request.get("stdin", "").encode())
         self.pid = 0
-        self.sock = None
-        self.reader = FrameReader()
-        self.expect = 1  # candidate frames the harness is waiting for (first: ready/load_error)
         self.out = bytearray()
         self.err = bytearray()
         self.out_total = 0
@@ -125,22 +158,17 @@ class _Job:
         self.timed_out = False
 
 
-def _start(request: dict, devnull: int, wake: tuple, given: int = -1) -> _Job:
-    """Fork the candidate; ``given`` is its socket end when the harness sent one (local backend)."""
+def _start(request: dict, devnull: int, wake: tuple, given: list) -> _Job:
+    """Fork the candidate (or the judge); ``given``: the sockets the harness sent with the request."""
     job = _Job(request)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     in_r, in_w = os.pipe() if job.mode == "io" else (devnull, -1)
-    parent_sock = None
-    child_fd = -1
-    if job.mode == "tests":
-        if given >= 0:
-            child_fd = given
-        else:  # relay: the harness cannot reach the candidate's socket, so we hold the other end
-            parent_sock, child_sock = socket.socketpair()
-            child_fd = child_sock.detach()
-    elif given >= 0:
-        os.close(given)
+    plan = judge_plan(request["tests"]) if job.mode == "judge" else None  # compiled before the fork, cached
+    child_fds = {"judge": given, "tests": given[:1]}.get(job.mode, [])
+    for fd in given:
+        if fd not in child_fds:
+            os.close(fd)
     settings = _limits(request["limits"], float(request["timeout"]))
     pid = os.fork()
     if pid == 0:  # candidate
@@ -154,16 +182,16 @@ def _start(request: dict, devnull: int, wake: tuple, given: int = -1) -> _Job:
             os.dup2(in_r, 0)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            if child_fd >= 0:
-                os.closerange(3, child_fd)
-                os.closerange(child_fd + 1, 4096)
-            else:
-                os.closerange(3, 4096)
-            if parent_sock:
-                parent_sock.detach()  # its fd is closed already; never close a reused number later
+            low = 3
+            for fd in sorted(child_fds):
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, 4096)
             for which, value in settings:
                 resource.setrlimit(which, value)
-            _candidate(job.mode, request["program"], child_fd)
+            if job.mode == "judge":
+                judge_main(request, plan, child_fds)
+            _candidate(job.mode, request["program"], child_fds[0] if child_fds else -1)
         finally:
             os._exit(1)
     job.pid = pid
@@ -176,9 +204,8 @@ def _start(request: dict, devnull: int, wake: tuple, given: int = -1) -> _Job:
         if not job.stdin:
             os.close(in_w)
             del job.pipes[in_w]
-    if child_fd >= 0:
-        os.close(child_fd)  # only the candidate may hold it, so its death reaches the harness as EOF
-    job.sock = parent_sock
+    for fd in child_fds:
+        os.close(fd)  # only the child may hold it, so its death reaches the other end as EOF
     return job
 
 
@@ -217,14 +244,13 @@ def _finish(job: _Job) -> dict:
     _kill_all(job)
     for scratch in SCRATCH:
         _wipe(scratch)
+    _clear_ipc()
     for fd, role in list(job.pipes.items()):
         if role == "in":
             os.close(fd)
             del job.pipes[fd]
         while fd in job.pipes:  # every writer is dead: this reaches EOF
             _pump(job, fd)
-    if job.sock:
-        job.sock.close()
     status = job.status
     done = {"ev": "done", "stdout": job.out.decode("utf-8", "replace"),
             "stderr": job.err[-TAIL:].decode("utf-8", "replace"), "stdout_total": job.out_total,
@@ -257,7 +283,13 @@ def main() -> None:
     if os.getpid() != 1:
         sys.exit("zygote: refusing to run outside a fresh PID namespace (must be PID 1)")
     _dumpable(0)
-    # A Unix socket (local backend) can carry the candidates' socket ends from the harness.
+    if os.environ.get(SOCKET_ENV):  # Docker: our channel is the harness's socket, not the attach stream
+        link = socket.socket(socket.AF_UNIX)
+        link.connect(os.environ[SOCKET_ENV])
+        os.dup2(link.fileno(), 0)
+        os.dup2(link.fileno(), 1)
+        link.close()
+    # A Unix socket can carry the candidates' socket ends from the harness.
     channel = socket.socket(fileno=os.dup(0)) if stat.S_ISSOCK(os.fstat(0).st_mode) else None
     given: list = []
     os.chdir("/tmp")
@@ -280,8 +312,6 @@ def main() -> None:
         readers, writers = [0, wake_r], []
         timeout = None
         if job:
-            if job.sock and job.expect > 0:
-                readers.append(job.sock)
             for fd, role in job.pipes.items():
                 (writers if role == "in" else readers).append(fd)
             if not job.timed_out:
@@ -311,8 +341,6 @@ def main() -> None:
                 except BlockingIOError:
                     pass
                 _reap(job)
-            elif job and item is job.sock:
-                _relay(job)
             elif job and item in job.pipes:
                 _pump(job, item)
         if job and job.mode == "io" and job.status is not None and not job.pipes:
@@ -330,9 +358,7 @@ def _reap(job) -> None:
             return
         if job and pid == job.pid:
             job.status = status
-            if job.mode == "tests":
-                if job.sock and job.expect > 0:
-                    _relay(job, final=True)
+            if job.mode in ("tests", "judge"):
                 _send(1, b"Z", {"ev": "exit", "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
                                 "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None})
             # Nothing may outlive the program. In tests mode this also closes every copy of its
@@ -340,63 +366,20 @@ def _reap(job) -> None:
             _kill_all(job)
 
 
-def _relay(job: _Job, final: bool = False) -> None:
-    """Forward complete candidate frames to the harness, one per frame it is waiting for.
-
-    ``final``: the candidate is gone; keep reading until its socket is drained.
-    """
-    while job.sock is not None:
-        try:
-            job.sock.setblocking(False)
-            data = job.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            job.sock.close()
-            job.sock = None
-            return
-        try:
-            frames = job.reader.feed(data)
-        except FrameError as exc:
-            _kill_all()
-            _send(1, b"Z", {"ev": "violation", "detail": str(exc)})
-            job.sock.close()
-            job.sock = None
-            return
-        for _kind, body in frames:
-            if job.expect <= 0:
-                continue  # unsolicited frames are dropped; the harness matches replies by id anyway
-            job.expect -= 1
-            _send(1, b"C", body)
-        if not final:
-            return
-
-
 def _control(job, kind: bytes, body: bytes, devnull: int, wake: tuple, given: list):
     if kind == b"E":  # the harness is done with this job (a bare frame: no parsing while it runs)
         if job:
             _send(1, b"Z", _finish(job))
         return None
-    if kind == b"C":  # a call from the harness to the candidate
-        if job and job.sock is not None:
-            job.expect += 1
-            try:
-                job.sock.setblocking(True)
-                job.sock.settimeout(max(0.01, job.deadline - time.monotonic()))
-                job.sock.sendall(pack_frame(b"C", body))
-            except OSError:
-                _send(1, b"Z", {"ev": "gone"})
-        else:
-            _send(1, b"Z", {"ev": "gone"})
-        return job
     request = json.loads(body)
     if request["op"] == "run":
         if job:
             _kill_all(job)
-        # One descriptor per job that came with one, in order; the harness is the only writer here.
-        return _start(request, devnull, wake, given.pop(0) if request.get("fd") and given else -1)
+        # The descriptors that came with this job, in order; the harness is the only writer here.
+        count = min(len(given), 1 if request.get("fd") is True else int(request.get("fds", 0)))
+        fds = given[:count]
+        del given[:count]
+        return _start(request, devnull, wake, fds)
     return job
 
 

@@ -165,7 +165,7 @@ def test_a_killed_harness_leaves_no_sandbox_behind(backend):
     sb = open_sandbox(backend, workers=1)
     harness = sb._slots[0].proc.pid
 
-    def left() -> list[str]:  # this harness's sandbox: its bwrap child, or its labelled container
+    def left() -> list[str]:  # this harness's sandboxes: its bwrap children, or its labelled containers
         if backend == "docker":
             out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=k2rl.sandbox={harness}"],
                                  capture_output=True, text=True)
@@ -173,7 +173,7 @@ def test_a_killed_harness_leaves_no_sandbox_behind(backend):
         return [pid for pid in bwraps if os.path.exists(f"/proc/{pid}")]
 
     bwraps = open(f"/proc/{harness}/task/{harness}/children").read().split() if backend == "local" else []
-    assert len(left()) == 1
+    assert len(left()) == 2  # the candidate's sandbox and the judge's
     sb._slots[0].proc.send_signal(signal.SIGKILL)
     sb._slots[0].proc.wait()
     deadline = time.monotonic() + 15
