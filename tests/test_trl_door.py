@@ -62,3 +62,14 @@ def test_a_changed_repeat_sampler_is_reported(monkeypatch):
 
     monkeypatch.setattr(_trl, "RepeatSampler", Reshaped)
     assert any("RepeatSampler" in p for p in _trl.incompatibilities())
+
+
+def test_a_reward_keyword_trl_stops_passing_is_reported(monkeypatch):
+    def scoring_without_keywords(self, inputs, prompts, completions, completion_ids_list):
+        reward_kwargs = {"trainer_state": self.state}
+        return reward_kwargs
+
+    monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", scoring_without_keywords)
+    problems = _trl.incompatibilities()
+    assert any("no longer passes log_metric" in p for p in problems)
+    assert any("no longer passes log_extra" in p for p in problems)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from accelerate.utils import gather_object
 
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.experts.replay import RoutingReplay
@@ -26,7 +27,9 @@ from k2rl.errors import K2RLError
 from k2rl.trainer.checkpointing import record_batch
 from k2rl.trainer.dynamic_sampling import refill
 from k2rl.trainer.optimizers import OptimizerReset, muon_adamw
-from k2rl.trainer.sampling import SamplerCheckpoint, prompt_sampler, round_successes, sampling_config
+from k2rl.trainer.sampling import (
+    PROMPT_INDEX, SamplerCheckpoint, prompt_sampler, round_successes, sampling_config, with_prompt_index,
+)
 from k2rl.trainer.step_cost import StepCost
 
 
@@ -39,6 +42,8 @@ class K2GRPOTrainer(TRLSeams):
     """
 
     def __init__(self, *args, auxiliary_losses=(), **kwargs):
+        if sampling_config(kwargs["args"].sampling).method != "uniform":  # rows say which prompt they answer
+            kwargs["train_dataset"] = with_prompt_index(kwargs["train_dataset"])
         super().__init__(*args, **kwargs)
         self.auxiliary_losses = list(auxiliary_losses)
         self.routing_replay = RoutingReplay(self.model) if self.args.routing_replay else None
@@ -74,10 +79,11 @@ class K2GRPOTrainer(TRLSeams):
             self.prompts = prompt_sampler(default, self.train_dataset, self.sampling, self.args.max_steps)
         return self.prompts
 
-    def after_rewards(self, rewards_per_func) -> None:
-        super().after_rewards(rewards_per_func)
+    def after_rewards(self, rewards_per_func, rows) -> None:
+        super().after_rewards(rewards_per_func, rows)
         if self.prompts is not None and self.model.training and not self._refilling:
-            self.prompts.observe(round_successes(rewards_per_func, list(self.reward_func_names), self.sampling))
+            prompts = gather_object([row[PROMPT_INDEX] for row in rows])  # the reward matrix's rows, all processes
+            self.prompts.observe(round_successes(rewards_per_func, list(self.reward_func_names), self.sampling), prompts)
 
     def batch_rows(self) -> list[dict]:
         """The dataset rows of the generation batch being rolled out (the rollout engine scores with them)."""

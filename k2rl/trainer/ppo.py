@@ -7,9 +7,12 @@ Design, and why:
   so the expert adapters are moved by the policy objective alone (no value/policy tug-of-war in a
   shared trunk). Hidden states come from a forward hook on the backbone during the forwards TRL does
   anyway, so the value costs no extra model pass in the loss.
-- **GAE over completion tokens.** The reward (TRL's weighted reward sum) arrives with the last token;
-  :func:`k2rl.trainer.losses.terminal_reward_gae` spreads it back with ``gamma`` and ``gae_lambda``. The
-  token-level advantages are whitened per generation batch.
+- **GAE over the policy's tokens.** The reward (TRL's weighted reward sum) arrives with the last token
+  the policy sampled; :func:`k2rl.trainer.losses.terminal_reward_gae` spreads it back with ``gamma`` and
+  ``gae_lambda`` along the sampled tokens only (tool answers and, with partial rollouts, tokens of
+  earlier iterations are skipped, not chained through). The token-level advantages are whitened per
+  generation batch, after dynamic sampling has put fresh groups in (it decides on TRL's group-relative
+  advantages, so GAE comes last).
 - **Clipped policy loss is TRL's.** TRL's policy loss already computes the clipped
   surrogate and accepts per-token advantages of shape (B, T); PPO hands it GAE advantages in place of
   group-relative ones. The clipped value loss (:func:`k2rl.trainer.losses.clipped_value_loss`) is added with
@@ -29,9 +32,10 @@ import torch
 from torch import nn
 
 from k2rl.trainer.recipe_trainer import K2RecipeTrainer
-from k2rl.trainer.losses import clipped_value_loss, terminal_reward_gae, whiten
+from k2rl.trainer.losses import clipped_value_loss, loss_mask, terminal_reward_gae, whiten
 
 VALUE_HEAD_NAME = "k2rl_value_head"
+SEQUENCE_REWARDS = "k2rl_sequence_rewards"  # a rollout batch's (B,) weighted rewards, until GAE reads them
 
 
 class ValueHead(nn.Module):
@@ -78,18 +82,23 @@ class K2PPOTrainer(K2RecipeTrainer):
         hidden = torch.cat(captured, dim=0)
         return self.value_head(hidden[:, -completion_length - 1 : -1])
 
-    def after_rewards(self, rewards_per_func):
-        super().after_rewards(rewards_per_func)
+    def after_rewards(self, rewards_per_func, rows):
+        super().after_rewards(rewards_per_func, rows)
         weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
         self._sequence_rewards = (rewards_per_func * weights).nansum(dim=1)
 
     def after_rollouts(self, inputs, output):
-        output = super().after_rollouts(inputs, output)
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
-        local = completion_ids.size(0)
+        # This batch's sequence rewards travel with its rows: dynamic sampling (in super()) scores fresh
+        # batches, which resets _sequence_rewards, and splices their rows, SEQUENCE_REWARDS included, in.
+        local = output["completion_ids"].size(0)
         start = self.accelerator.process_index * local
-        rewards = self._sequence_rewards[start : start + local]
-        mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        output[SEQUENCE_REWARDS] = self._sequence_rewards[start : start + local]
+        output = super().after_rollouts(inputs, output)
+        if self._refilling:  # a refill batch: its rows are spliced into the batch being built, which gets GAE
+            return output
+        rewards = output.pop(SEQUENCE_REWARDS)
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        mask = loss_mask(output)
         with torch.no_grad(), self._captured_hidden_states() as captured:
             self.token_logps(
                 self.model,
@@ -108,9 +117,8 @@ class K2PPOTrainer(K2RecipeTrainer):
     def policy_loss(self, model, inputs):
         with self._captured_hidden_states() as captured:
             loss = super().policy_loss(model, inputs)  # TRL's clipped surrogate on the GAE advantages
-        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
-        values = self._values(captured, completion_ids.size(1))
+        mask = loss_mask(inputs)
+        values = self._values(captured, inputs["completion_ids"].size(1))
         value_loss = clipped_value_loss(
             values, inputs["old_values"], inputs["returns"], mask, self.args.cliprange_value
         )

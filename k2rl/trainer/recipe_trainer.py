@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import torch
 
+from k2rl.errors import K2RLError
 from k2rl.rollouts.budget import EXCEEDED_COLUMN, cut_to_budgets, row_budgets
 from k2rl.trainer.base import K2GRPOTrainer
-from k2rl.trainer.losses import k2_policy_loss
+from k2rl.trainer.losses import k2_policy_loss, loss_mask
 from k2rl.trainer.schedules import TemperatureSchedule
 
 
@@ -64,7 +65,10 @@ class K2RecipeTrainer(K2GRPOTrainer):
     def after_sampling(self, completion_ids, logprobs):
         completion_ids, logprobs = super().after_sampling(completion_ids, logprobs)
         budgets, self._pending_budgets = self._pending_budgets, None  # only the first turn of a rollout
-        if budgets is not None and len(budgets) == len(completion_ids):
+        if budgets is not None and len(budgets) != len(completion_ids):
+            raise K2RLError(f"trainer.budget: {len(budgets)} per-task budgets for {len(completion_ids)} sampled "
+                            "completions; this generation path does not keep one completion per batch row")
+        if budgets is not None:
             completion_ids, logprobs, self._budget_exceeded = cut_to_budgets(
                 completion_ids, logprobs, budgets, [*self.eos_token_ids, self.processing_class.pad_token_id]
             )
@@ -91,7 +95,7 @@ class K2RecipeTrainer(K2GRPOTrainer):
             completion_ids.size(1),
             compute_aux_loss=self.aux_loss_enabled,
         )
-        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+        mask = loss_mask(inputs)
         old = inputs.get("old_per_token_logps")
         old = per_token_logps.detach() if old is None else old
         loss = k2_policy_loss(per_token_logps, old, inputs["advantages"], mask, self.args.tau)
