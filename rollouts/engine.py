@@ -330,7 +330,7 @@ class RolloutEngine:
             "env_mask": [t.loss_mask(self.iteration) for t in trajectories],
             "stop_reason": [t.stop_reason or "paused" for t in trajectories],
         }
-        for key in dict.fromkeys(k for t in trajectories for k in t.row if k != "prompt"):
+        for key in dict.fromkeys(k for t in trajectories for k in t.row):
             output[key] = [t.row.get(key) for t in trajectories]  # each row's own columns, carried ones included
         for i in range(len(self.reward_funcs)):
             output[REWARD_COLUMN.format(i)] = [t.rewards[i] if t.rewards is not None else None for t in trajectories]

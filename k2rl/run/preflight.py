@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
+from k2rl import compat
 from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
@@ -33,6 +34,7 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
 
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
     """Raise K2RLError for the first recipe/data constraint the run would break later."""
+    compat.check(config)  # a pair of features that does not compose
     num_processes = num_processes or state().num_processes
     trl = rl_config.trl_options(config.trainer)  # unknown, owned or mistyped TRL fields
     sft.trl_options(config.warm_start)
