@@ -21,7 +21,7 @@ from k2rl.trainer.optimizers import OPTIMIZERS
 from k2rl.trainer.schedules import check_temperatures
 from k2rl.trainer.trl_options import COMMON_DEFAULTS, build_trl_config, trl_fields
 
-ALGORITHMS = ("grpo", "k2", "ppo")
+ALGORITHMS = ("grpo", "k2", "ppo")  # k2rl.trainer.build.ALGORITHMS maps each to its object
 
 
 @dataclass
