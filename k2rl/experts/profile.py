@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from k2rl.run.distributed import from_main, is_main
+from k2rl.distributed import from_main, is_main
 from k2rl.errors import K2RLError
 from k2rl.experts.families import model_type, moe_routers
 

@@ -24,8 +24,9 @@ from datasets import Dataset
 
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
-from k2rl.run.distributed import from_main
-from k2rl.run.evaluation import full_scores, sampled_completions
+from k2rl.distributed import from_main
+from k2rl.policy.generation import sampled_completions
+from k2rl.run.evaluation import full_scores
 from k2rl.run.phases import say
 
 DIFFICULTY_FILE = "difficulty.jsonl"

@@ -14,7 +14,7 @@ import yaml
 from transformers import TrainerCallback
 
 from k2rl.config import RunConfig, config_to_dict
-from k2rl.run.distributed import is_main
+from k2rl.distributed import is_main
 
 
 def make_run_dir(config: RunConfig) -> Path:

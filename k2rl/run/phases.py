@@ -18,7 +18,7 @@ import torch
 from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.policy.build import Policy, init_policy, load_policy, resolve_model_source
-from k2rl.run.distributed import from_main, is_main, wait_for_everyone
+from k2rl.distributed import from_main, is_main, wait_for_everyone
 from k2rl.run.environment import environment
 from k2rl.run.evaluation import by_line
 from k2rl.run.outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress

@@ -14,7 +14,7 @@ from k2rl import compat
 from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
-from k2rl.run.distributed import state
+from k2rl.distributed import state
 from k2rl.run.evaluation import eval_rewards
 from k2rl.trainer import config as rl_config, warm_start as sft
 from k2rl.trainer.shapes import generation_shape
