@@ -47,6 +47,8 @@ REFUSED: dict[tuple[str, str, str, str], str] = {
         "the rubric critic judges plain answers, not tool transcripts",
     ("rollout", "partial", "critic", "on"):
         "the rubric critic compares a group's answers, and partial rollouts score groups that finish across steps",
+    ("algorithm", "ppo", "processes", "2"):
+        "PPO's value head runs outside the model's forward, and DDP's unused-parameter search marks it ready twice",
     ("rollout", "vllm", "routing_replay", "on"):
         "routing replay records the experts chosen by the policy's own forwards, which vLLM does not run",
 }
@@ -66,8 +68,9 @@ def allowed(row: dict[str, str]) -> bool:
     return not any(refusal(a, row[a], b, row[b]) for a, b in itertools.combinations(row, 2))
 
 
-def features_of(config) -> dict[str, str]:
-    """The feature values a loaded recipe (RunConfig) uses; processes and resume are not recipe keys."""
+def features_of(config, num_processes: int = 1) -> dict[str, str]:
+    """The feature values a loaded recipe (RunConfig) uses on ``num_processes`` processes (``--resume``
+    is not a recipe key: it composes with everything)."""
     trainer, rollout = config.trainer, config.rollout
     if rollout.backend == "vllm":
         generation = "vllm"
@@ -96,12 +99,13 @@ def features_of(config) -> dict[str, str]:
         "ptx": "on" if trainer.ptx.weight else "off",
         "k15_length": "on" if "k1.5_length" in names else "off",
         "critic": "on" if "rubric" in names else "off",
+        "processes": "2" if num_processes > 1 else "1",
     }
 
 
-def check(config) -> None:
+def check(config, num_processes: int = 1) -> None:
     """Raise the one-line error for the first refused pair the recipe uses (before any model loads)."""
-    used = features_of(config)
+    used = features_of(config, num_processes)
     for a, b in itertools.combinations(used, 2):
         if reason := refusal(a, used[a], b, used[b]):
             raise K2RLError(f"{describe_value(a, used[a])} does not compose with {describe_value(b, used[b])}: {reason}")

@@ -23,7 +23,7 @@ from k2rl.rewards import get_reward
 from k2rl.rewards.isolation import isolate
 
 # Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
-GROUP_REWARDS = frozenset({"rubric"})
+GROUP_REWARDS = frozenset({"rubric", "k1.5_length"})
 
 
 def eval_reward_specs(config: RunConfig) -> list[tuple[str, RewardSpec]]:

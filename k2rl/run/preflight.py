@@ -34,8 +34,8 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
 
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
     """Raise K2RLError for the first recipe/data constraint the run would break later."""
-    compat.check(config)  # a pair of features that does not compose
     num_processes = num_processes or state().num_processes
+    compat.check(config, num_processes)  # a pair of features that does not compose
     trl = rl_config.trl_options(config.trainer)  # unknown, owned or mistyped TRL fields
     sft.trl_options(config.warm_start)
     shape = generation_shape(config.trainer, num_processes, trl)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler, add_fused_lm_head
@@ -31,6 +32,14 @@ PRIVATE_METHODS = {
     "_get_train_sampler": ("dataset",),
 }
 REPEAT_SAMPLER_FIELDS = ("mini_repeat_count", "batch_size", "repeat_count", "seed")  # read by k2rl.trainer.sampling
+# GRPOTrainer attributes (set in its __init__, undocumented) that k2rl reads or sets, and who does:
+# base.py (temperature, budgets, prompt sampling), algorithms.py (K2 loss), ppo.py, dynamic_sampling.py,
+# rollouts/engine.py and rollouts/backends.py / vllm_sync.py (the vLLM backend).
+TRAINER_ATTRIBUTES = (
+    "num_generations", "num_generations_eval", "temperature", "generation_config", "generation_kwargs",
+    "eos_token_ids", "use_vllm", "vllm_generation", "reward_func_names", "reward_weights", "aux_loss_enabled",
+    "router_aux_loss_coef",
+)
 # The keyword arguments GRPOTrainer._calculate_rewards hands every reward function besides the batch's
 # columns, and the private method behind each; a rollout_func that scores for TRL hands the same ones.
 REWARD_KWARGS = {"trainer_state": "state", "log_extra": "_log_completion_extra", "log_metric": "_log_metric"}
@@ -189,6 +198,13 @@ def incompatibilities() -> list[str]:
     for key, attribute in REWARD_KWARGS.items():
         if f'reward_kwargs["{key}"]' not in scoring or (attribute != "state" and not hasattr(GRPOTrainer, attribute)):
             problems.append(f"GRPOTrainer._calculate_rewards no longer passes {key} (self.{attribute}) to the rewards")
+    problems += missing_attributes(inspect.getsource(GRPOTrainer.__init__))
     if "_metrics" not in inspect.getsource(GRPOTrainer.log):
         problems.append("GRPOTrainer.log no longer reads self._metrics")
     return problems
+
+
+def missing_attributes(init_source: str) -> list[str]:
+    """The :data:`TRAINER_ATTRIBUTES` that GRPOTrainer's ``__init__`` (its source) no longer sets."""
+    return [f"GRPOTrainer no longer sets self.{name} in __init__" for name in TRAINER_ATTRIBUTES
+            if not re.search(rf"self\.{name}\s*(:[^=]*)?=", init_source)]
