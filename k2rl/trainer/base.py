@@ -35,6 +35,7 @@ from k2rl.errors import K2RLError
 from k2rl.rollouts.budget import EXCEEDED_COLUMN, cut_to_budgets, row_budgets
 from k2rl.trainer.algorithms import GRPO
 from k2rl.trainer.checkpointing import record_batch
+from k2rl.trainer.config import budget_config
 from k2rl.trainer.dynamic_sampling import refill
 from k2rl.trainer.optimizers import OptimizerReset, muon_adamw
 from k2rl.trainer.sampling import (
@@ -162,8 +163,8 @@ class K2GRPOTrainer(TRLSeams):
         if self.model.training and not self._refilling:
             record_batch(self.args.output_dir, self.state.global_step + 1, self.accelerator.process_index, inputs)
         self.record_metric("temperature", self.temperature)
-        if self.args.budget_column is not None:
-            self._pending_budgets = row_budgets(inputs, self.args.budget)
+        if self.args.budget["column"] is not None:
+            self._pending_budgets = row_budgets(inputs, budget_config(self.args))
 
     def after_rollouts(self, inputs, output):
         output = self.algorithm.scored(self, super().after_rollouts(inputs, output))
