@@ -221,8 +221,9 @@ def skip_reason(row: dict[str, str]) -> str | None:
     return None
 
 
-def table(rows: list[dict[str, str]] | None = None) -> list[str]:
-    """One line per pair of values: the first row that runs it, or why it is refused."""
+def table(rows: list[dict[str, str]] | None = None, here: bool = True) -> list[str]:
+    """One line per pair of values: the first row that runs it (``here``: and whether this machine skips
+    it), or why it is refused."""
     rows = cover() if rows is None else rows
     lines = []
     for a, x, b, y in _pairs():
@@ -230,21 +231,30 @@ def table(rows: list[dict[str, str]] | None = None) -> list[str]:
             lines.append(f"| {a}={x} | {b}={y} | refused: {reason} |")
             continue
         index = next(i for i, r in enumerate(rows) if r[a] == x and r[b] == y)
-        skip = skip_reason(rows[index])
+        skip = skip_reason(rows[index]) if here else None
         lines.append(f"| {a}={x} | {b}={y} | row {index}{f' (skipped here: {skip})' if skip else ''} |")
     return lines
 
 
-def main() -> int:
+def markdown() -> str:
+    """The rows and the table of pairs, as the README keeps them."""
     rows = cover()
-    print(f"{len(rows)} rows cover every allowed pair of {len(FEATURES)} features; "
-          f"{sum(1 for p in _pairs() if refusal(*p))} pairs refused")
-    print("\n| row | " + " | ".join(FEATURES) + " |")
-    print("|---" * (len(FEATURES) + 1) + "|")
-    for i, row in enumerate(rows):
-        print(f"| {i} | " + " | ".join(row[f] for f in FEATURES) + " |")
-    print("\n| feature | feature | outcome |\n|---|---|---|")
-    print("\n".join(table(rows)))
+    refused = sum(1 for p in _pairs() if refusal(*p))
+    lines = [f"{len(rows)} rows cover every allowed pair of values of {len(FEATURES)} features; {refused} pairs are "
+             "refused. Each row runs two real RL steps on a tiny policy in `tests/test_compat_matrix.py`; rows with "
+             "`rollout=vllm` skip, with the reason, where vLLM is not installed.", "",
+             "| row | " + " | ".join(FEATURES) + " |", "|---" * (len(FEATURES) + 1) + "|"]
+    lines += [f"| {i} | " + " | ".join(row[f] for f in FEATURES) + " |" for i, row in enumerate(rows)]
+    lines += ["", "<details><summary>Every pair and its outcome</summary>", "", "| value | value | outcome |",
+              "|---|---|---|", *table(rows, here=False), "", "</details>"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    print(markdown())
+    skipped = [i for i, row in enumerate(cover()) if skip_reason(row)]
+    if skipped:
+        print(f"\nskipped on this machine: rows {skipped} ({skip_reason(cover()[skipped[0]])})")
     return 0
 
 

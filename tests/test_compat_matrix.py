@@ -190,3 +190,12 @@ def test_every_allowed_pair_has_a_row_and_the_table_says_so():
         covered = any(r[a] == x and r[b] == y for r in ROWS)
         assert covered != bool(compat.refusal(a, x, b, y))
     assert all(compat.allowed(r) for r in ROWS)
+
+
+def test_the_readme_keeps_the_current_table():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- compat:begin")
+    block = readme[readme.index("\n", start) + 1 : readme.index("<!-- compat:end -->")].rstrip()
+    assert block == compat.markdown(), "README's table is stale: paste `python -m k2rl.compat` between the markers"
+    for (a, x, b, y) in compat.REFUSED:
+        assert f"`{a}={x}` with `{b}={y}`" in readme
