@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _at(*parts: str) -> property:
+    """A path of the run directory, ``root / parts``."""
+    return property(lambda self: self.root.joinpath(*parts), doc="/".join(parts))
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Paths inside one run directory ``root``."""
@@ -19,78 +24,25 @@ class RunLayout:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    # ---- the run's record
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"  # the resolved recipe
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def summary_json(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def summary_md(self) -> Path:
-        return self.root / "summary.md"
-
-    @property
-    def progress_plot(self) -> Path:
-        return self.root / "progress.png"
-
-    @property
-    def eval_report(self) -> Path:
-        return self.root / "eval.json"  # k2rl eval RUN_DIR
-
-    # ---- models
-    @property
-    def initial_policy(self) -> Path:
-        return self.root / "initial_policy"  # a preset's freshly built policy
-
-    @property
-    def warm_start(self) -> Path:
-        return self.root / "warm_start"  # the warm-started base model, complete
-
-    @property
-    def warm_start_partial(self) -> Path:
-        return self.root / "warm_start.partial"  # renamed to warm_start once fully saved
-
-    @property
-    def warm_start_tmp(self) -> Path:
-        return self.root / "warm_start_tmp"  # the SFT trainer's output_dir
-
-    @property
-    def adapter(self) -> Path:
-        return self.root / "adapter"  # the trained PEFT adapter
-
-    # ---- RL
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "rl_tmp"  # the RL trainer's output_dir: checkpoint-N/ and the data order
-
-    @property
-    def data_order(self) -> Path:
-        return self.checkpoints / "data_order.jsonl"
-
-    # ---- phases before RL
-    @property
-    def difficulty(self) -> Path:
-        return self.root / "difficulty.jsonl"
-
-    @property
-    def difficulty_plot(self) -> Path:
-        return self.root / "difficulty.png"
-
-    @property
-    def routing_profile(self) -> Path:
-        return self.root / "routing_profile.json"
-
-    @property
-    def routing_profile_plot(self) -> Path:
-        return self.root / "routing_profile.png"
-
-    @property
-    def expert_selection(self) -> Path:
-        return self.root / "expert_selection.json"
+    # the run's record
+    config = _at("config.yaml")  # the resolved recipe
+    metrics = _at("metrics.jsonl")
+    summary_json = _at("summary.json")
+    summary_md = _at("summary.md")
+    progress_plot = _at("progress.png")
+    eval_report = _at("eval.json")  # k2rl eval RUN_DIR
+    # models
+    initial_policy = _at("initial_policy")  # a preset's freshly built policy
+    warm_start = _at("warm_start")  # the warm-started base model, complete
+    warm_start_partial = _at("warm_start.partial")  # renamed to warm_start once fully saved
+    warm_start_tmp = _at("warm_start_tmp")  # the SFT trainer's output_dir
+    adapter = _at("adapter")  # the trained PEFT adapter
+    # RL: the trainer's output_dir (checkpoint-N/) and the data order of each step
+    checkpoints = _at("rl_tmp")
+    data_order = _at("rl_tmp", "data_order.jsonl")
+    # phases before RL
+    difficulty = _at("difficulty.jsonl")
+    difficulty_plot = _at("difficulty.png")
+    routing_profile = _at("routing_profile.json")
+    routing_profile_plot = _at("routing_profile.png")
+    expert_selection = _at("expert_selection.json")
