@@ -107,7 +107,7 @@ def difficulty_filter_phase(run, model, tokenizer, train: Dataset, reward_funcs:
         rates = pass_rates(model, tokenizer, train, reward_funcs[0], spec.pass_k, config.trainer.temperature,
                            config.trainer.max_completion_length, config.eval.batch_size, config.seed)
         write_difficulty(run.dir, ids, rates, spec.pass_k)
-        plot_difficulty(rates, spec.pass_k, spec.min, spec.max, run.layout.difficulty_plot)
+        plot_difficulty(rates, spec.pass_k, spec.min, spec.max, RunLayout(run.dir).difficulty_plot)
         return rates
 
     rates = from_main(measure)
