@@ -155,7 +155,41 @@ def cover() -> list[dict[str, str]]:
             row[feature] = best
         rows.append({f: row[f] for f in FEATURES})
         uncovered -= {(f, row[f], g, row[g]) for f, g in itertools.combinations(FEATURES, 2)}
+    return _lightened(rows)
+
+
+def _lightened(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``rows`` with each value set back to its feature's first ("off") value wherever every pair the row
+    covered with it is still covered by another row: the same cover, cheaper rows."""
+    def count(rows_):  # rows with an optional value cover only their own pairs: they may be skipped
+        counts: dict = {}
+        for r in (r for r in rows_ if not _has_optional(r)):
+            for f, g in itertools.combinations(FEATURES, 2):
+                counts[(f, r[f], g, r[g])] = counts.get((f, r[f], g, r[g]), 0) + 1
+        return counts
+
+    counts = count(rows)
+    for row in (r for r in rows if not _has_optional(r)):
+        for feature in reversed(FEATURES):  # the costly switches (resume, processes, critic) first
+            off = FEATURES[feature][0]
+            if row[feature] == off or not allowed({**row, feature: off}):
+                continue
+            pairs = [(feature, row[feature], g, row[g]) if order_of(feature) < order_of(g) else (g, row[g], feature, row[feature])
+                     for g in FEATURES if g != feature]
+            if all(counts[p] > 1 for p in pairs):
+                for p in pairs:
+                    counts[p] -= 1
+                row[feature] = off
+                counts = count(rows)
     return rows
+
+
+def _has_optional(row: dict[str, str]) -> bool:
+    return any((f, v) in OPTIONAL for f, v in row.items())
+
+
+def order_of(feature: str) -> int:
+    return list(FEATURES).index(feature)
 
 
 RUBRIC = Path(__file__).resolve().parents[1] / "configs" / "rubrics" / "core.yaml"
