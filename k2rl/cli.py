@@ -16,7 +16,7 @@ from k2rl.errors import K2RLError
 # Modules that contribute sub-commands, imported lazily so `k2rl --help` stays fast.
 COMMAND_MODULES = (
     "k2rl.commands",
-    "k2rl.rewards.cli",
+    "k2rl.reward_commands",
     "k2rl.sandboxes.cli",
 )
 

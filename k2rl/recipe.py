@@ -59,7 +59,7 @@ def train(config: RunConfig, resume: str | bool | None = None) -> dict:
             say(describe(config.rollout))
         seed_everything(config.seed)
         trainer = build_trainer(
-            model, policy.tokenizer, train_prompts, reward_funcs, reward_weights, config.trainer, run.dir / "rl_tmp",
+            model, policy.tokenizer, train_prompts, reward_funcs, reward_weights, config.trainer, run.layout.checkpoints,
             config.seed, callbacks=[MetricsCallback(run.metrics, "rl"), evaluator],
             auxiliary_losses=critic.auxiliary_losses(), expert_selection=selection, rollout_func=engine,
             extra_args=vllm_args(config.rollout), report_to=config.report_to,

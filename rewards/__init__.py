@@ -9,6 +9,7 @@ from k2rl.rewards import budget as _budget  # noqa: F401  (registers "length_pen
 from k2rl.rewards import format as _format  # noqa: F401  (registers "format")
 from k2rl.rewards import length_k15 as _length_k15  # noqa: F401  (registers "k1.5_length")
 from k2rl.rewards import math as _math  # noqa: F401  (registers "math")
+from k2rl.rewards import probe as _probe  # noqa: F401  (registers "prompt_probe")
 from k2rl.rewards import reasoning_gym as _reasoning_gym  # noqa: F401  (registers "reasoning_gym")
 from k2rl.rewards import rubric as _rubric  # noqa: F401  (registers "rubric")
 from k2rl.rewards import unit_tests as _unit_tests  # noqa: F401  (registers "unit_tests")

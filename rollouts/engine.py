@@ -13,9 +13,16 @@ One call (one generation batch of the trainer) goes like this:
 3. each chunk's finished groups are scored by the recipe's reward functions, on a worker thread
    while the next chunk generates when ``overlap`` is on (:mod:`k2rl.rollouts.overlap`);
 4. the rows go back to TRL with ``env_mask`` (1 only on tokens the policy sampled in this
-   iteration) and one precomputed column per reward, which :func:`precomputed_rewards` hands to
-   TRL's own reward weighting, normalisation and logging. Groups still paused go back with no
-   reward at all, which TRL treats as unscorable: zero advantage, no loss.
+   iteration), one precomputed column per reward, which :func:`precomputed_rewards` hands to
+   TRL's own reward weighting, normalisation and logging, and the columns of the dataset row each
+   trajectory started from (TRL writes them over its batch rows, so a carried group's row says which
+   prompt it answers). Groups still paused go back with no reward at all, which TRL treats as
+   unscorable: zero advantage, no loss.
+
+The reward functions get the keywords TRL's own scoring passes (``trainer_state``, ``log_metric``,
+``log_extra``: :meth:`k2rl.trainer._trl.TRLSeams.reward_kwargs`), so a reward's warm-up and its metrics
+behave the same with or without the engine; ``log_extra`` columns are kept per trajectory and handed
+on in the order of the returned rows.
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ class RolloutEngine:
         self.reward_funcs, self.backend = list(reward_funcs), backend
         self.overlap, self.chunks, self.queue_size, self.tool_workers = overlap, chunks, queue_size, tool_workers
         self.partial = PartialRollouts()
+        self.reward_kwargs: dict = {}  # the trainer's keywords for reward functions (set per call)
         self.iteration = 0
         self.last_stats = RolloutStats()
 
@@ -105,6 +113,7 @@ class RolloutEngine:
         args = trainer.args
         sampling = Sampling(args.temperature, args.top_p, args.top_k)
         group = trainer.num_generations if training else trainer.num_generations_eval
+        self.reward_kwargs = trainer.reward_kwargs() if hasattr(trainer, "reward_kwargs") else {}
         if self.backend is not None and not isinstance(self.backend, TransformersBackend):
             output = self.run(rows, group, sampling, carry=training)
         else:  # TRL's own unwrapping: no gradient checkpointing (so a KV cache) while generating
@@ -146,7 +155,9 @@ class RolloutEngine:
         stats.tool_calls = sum(t.tool_calls for g in groups for t in g)
         stats.wall_s = time.perf_counter() - started
         self.last_stats = stats
-        return self._output([t for g in groups for t in g])
+        trajectories = [t for g in groups for t in g]
+        self._hand_on_extra_columns(trajectories)
+        return self._output(trajectories)
 
     def complete(self, rows: list[dict], sampling: Sampling) -> list[list[dict]]:
         """One trajectory per row, unscored and carried nowhere: the messages each ends with.
@@ -285,14 +296,26 @@ class RolloutEngine:
         prompts = [t.row["prompt"] for t in trajectories]
         completions = [self._completion(t) for t in trajectories]
         columns = {k: [t.row.get(k) for t in trajectories] for k in trajectories[0].row if k not in ("prompt", "completion")}
+        trainer_kwargs = dict(self.reward_kwargs)
+        if "log_extra" in trainer_kwargs:  # kept per trajectory: the rows go back in another order
+            trainer_kwargs["log_extra"] = lambda column, values: [
+                t.extra_columns.__setitem__(column, v) for t, v in zip(trajectories, values, strict=True)]
         per_func = []
         for func in self.reward_funcs:
-            out = func(prompts=prompts, completions=completions, completion_ids=[t.completion_ids for t in trajectories], **columns)
+            out = func(prompts=prompts, completions=completions, completion_ids=[t.completion_ids for t in trajectories],
+                       **columns, **trainer_kwargs)
             if asyncio.iscoroutine(out):
                 out = asyncio.run(out)
             per_func.append(list(out))
         for i, t in enumerate(trajectories):
             t.rewards = [scores[i] for scores in per_func]
+
+    def _hand_on_extra_columns(self, trajectories: list[Trajectory]) -> None:
+        """The ``log_extra`` columns the rewards wrote, one value per returned row, to the trainer's own."""
+        log_extra = self.reward_kwargs.get("log_extra")
+        columns = sorted({c for t in trajectories for c in t.extra_columns})
+        for column in columns if callable(log_extra) else ():
+            log_extra(column, [t.extra_columns.pop(column, None) for t in trajectories])
 
     def _completion(self, t: Trajectory):
         if isinstance(t.row["prompt"], str):
@@ -307,6 +330,8 @@ class RolloutEngine:
             "env_mask": [t.loss_mask(self.iteration) for t in trajectories],
             "stop_reason": [t.stop_reason or "paused" for t in trajectories],
         }
+        for key in dict.fromkeys(k for t in trajectories for k in t.row):
+            output[key] = [t.row.get(key) for t in trajectories]  # each row's own columns, carried ones included
         for i in range(len(self.reward_funcs)):
             output[REWARD_COLUMN.format(i)] = [t.rewards[i] if t.rewards is not None else None for t in trajectories]
         if self.limits.budget is not None and self.limits.budget.column:  # read by the budget_exceeded reward

@@ -33,6 +33,7 @@ class Trajectory:
     rewards: list[float | None] | None = None
     budget: int = 256  # completion tokens this trajectory may use (its row's budget)
     per_task_budget: bool = False  # the budget came from the row's task type (trainer.budget)
+    extra_columns: dict = field(default_factory=dict)  # what the rewards logged for it through log_extra
 
     def over_budget(self) -> bool | None:
         """Cut at a per-task budget (priced by the budget_exceeded reward); None while paused."""

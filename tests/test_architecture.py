@@ -1,4 +1,5 @@
-"""The shape of the package: every module imports on its own, no import circle, private TRL/PEFT names
+"""The shape of the package: every module imports on its own, no import circle between modules or
+packages, private TRL/PEFT names
 only behind their one door each, and no module grows past a few hundred lines."""
 
 from __future__ import annotations
@@ -98,6 +99,36 @@ def test_the_import_graph_has_no_cycle():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+def package_of(name: str) -> str:
+    """The package a module belongs to: ``k2rl.trainer.base`` -> ``k2rl.trainer``; top-level modules are their own."""
+    return ".".join(name.split(".")[:2])
+
+
+def test_the_packages_form_no_circle():
+    """Module imports may not go round between packages either (trainer -> rollouts -> experts -> run -> trainer
+    was one): each package sits above the ones it imports."""
+    found = modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in found.items():
+        for target in imported_modules(path, name, set(found)):
+            if path.name == "__init__.py" and target.startswith(name + "."):
+                continue
+            if package_of(target) != package_of(name):
+                graph.setdefault(package_of(name), set()).add(package_of(target))
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for target in sorted(graph.get(node, ())):
+            if target in path:
+                pytest.fail("package circle: " + " -> ".join(path[path.index(target):] + [target]))
+            if target not in done:
+                visit(target, path + [target])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [node])
 
 
 # Private TRL/PEFT names (methods k2rl overrides or calls, internal attributes, internal import paths).

@@ -18,7 +18,8 @@ PRIORITIZED = SamplingConfig(method="prioritized", floor=0.1, decay=0.5)
 
 def _observe(sampler, k, by_index):
     """Feed round k's successes given per prompt index (in the chunk's order, as TRL gathers them)."""
-    sampler.observe([s for i in sampler.chunk(k) for s in by_index[i]])
+    chunk = sampler.chunk(k)
+    sampler.observe([s for i in chunk for s in by_index[i]], [i for i in chunk for _ in by_index[i]])
 
 
 def test_prioritized_probabilities_after_known_updates():

@@ -62,3 +62,24 @@ def test_a_changed_repeat_sampler_is_reported(monkeypatch):
 
     monkeypatch.setattr(_trl, "RepeatSampler", Reshaped)
     assert any("RepeatSampler" in p for p in _trl.incompatibilities())
+
+
+def test_a_reward_keyword_trl_stops_passing_is_reported(monkeypatch):
+    def scoring_without_keywords(self, inputs, prompts, completions, completion_ids_list):
+        reward_kwargs = {"trainer_state": self.state}
+        return reward_kwargs
+
+    monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", scoring_without_keywords)
+    problems = _trl.incompatibilities()
+    assert any("no longer passes log_metric" in p for p in problems)
+    assert any("no longer passes log_extra" in p for p in problems)
+
+
+def test_the_trainer_attributes_k2rl_reads_are_named_and_checked():
+    import inspect
+
+    source = inspect.getsource(GRPOTrainer.__init__)
+    assert _trl.missing_attributes(source) == []
+    without = source.replace("self.eos_token_ids =", "self.renamed_eos_ids =")
+    assert _trl.missing_attributes(without) == ["GRPOTrainer no longer sets self.eos_token_ids in __init__"]
+    assert {"vllm_generation", "generation_kwargs", "eos_token_ids", "reward_weights"} <= set(_trl.TRAINER_ATTRIBUTES)

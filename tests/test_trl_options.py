@@ -34,7 +34,8 @@ def test_any_sft_field_reaches_the_warm_start(tmp_path):
 @pytest.mark.parametrize(("trl", "message"), [
     ({"num_generations": 4}, "trainer.trl.num_generations: k2rl sets num_generations itself; use trainer.num_generations"),
     ({"reward_weights": [1.0]}, "use rewards[].weight instead"),
-    ({"budget_column": "task"}, "use trainer.budget.column instead"),
+    ({"budget": {"column": "task"}}, "use trainer.budget instead"),
+    ({"tau": 0.5}, "use trainer.tau instead"),
     ({"report_to": ["tensorboard"]}, "use report_to (run level) instead"),
     ({"bf16": True}, "use policy.dtype"),
     ({"use_vllm": True}, "use rollout.backend instead"),

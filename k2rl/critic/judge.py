@@ -21,7 +21,7 @@ from k2rl.config import CriticConfig
 from k2rl.critic.adapter import OwnCriticAdapter
 from k2rl.critic.refinement import CriticRefinement
 from k2rl.errors import K2RLError
-from k2rl.run.evaluation import greedy_completions
+from k2rl.policy.generation import greedy_completions
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards.rubric.schema import load_rubrics
 

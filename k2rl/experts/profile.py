@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from k2rl.run.distributed import from_main, is_main
+from k2rl.distributed import from_main, is_main
 from k2rl.errors import K2RLError
+from k2rl.layout import RunLayout
 from k2rl.experts.families import model_type, moe_routers
 
 SCORES = ("gate", "share")
@@ -142,7 +143,8 @@ def select_for_run(model, tokenizer, train_dataset, config, run_dir: Path) -> di
     """
     if config.threshold_p is None:
         return None
-    path = Path(run_dir) / "routing_profile.json"
+    layout = RunLayout(run_dir)
+    path = layout.routing_profile
     if from_main(path.exists):  # one answer for all processes: the main one may be writing it
         profile = RoutingProfile.load(path)
     else:
@@ -155,6 +157,6 @@ def select_for_run(model, tokenizer, train_dataset, config, run_dir: Path) -> di
     chosen = sum(len(experts) for experts in selection.values())
     summary = {"threshold_p": config.threshold_p, "score": config.score, "adapted": chosen, "of": total, "experts": selection}
     if is_main():  # every process profiles the same prompts with the same model; one writes
-        (Path(run_dir) / "expert_selection.json").write_text(json.dumps(summary) + "\n")
-        plot_profile(profile, selection, config.score, Path(run_dir) / "routing_profile.png")
+        layout.expert_selection.write_text(json.dumps(summary) + "\n")
+        plot_profile(profile, selection, config.score, layout.routing_profile_plot)
     return selection

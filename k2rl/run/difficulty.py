@@ -23,13 +23,15 @@ from pathlib import Path
 from datasets import Dataset
 
 from k2rl.errors import K2RLError
+from k2rl.layout import RunLayout
 from k2rl.experts.lora import merged_expert_adapters
-from k2rl.run.distributed import from_main
-from k2rl.run.evaluation import full_scores, sampled_completions
+from k2rl.distributed import from_main
+from k2rl.policy.generation import sampled_completions
+from k2rl.run.evaluation import full_scores
 from k2rl.run.phases import say
 
-DIFFICULTY_FILE = "difficulty.jsonl"
-HISTOGRAM_FILE = "difficulty.png"
+DIFFICULTY_FILE = RunLayout(Path()).difficulty.name
+HISTOGRAM_FILE = RunLayout(Path()).difficulty_plot.name
 
 
 def prompt_ids(dataset: Dataset) -> list:
@@ -57,12 +59,12 @@ def kept_rows(rates: list[float], low: float, high: float) -> list[int]:
 
 def write_difficulty(run_dir: Path, ids: list, rates: list[float], k: int) -> None:
     lines = (json.dumps({"id": i, "pass_rate": r, "k": k}) for i, r in zip(ids, rates, strict=True))
-    (run_dir / DIFFICULTY_FILE).write_text("\n".join(lines) + "\n")
+    RunLayout(run_dir).difficulty.write_text("\n".join(lines) + "\n")
 
 
 def read_difficulty(run_dir: Path, ids: list, k: int) -> list[float] | None:
     """The cached pass rates, or None when there are none for these prompts and this k."""
-    path = run_dir / DIFFICULTY_FILE
+    path = RunLayout(run_dir).difficulty
     if not path.is_file():
         return None
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -105,7 +107,7 @@ def difficulty_filter_phase(run, model, tokenizer, train: Dataset, reward_funcs:
         rates = pass_rates(model, tokenizer, train, reward_funcs[0], spec.pass_k, config.trainer.temperature,
                            config.trainer.max_completion_length, config.eval.batch_size, config.seed)
         write_difficulty(run.dir, ids, rates, spec.pass_k)
-        plot_difficulty(rates, spec.pass_k, spec.min, spec.max, run.dir / HISTOGRAM_FILE)
+        plot_difficulty(rates, spec.pass_k, spec.min, spec.max, RunLayout(run.dir).difficulty_plot)
         return rates
 
     rates = from_main(measure)

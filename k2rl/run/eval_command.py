@@ -17,6 +17,7 @@ from k2rl import resources
 from k2rl.config import load_config
 from k2rl.data.sources import held_out_data
 from k2rl.errors import K2RLError
+from k2rl.layout import RunLayout
 from k2rl.policy.build import load_policy, resolve_model_source
 from k2rl.run.evaluation import eval_rewards, evaluate
 from k2rl.run.preflight import check_eval_inputs
@@ -25,16 +26,17 @@ from k2rl.run.preflight import check_eval_inputs
 def _sources(target: Path, model: str | None, adapter: str | None) -> tuple[Path, str, str | None, Path]:
     """(recipe, model, adapter, eval.json path) for a run directory or a recipe file."""
     if target.is_dir():
-        recipe = target / "config.yaml"
+        layout = RunLayout(target)
+        recipe = layout.config
         if not recipe.is_file():
             raise K2RLError(f"{target} is not a run directory (no config.yaml)")
         if model is None:
-            base = next((target / name for name in ("warm_start", "initial_policy") if (target / name).is_dir()), None)
+            base = next((path for path in (layout.warm_start, layout.initial_policy) if path.is_dir()), None)
             model = str(base) if base else None
-            if adapter is None and (target / "adapter").is_dir():
-                adapter = str(target / "adapter")
-        return recipe, model, adapter, target / "eval.json"
-    return target, model, adapter, Path("eval.json")
+            if adapter is None and layout.adapter.is_dir():
+                adapter = str(layout.adapter)
+        return recipe, model, adapter, layout.eval_report
+    return target, model, adapter, RunLayout(Path()).eval_report
 
 
 def run_eval(target: str, overrides=(), model: str | None = None, adapter: str | None = None,

@@ -12,19 +12,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from k2rl.config import RewardSpec, RunConfig
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
+from k2rl.policy.generation import greedy_completions, sampled_completions
 from k2rl.rewards import get_reward
 from k2rl.rewards.isolation import isolate
 
 # Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
-GROUP_REWARDS = frozenset({"rubric"})
+GROUP_REWARDS = frozenset({"rubric", "k1.5_length"})
 
 
 def eval_reward_specs(config: RunConfig) -> list[tuple[str, RewardSpec]]:
@@ -58,50 +57,6 @@ def eval_rewards(config: RunConfig) -> list[tuple[str, object]]:
                         max_failure_fraction=1.0))
         for label, spec in eval_reward_specs(config)
     ]
-
-
-def greedy_completions(
-    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str = "", prefix: str = "",
-) -> list[str]:
-    """Greedy completions for chat ``prompts`` (lists of messages), each continuing the assistant turn after ``prefix``."""
-    return _completions(model, tokenizer, prompts, max_new_tokens, batch_size, desc or "greedy eval", prefix, do_sample=False)
-
-
-def sampled_completions(
-    model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, k: int, temperature: float, seed: int
-) -> list[list[str]]:
-    """``k`` sampled completions per prompt, drawn from their own seeded generator state (training's is untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        flat = _completions(model, tokenizer, prompts, max_new_tokens, max(batch_size // k, 1), f"pass@{k} eval", "",
-                            do_sample=True, temperature=temperature, top_p=1.0, top_k=0, num_return_sequences=k)
-    return [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
-
-
-@torch.no_grad()
-def _completions(model, tokenizer, prompts: list, max_new_tokens: int, batch_size: int, desc: str, prefix: str,
-                 **sampling) -> list[str]:
-    was_training = model.training
-    model.eval()
-    tokenizer.padding_side = "left"
-    outputs: list[str] = []
-    batches = range(0, len(prompts), batch_size)
-    for start in tqdm(batches, desc=desc, leave=False, disable=len(batches) < 2):
-        chunk = prompts[start : start + batch_size]
-        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) + prefix for p in chunk]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        generated = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            **sampling,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        new_tokens = generated[:, enc["input_ids"].shape[1] :]
-        outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    if was_training:
-        model.train()
-    return outputs
 
 
 def tool_completions(model, tokenizer, prompts: list, rollout, max_new_tokens: int, batch_size: int) -> list[list[dict]]:

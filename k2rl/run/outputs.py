@@ -14,7 +14,8 @@ import yaml
 from transformers import TrainerCallback
 
 from k2rl.config import RunConfig, config_to_dict
-from k2rl.run.distributed import is_main
+from k2rl.distributed import is_main
+from k2rl.layout import RunLayout
 
 
 def make_run_dir(config: RunConfig) -> Path:
@@ -25,7 +26,7 @@ def make_run_dir(config: RunConfig) -> Path:
         suffix += 1
         run_dir = Path(config.output_dir) / f"{name}-{suffix}"
     run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    RunLayout(run_dir).config.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
     return run_dir
 
 

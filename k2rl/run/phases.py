@@ -17,8 +17,9 @@ import torch
 
 from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
+from k2rl.layout import RunLayout
 from k2rl.policy.build import Policy, init_policy, load_policy, resolve_model_source
-from k2rl.run.distributed import from_main, is_main, wait_for_everyone
+from k2rl.distributed import from_main, is_main, wait_for_everyone
 from k2rl.run.environment import environment
 from k2rl.run.evaluation import by_line
 from k2rl.run.outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress
@@ -50,9 +51,13 @@ class Run:
     started: float
 
     @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.dir)
+
+    @property
     def warm_started(self) -> bool:
         """The warm start finished before an interruption (its model is saved complete)."""
-        return self.resuming and (self.dir / "warm_start").is_dir()
+        return self.resuming and self.layout.warm_start.is_dir()
 
 
 def open_run(config: RunConfig, resume: str | bool | None) -> Run:
@@ -63,7 +68,7 @@ def open_run(config: RunConfig, resume: str | bool | None) -> Run:
         resolve_model_source(config.policy.model)  # a wrong path fails now, before any work
     run_dir = resume_run_dir(config, resume) if resume else from_main(lambda: make_run_dir(config))
     checkpoint = last_checkpoint(run_dir) if resume else None
-    run = Run(config, run_dir, MetricsLog(run_dir / "metrics.jsonl"), bool(resume), checkpoint, started)
+    run = Run(config, run_dir, MetricsLog(RunLayout(run_dir).metrics), bool(resume), checkpoint, started)
     say(f"run directory {run_dir}")
     if resume:
         if is_main():
@@ -77,9 +82,9 @@ def starting_policy(run: Run) -> Policy:
     """The policy RL starts from: a resumed run's warm start, a freshly built preset, or a checkpoint."""
     config = run.config
     if run.warm_started:
-        source = str(run.dir / "warm_start")
+        source = str(run.layout.warm_start)
     elif config.policy.preset:
-        source = str(run.dir / "initial_policy")
+        source = str(run.layout.initial_policy)
         if is_main():  # one process builds and saves, the others load what it saved
             init_policy(config.policy.preset, source, seed=config.seed)
         wait_for_everyone()
@@ -98,10 +103,10 @@ def warm_start_phase(run: Run, policy: Policy, data: TaskData, extra_rows=None):
     if is_main():
         forget_after(run.metrics.path, -1, phases=("warm_start", "eval"))  # a resumed run redoes it from scratch
     model = warm_start(
-        policy.model, policy.tokenizer, data.train, config.warm_start, run.dir / "warm_start_tmp", config.seed,
+        policy.model, policy.tokenizer, data.train, config.warm_start, run.layout.warm_start_tmp, config.seed,
         callbacks=[MetricsCallback(run.metrics, "warm_start")], extra_rows=extra_rows, report_to=config.report_to,
     )
-    base_dir, partial = run.dir / "warm_start", run.dir / "warm_start.partial"  # renamed when complete
+    base_dir, partial = run.layout.warm_start, run.layout.warm_start_partial  # renamed when complete
     if is_main():
         shutil.rmtree(partial, ignore_errors=True)
         model.save_pretrained(partial)
@@ -117,8 +122,8 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
     the steps this process ran: a resumed run's since the resume); prints the run's last line."""
     after = evaluator.final(trainer.model, run.config.trainer.max_steps)
     if is_main():
-        trainer.model.save_pretrained(run.dir / "adapter")
-        plot_progress(run.metrics.records(), run.dir / "progress.png")
+        trainer.model.save_pretrained(run.layout.adapter)
+        plot_progress(run.metrics.records(), run.layout.progress_plot)
     wall = time.time() - run.started
     summary = {
         "accuracy_before": before,
@@ -146,7 +151,7 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    RunLayout(run_dir).summary_json.write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "# k2rl run summary",
         "",
@@ -160,4 +165,4 @@ def write_summary(run_dir: Path, summary: dict) -> None:
                                               summary["metric"])) else []),
         "- files: config.yaml, metrics.jsonl, progress.png, adapter/ (PEFT), warm_start/ (base model)",
     ]
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    RunLayout(run_dir).summary_md.write_text("\n".join(lines) + "\n")

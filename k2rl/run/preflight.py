@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from datasets import Dataset
 
+from k2rl import compat
 from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
-from k2rl.run.distributed import state
+from k2rl.distributed import state
 from k2rl.run.evaluation import eval_rewards
 from k2rl.trainer import config as rl_config, warm_start as sft
 from k2rl.trainer.shapes import generation_shape
@@ -34,6 +35,7 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
     """Raise K2RLError for the first recipe/data constraint the run would break later."""
     num_processes = num_processes or state().num_processes
+    compat.check(config, num_processes)  # a pair of features that does not compose
     trl = rl_config.trl_options(config.trainer)  # unknown, owned or mistyped TRL fields
     sft.trl_options(config.warm_start)
     shape = generation_shape(config.trainer, num_processes, trl)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler, add_fused_lm_head
@@ -31,6 +32,17 @@ PRIVATE_METHODS = {
     "_get_train_sampler": ("dataset",),
 }
 REPEAT_SAMPLER_FIELDS = ("mini_repeat_count", "batch_size", "repeat_count", "seed")  # read by k2rl.trainer.sampling
+# GRPOTrainer attributes (set in its __init__, undocumented) that k2rl reads or sets, and who does:
+# base.py (temperature, budgets, prompt sampling), algorithms.py (K2 loss), ppo.py, dynamic_sampling.py,
+# rollouts/engine.py and rollouts/backends.py / vllm_sync.py (the vLLM backend).
+TRAINER_ATTRIBUTES = (
+    "num_generations", "num_generations_eval", "temperature", "generation_config", "generation_kwargs",
+    "eos_token_ids", "use_vllm", "vllm_generation", "reward_func_names", "reward_weights", "aux_loss_enabled",
+    "router_aux_loss_coef",
+)
+# The keyword arguments GRPOTrainer._calculate_rewards hands every reward function besides the batch's
+# columns, and the private method behind each; a rollout_func that scores for TRL hands the same ones.
+REWARD_KWARGS = {"trainer_state": "state", "log_extra": "_log_completion_extra", "log_metric": "_log_metric"}
 EXTRA_FIELDS_INDEX = 5  # _generate returns (prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, ...)
 
 
@@ -66,8 +78,9 @@ class TRLSeams(GRPOTrainer):
         """TRL's scored batch (advantages included), before it is split into training micro-batches."""
         return output
 
-    def after_rewards(self, rewards_per_func) -> None:
-        """The (samples x reward functions) reward matrix TRL has just computed."""
+    def after_rewards(self, rewards_per_func, rows: list[dict]) -> None:
+        """The (samples x reward functions) reward matrix TRL has just computed (all processes), and this
+        process's rows it was computed for (columns a ``rollout_func`` returned already merged in)."""
 
     def scoring_forward_context(self) -> contextlib.AbstractContextManager:
         """Entered around every forward that computes per-token log-probabilities."""
@@ -97,6 +110,13 @@ class TRLSeams(GRPOTrainer):
     def token_logps(self, model, input_ids, attention_mask, logits_to_keep, **kwargs):
         """(per-token log-probabilities, entropies, router aux loss), as TRL computes them for its loss."""
         return self._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep, **kwargs)
+
+    def reward_kwargs(self) -> dict:
+        """The trainer keywords TRL passes to each reward function (``trainer_state``, ``log_metric``, ...)."""
+        kwargs = {key: getattr(self, attribute) for key, attribute in REWARD_KWARGS.items()}
+        if getattr(self, "environments", None) is not None:
+            kwargs["environments"] = self.environments
+        return kwargs
 
     def record_metric(self, name: str, value: float) -> None:
         """Log ``value`` under ``name`` with this step's metrics (averaged like TRL's own)."""
@@ -138,7 +158,7 @@ class TRLSeams(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self.rewards_context():
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self.after_rewards(rewards_per_func)
+        self.after_rewards(rewards_per_func, inputs)
         return rewards_per_func
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
@@ -174,6 +194,17 @@ def incompatibilities() -> list[str]:
     repeat = list(inspect.signature(RepeatSampler).parameters)
     if not set(REPEAT_SAMPLER_FIELDS) <= set(repeat):
         problems.append(f"trl.trainer.utils.RepeatSampler{tuple(repeat)} no longer takes {REPEAT_SAMPLER_FIELDS}")
+    scoring = inspect.getsource(getattr(GRPOTrainer, "_calculate_rewards", incompatibilities))
+    for key, attribute in REWARD_KWARGS.items():
+        if f'reward_kwargs["{key}"]' not in scoring or (attribute != "state" and not hasattr(GRPOTrainer, attribute)):
+            problems.append(f"GRPOTrainer._calculate_rewards no longer passes {key} (self.{attribute}) to the rewards")
+    problems += missing_attributes(inspect.getsource(GRPOTrainer.__init__))
     if "_metrics" not in inspect.getsource(GRPOTrainer.log):
         problems.append("GRPOTrainer.log no longer reads self._metrics")
     return problems
+
+
+def missing_attributes(init_source: str) -> list[str]:
+    """The :data:`TRAINER_ATTRIBUTES` that GRPOTrainer's ``__init__`` (its source) no longer sets."""
+    return [f"GRPOTrainer no longer sets self.{name} in __init__" for name in TRAINER_ATTRIBUTES
+            if not re.search(rf"self\.{name}\s*(:[^=]*)?=", init_source)]

@@ -24,15 +24,16 @@ import yaml
 
 from k2rl.config import RunConfig, config_to_dict
 from k2rl.errors import K2RLError
+from k2rl.layout import RunLayout
 
-CHECKPOINTS = "rl_tmp"  # the RL trainer's output_dir inside a run directory
-DATA_ORDER = "data_order.jsonl"
+CHECKPOINTS = RunLayout(Path()).checkpoints.name  # the RL trainer's output_dir inside a run directory
+DATA_ORDER = RunLayout(Path()).data_order.name
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
     """The highest-step complete checkpoint in ``run_dir`` (None if there is none)."""
-    root = Path(run_dir) / CHECKPOINTS
+    root = RunLayout(run_dir).checkpoints
     if not root.is_dir():
         return None
     complete = [
@@ -55,7 +56,7 @@ def resume_run_dir(config: RunConfig, resume: str | bool) -> Path:
         run_dir = Path(config.output_dir) / config.run_name
     else:
         run_dir = Path(resume)
-    saved = run_dir / "config.yaml"
+    saved = RunLayout(run_dir).config
     if not saved.is_file():
         raise K2RLError(f"--resume: {run_dir} is not a k2rl run directory (no config.yaml)")
     before = yaml.safe_load(saved.read_text())
@@ -95,5 +96,5 @@ def record_batch(out_dir: str | Path, step: int, process: int, inputs: list[dict
 
 
 def read_data_order(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / CHECKPOINTS / DATA_ORDER
+    path = RunLayout(run_dir).data_order
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

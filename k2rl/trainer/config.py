@@ -1,14 +1,18 @@
 """One TRL config object for a run: ``K2GRPOConfig``, TRL's ``GRPOConfig`` plus the K2 recipe's fields.
 
 TRL's convention for a variant is ``XConfig(GRPOConfig)`` validated once in ``__post_init__``; k2rl
-follows it. :func:`grpo_config` builds it from the recipe's ``trainer`` section in one place, and the
-trainers only read it: nothing mutates it after construction.
+follows it. The trainer settings are declared once, in the recipe's ``trainer`` section
+(:class:`k2rl.config.TrainerConfig`): K2GRPOConfig's own fields are generated from it (every key
+GRPOConfig lacks, same name and default), and :func:`grpo_config` copies the section across field by
+field, so a new recipe key reaches the trainers with no list to update. The trainers only read it:
+nothing mutates it after construction.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import typing
+from dataclasses import field
 from pathlib import Path
 
 from trl import GRPOConfig
@@ -21,70 +25,64 @@ from k2rl.trainer.optimizers import OPTIMIZERS
 from k2rl.trainer.schedules import check_temperatures
 from k2rl.trainer.trl_options import COMMON_DEFAULTS, build_trl_config, trl_fields
 
-ALGORITHMS = ("grpo", "k2", "ppo")
+ALGORITHMS = ("grpo", "k2", "ppo")  # k2rl.trainer.build.ALGORITHMS maps each to its object
+
+_GRPO_FIELDS = frozenset(f.name for f in dataclasses.fields(GRPOConfig))
+# Recipe keys of the trainer section that set a GRPOConfig field of the same name, but not as written:
+# the K2 loss wants unscaled rewards; save_steps 0 means no checkpoints; held-out evaluation is k2rl's own.
+DERIVED = {"scale_rewards": "trainer.scale_rewards", "save_steps": "trainer.save_steps", "eval_steps": "trainer.eval_steps"}
 
 
-@dataclass
-class K2GRPOConfig(GRPOConfig):
-    """GRPOConfig plus the K1.5/K2 recipe: algorithm, K2 loss, PPO value head, temperature decay, budgets."""
-
-    algorithm: str = field(default="grpo", metadata={"help": "grpo, k2 (K1.5/K2 squared loss) or ppo"})
-    tau: float = field(default=0.1, metadata={"help": "k2: weight of the log-ratio term"})
-    temperature_schedule: str = field(default="constant", metadata={"help": "constant, linear or cosine"})
-    temperature_end: float | None = field(default=None, metadata={"help": "sampling temperature at the last step"})
-    gamma: float = field(default=1.0, metadata={"help": "ppo: discount over completion tokens"})
-    gae_lambda: float = field(default=0.95, metadata={"help": "ppo: GAE lambda"})
-    vf_coef: float = field(default=0.5, metadata={"help": "ppo: weight of the value loss"})
-    cliprange_value: float = field(default=0.2, metadata={"help": "ppo: value clipping range"})
-    budget_column: str | None = field(default=None, metadata={"help": "task-type column for per-task token budgets"})
-    budget_limits: dict = field(default_factory=dict, metadata={"help": "task type -> token budget"})
-    budget_default: int | None = field(default=None, metadata={"help": "budget of unlisted task types"})
-    budget_penalty: float = field(default=0.5, metadata={"help": "subtracted from over-budget responses"})
-    routing_replay: bool = field(default=False, metadata={"help": "training forwards reuse the rollout's experts"})
-    sampling: dict = field(default_factory=dict, metadata={"help": "trainer.sampling (k2rl.trainer.sampling)"})
-    dynamic_sampling: dict = field(default_factory=dict, metadata={"help": "trainer.dynamic_sampling"})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw, or muon on 2-D weights (k2rl.trainer.optimizers)"})
-    muon_learning_rate: float | None = field(default=None, metadata={"help": "muon: its rate (None: learning_rate)"})
-    reset_optimizer_every: int = field(default=0, metadata={"help": "empty the optimizer state every N steps (0: never)"})
-
-    def __post_init__(self):
-        check_temperatures(self.temperature, self.temperature_end, self.temperature_schedule)
-        check_budget_config(self.budget, self.max_completion_length)
-        super().__post_init__()
-        if self.algorithm not in ALGORITHMS:
-            raise K2RLError(f"trainer.algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise K2RLError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.algorithm == "k2" and self.scale_rewards != "none":
-            # The K2 loss wants r - mean_r per sample: TRL's advantage with unscaled rewards.
-            raise K2RLError("trainer.algorithm k2 needs unscaled rewards (scale_rewards: none)")
-
-    @property
-    def budget(self) -> BudgetConfig:
-        """The per-task token budgets (``column`` None: budget control off)."""
-        return BudgetConfig(column=self.budget_column, budgets=dict(self.budget_limits), default=self.budget_default,
-                            penalty=self.budget_penalty)
+def _recipe_field(spec: dataclasses.Field, annotation):
+    """A K2GRPOConfig field for a trainer-section key GRPOConfig lacks: same name and default; sections
+    (budget, sampling, ...) as plain dicts so the arguments stay JSON, as the HF Trainer logs them."""
+    if spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+        if dataclasses.is_dataclass(default):
+            return spec.name, dict, field(default_factory=lambda: dataclasses.asdict(spec.default_factory()))
+        return spec.name, annotation, field(default_factory=spec.default_factory)
+    return spec.name, annotation, field(default=spec.default)
 
 
-# Recipe keys that are GRPOConfig / K2GRPOConfig fields of the same name and meaning.
-SAME_NAMED = (
-    "algorithm", "tau", "temperature_schedule", "temperature_end", "gamma", "gae_lambda", "vf_coef", "cliprange_value",
-    "routing_replay", "importance_sampling_level",  # "sequence" with loss_type grpo: GSPO
-    "max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
-    "max_completion_length", "temperature", "beta", "epsilon", "num_iterations", "loss_type", "max_grad_norm",
-    "logging_steps", "save_total_limit", "optimizer", "muon_learning_rate", "reset_optimizer_every",
+# Every key of the recipe's ``trainer`` section (TrainerConfig) is a field of K2GRPOConfig: GRPOConfig's
+# own where it has one, else one generated here. ``trl`` is the escape hatch to GRPOConfig's other fields.
+RECIPE_FIELDS = [f for f in dataclasses.fields(TrainerConfig) if f.name != "trl"]
+_TYPES = typing.get_type_hints(TrainerConfig)
+
+
+def _check(self) -> None:
+    check_temperatures(self.temperature, self.temperature_end, self.temperature_schedule)
+    check_budget_config(budget_config(self), self.max_completion_length)
+    GRPOConfig.__post_init__(self)
+    if self.algorithm not in ALGORITHMS:
+        raise K2RLError(f"trainer.algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+    if self.optimizer not in OPTIMIZERS:
+        raise K2RLError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+    if self.algorithm == "k2" and self.scale_rewards != "none":
+        # The K2 loss wants r - mean_r per sample: TRL's advantage with unscaled rewards.
+        raise K2RLError("trainer.algorithm k2 needs unscaled rewards (scale_rewards: none)")
+
+
+K2GRPOConfig = dataclasses.make_dataclass(
+    "K2GRPOConfig",
+    [_recipe_field(f, _TYPES[f.name]) for f in RECIPE_FIELDS if f.name not in _GRPO_FIELDS],
+    bases=(GRPOConfig,),
+    namespace={"__post_init__": _check, "__module__": __name__,
+               "__doc__": "GRPOConfig plus every other key of the recipe's trainer section (TrainerConfig), "
+                          "validated once on construction."},
 )
 
 
-# GRPOConfig fields k2rl sets from other recipe keys (``trainer.trl`` may not set them).
+def budget_config(args) -> BudgetConfig:
+    """The per-task token budgets of a K2GRPOConfig (``column`` None: budget control off)."""
+    return BudgetConfig(**args.budget)
+
+
+# GRPOConfig fields k2rl sets from recipe keys (``trainer.trl`` may not set them).
 OWNED = {
-    **{name: f"trainer.{name}" for name in SAME_NAMED},
-    "budget_column": "trainer.budget.column", "budget_limits": "trainer.budget.budgets",
-    "budget_default": "trainer.budget.default", "budget_penalty": "trainer.budget.penalty",
-    "scale_rewards": "trainer.scale_rewards", "reward_weights": "rewards[].weight",
-    "save_strategy": "trainer.save_steps", "save_steps": "trainer.save_steps",
+    **{f.name: f"trainer.{f.name}" for f in RECIPE_FIELDS},
+    "reward_weights": "rewards[].weight", "save_strategy": "trainer.save_steps",
     "use_vllm": "rollout.backend", "vllm_mode": "rollout.vllm_mode",
-    "sampling": "trainer.sampling", "dynamic_sampling": "trainer.dynamic_sampling",
 }
 
 
@@ -98,7 +96,8 @@ def grpo_config(
 ) -> K2GRPOConfig:
     """The run's K2GRPOConfig from the recipe's ``trainer`` section (``report_to``: the run's trackers;
     ``extra``: further fields, e.g. vLLM's)."""
-    same_named = {name: getattr(recipe, name) for name in SAME_NAMED}
+    plain = {f.name: getattr(recipe, f.name) for f in RECIPE_FIELDS if f.name not in DERIVED}
+    plain = {name: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for name, v in plain.items()}
     defaults = {  # k2rl's choices that ``trainer.trl`` may override
         **COMMON_DEFAULTS,
         "lr_scheduler_type": "constant_with_warmup",
@@ -109,13 +108,7 @@ def grpo_config(
         K2GRPOConfig,
         "trainer.trl" if recipe.trl else "trainer",
         output_dir=str(out_dir),
-        **same_named,
-        budget_column=recipe.budget.column,
-        budget_limits=dict(recipe.budget.budgets),
-        budget_default=recipe.budget.default,
-        budget_penalty=recipe.budget.penalty,
-        sampling=dataclasses.asdict(recipe.sampling),
-        dynamic_sampling=dataclasses.asdict(recipe.dynamic_sampling),
+        **plain,
         scale_rewards="none" if recipe.algorithm == "k2" else recipe.scale_rewards,  # the K2 loss wants r - mean r
         reward_weights=reward_weights,
         save_strategy="steps" if recipe.save_steps else "no",

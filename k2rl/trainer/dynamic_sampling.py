@@ -19,6 +19,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from k2rl.trainer.losses import loss_mask
+
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, completions on the right
 
 
@@ -82,8 +84,7 @@ def refill(trainer, output: dict, max_rounds: int) -> dict:
         dropped += len(targets)
         zero = zero[len(targets):]
     if rounds:  # the loss normalizes by the batch's completion tokens: count them again (all processes)
-        mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
-        output["num_items_in_batch"] = trainer.accelerator.gather(mask.sum()).sum()
+        output["num_items_in_batch"] = trainer.accelerator.gather(loss_mask(output).sum()).sum()
     trainer.record_metric("dynamic_sampling/dropped", float(dropped))
     trainer.record_metric("dynamic_sampling/left", float(len(zero)))
     trainer.record_metric("dynamic_sampling/extra_s", time.perf_counter() - started if rounds else 0.0)

@@ -10,6 +10,16 @@ from __future__ import annotations
 import torch
 
 
+def loss_mask(batch: dict) -> torch.Tensor:
+    """1 on the completion tokens a loss trains on: real (not padding) and sampled by the policy now.
+
+    ``tool_mask`` (TRL's name for a ``rollout_func``'s ``env_mask``) is 0 on text the environment
+    inserted and, with partial rollouts, on tokens sampled in an earlier iteration.
+    """
+    mask = batch["completion_mask"]
+    return mask * batch["tool_mask"] if "tool_mask" in batch else mask
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over the positions where ``mask`` is 1 (0 when the mask is empty)."""
     return (values * mask).sum() / mask.sum().clamp(min=1)
@@ -43,13 +53,24 @@ def terminal_reward_gae(
     gamma: float,
     lam: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE over completion tokens when the only reward arrives with the last token.
+    """GAE over the policy's tokens when the only reward arrives with the last of them.
 
     ``rewards`` (B,) is the sequence reward, ``values`` (B, T) the value of the state before each token.
-    The per-token reward is 0 except at the last real token, and the state after it is terminal
-    (value 0). Returns ``(advantages, returns)``, both (B, T) and 0 on padding, with
-    ``returns = advantages + values``.
+    The steps of the chain are the tokens where ``mask`` is 1, in order: tokens the policy did not
+    sample (tool answers, earlier iterations' samples) may sit between them, and are part of the
+    transition from one step to the next, never a step of their own. The per-step reward is 0 except
+    at the last masked token, and the state after it is terminal (value 0). Returns
+    ``(advantages, returns)``, both (B, T) and 0 off the mask, with ``returns = advantages + values``.
     """
+    # Pack each row's masked tokens to the front (a stable sort keeps their order), run the chain on
+    # the packed rows, and put the results back where the tokens were. A mask without gaps packs to itself.
+    order = torch.sort((mask == 0).to(torch.int8), dim=-1, stable=True).indices
+    advantages, returns = _contiguous_gae(rewards, values.gather(-1, order), mask.gather(-1, order), gamma, lam)
+    return torch.zeros_like(advantages).scatter(-1, order, advantages), torch.zeros_like(returns).scatter(-1, order, returns)
+
+
+def _contiguous_gae(rewards, values, mask, gamma, lam):
+    """:func:`terminal_reward_gae` for masks whose 1s all come first in each row."""
     mask = mask.to(values.dtype)
     values = values * mask
     lengths = mask.sum(dim=-1).long()

@@ -15,6 +15,10 @@ rates of rounds up to k - 2 only. Every process sees the same (gathered) rewards
 holds the same rates and draws the same chunk; and the draw does not depend on *when* the dataloader
 asks for it (accelerate prefetches a batch, so chunk k + 1 is drawn before round k's rewards exist).
 
+**Which prompt.** The training rows carry their dataset index (:data:`PROMPT_INDEX`,
+:func:`with_prompt_index`), and :meth:`PromptSampler.observe` credits each sample's success to the
+prompt its row names, whatever order the rows come back in.
+
 **Resume.** The state (rates, the last round's update, rounds observed) goes into every checkpoint
 (:class:`SamplerCheckpoint`). A resumed run redraws chunk k from exactly what the uninterrupted run
 drew it from; the chunks the HF Trainer skips on resume are yielded as placeholders, never drawn.
@@ -35,6 +39,7 @@ from k2rl.config.rl_data import SamplingConfig
 from k2rl.errors import K2RLError
 
 STATE_FILE = "prompt_sampler.json"
+PROMPT_INDEX = "k2rl_prompt_index"  # a column of the training rows: which prompt a sample answers
 LAG = 2  # chunk k is drawn from the success rates of rounds <= k - LAG
 
 
@@ -109,19 +114,22 @@ class PromptSampler(Sampler[int]):
 
     # ---- updates and state -------------------------------------------------------------------
 
-    def observe(self, successes: list[float | None]) -> None:
-        """The next round's per-sample successes (1/0, None unscored), in the chunk's order."""
+    def observe(self, successes: list[float | None], prompts: list[int]) -> None:
+        """The next round's per-sample successes (1/0, None unscored) and the prompt each sample answers.
+
+        The prompts are read from the rows, not assumed in the chunk's order: with partial rollouts a
+        round's rows include groups carried over from earlier rounds (and leave out ones still paused).
+        """
         chunk = self._drawn.pop(self.observed, None)
         if chunk is None:
             raise RuntimeError(f"prompt sampler: round {self.observed} was observed but never drawn")
-        m = self.mini_repeat_count
-        if len(successes) != len(chunk) * m:
-            raise RuntimeError(f"prompt sampler: {len(successes)} rewards for a round of {len(chunk)} x {m} samples")
-        update = []
-        for g, index in enumerate(chunk):
-            scored = [s for s in successes[g * m:(g + 1) * m] if s is not None]
-            if scored:
-                update.append([index, sum(scored) / len(scored)])
+        if len(successes) != len(prompts):
+            raise RuntimeError(f"prompt sampler: {len(successes)} rewards for {len(prompts)} prompts")
+        scored: dict[int, list[float]] = {}
+        for index, success in zip(prompts, successes):
+            if success is not None:
+                scored.setdefault(int(index), []).append(success)
+        update = [[index, sum(values) / len(values)] for index, values in scored.items()]
         self.pending.append(update)
         self.observed += 1
         while len(self.pending) > LAG - 1:
@@ -162,6 +170,13 @@ class SamplerCheckpoint(TrainerCallback):
         sampler, checkpoint = self.sampler_of(), Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if sampler is not None and checkpoint.is_dir() and state.is_world_process_zero:
             (checkpoint / STATE_FILE).write_text(json.dumps(sampler.state_dict()))
+
+
+def with_prompt_index(dataset):
+    """``dataset`` with each row's own index as the :data:`PROMPT_INDEX` column (kept if already there)."""
+    if PROMPT_INDEX in dataset.column_names:
+        return dataset
+    return dataset.add_column(PROMPT_INDEX, list(range(len(dataset))))
 
 
 def sampling_config(settings: dict) -> SamplingConfig:

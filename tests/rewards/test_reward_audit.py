@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from k2rl.cli import main
-from k2rl.rewards.audit import run_audit
+from k2rl.critic.audit import run_audit
 from k2rl.rewards.hacks import AuditTask, audit_tasks, register_audit_tasks
 from k2rl.rewards.hedging import hedged
 

@@ -3,7 +3,7 @@
 ``list`` shows every reward a recipe can name (built-ins and entry-point plugins). ``check`` runs one
 reward over a JSONL file of samples exactly as training would — same option binding, same failure
 isolation — one sample per call, so each score comes with its own timing and failure reason before
-any GPU time is spent. ``audit`` runs a corpus of known reward hacks against one (:mod:`.audit`).
+any GPU time is spent. ``audit`` runs a corpus of known reward hacks against one (:mod:`k2rl.critic.audit`: it judges with the critic).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def check_command(args) -> int:
 
 
 def audit_command(args) -> int:
-    from k2rl.rewards.audit import format_report, run_audit
+    from k2rl.critic.audit import format_report, run_audit
 
     try:
         options = json.loads(args.options)
