@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k2rl.errors import K2RLError
+from k2rl.rewards.import_path import check_reward_signature, is_import_path, load_import_path
 from k2rl.rewards.plugins import load_plugins
 
 RewardFunc = Callable[..., list]
@@ -43,6 +44,7 @@ def _register_plugin(name: str, fn: RewardFunc, source: str) -> None:
         raise K2RLError(
             f"reward plugin {name!r} from {source} clashes with the reward of that name from {existing.__module__}"
         )
+    check_reward_signature(fn, name, f"plugin {source}")
     register_reward(name)(fn)
 
 
@@ -71,22 +73,46 @@ def reward_options(fn: RewardFunc) -> list[str] | None:
     ]
 
 
-def get_reward(name: str, **options: Any) -> RewardFunc:
-    """The reward registered as ``name`` with ``options`` bound as keyword arguments.
-
-    Names not registered yet are looked up among entry-point plugins (the plugin of that name first,
-    then all of them, since a plugin module may register several names). Options must be named
-    parameters of the reward, so a typo in a recipe fails here rather than vanishing into
-    ``**kwargs``. The result keeps a ``__name__`` (TRL uses it to label logged metrics).
-    """
+def resolve_reward(name: str) -> RewardFunc:
+    """The function behind ``name``: an import path (``module:fn``, ``./file.py:fn``), a registered or
+    built-in name, or an entry-point plugin; an unknown name is a K2RLError listing the known ones."""
+    if is_import_path(name):
+        return load_import_path(name)
     if name not in _REGISTRY:
         load_plugins(_register_plugin, name)
         if name not in _REGISTRY:
             load_plugins(_register_plugin)
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise K2RLError(f"unknown reward {name!r} (known rewards: {known})")
-    fn = _REGISTRY[name]
+        raise K2RLError(f"unknown reward {name!r} (known rewards: {known}; or an import path, "
+                        "module:function or ./file.py:function)")
+    return _REGISTRY[name]
+
+
+def required_columns(fn: RewardFunc, options: dict | None = None) -> list[str]:
+    """Dataset columns ``fn`` declares it needs: parameters with no default that no option binds
+    (``def regex_answer(prompts, completions, pattern, **kwargs)`` needs a ``pattern`` column)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    reserved = {"prompts", "completions", "completion_ids"}
+    return [
+        p.name for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+        and p.name not in reserved and p.name not in (options or {})
+    ]
+
+
+def get_reward(name: str, **options: Any) -> RewardFunc:
+    """The reward named ``name`` (see :func:`resolve_reward`) with ``options`` bound as keyword arguments.
+
+    Names not registered yet are looked up among entry-point plugins (the plugin of that name first,
+    then all of them, since a plugin module may register several names). Options must be named
+    parameters of the reward, so a typo in a recipe fails here rather than vanishing into
+    ``**kwargs``. The result keeps a ``__name__`` (TRL uses it to label logged metrics).
+    """
+    fn = resolve_reward(name)
     if not options:
         return fn
     accepted = reward_options(fn)

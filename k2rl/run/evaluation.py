@@ -21,7 +21,8 @@ from k2rl.config import RewardSpec, RunConfig
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards import get_reward
-from k2rl.rewards.isolation import isolate
+from k2rl.rewards.import_path import default_label
+from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S, isolate
 
 # Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
 GROUP_REWARDS = frozenset({"rubric"})
@@ -29,7 +30,7 @@ GROUP_REWARDS = frozenset({"rubric"})
 
 def eval_reward_specs(config: RunConfig) -> list[tuple[str, RewardSpec]]:
     """(label, spec) of each evaluation reward: a recipe reward by label or name, else a registered name."""
-    by_label = {spec.label or spec.name: spec for spec in config.rewards}
+    by_label = {spec.label or default_label(spec.name): spec for spec in config.rewards}
     by_name = {spec.name: spec for spec in reversed(config.rewards)}  # the first of a name wins
     names = config.eval.rewards
     if names is None:
@@ -54,7 +55,7 @@ def eval_rewards(config: RunConfig) -> list[tuple[str, object]]:
     ``None`` and reported as unscored (training's own failure bound stops a run whose reward is broken).
     """
     return [
-        (label, isolate(get_reward(spec.name, **spec.options), f"eval/{label}", timeout_s=spec.timeout_s,
+        (label, isolate(get_reward(spec.name, **spec.options), f"eval/{label}", timeout_s=spec.timeout_s or DEFAULT_TIMEOUT_S,
                         max_failure_fraction=1.0))
         for label, spec in eval_reward_specs(config)
     ]

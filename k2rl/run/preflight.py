@@ -20,7 +20,10 @@ from k2rl.trainer.shapes import generation_shape
 
 
 def _required_columns(config: RunConfig) -> dict[str, str]:
-    """Dataset columns the recipe names, each with the key that names it."""
+    """Dataset columns the recipe names or its rewards declare (parameters with no default), each with
+    the key that asks for it."""
+    from k2rl.rewards.registry import required_columns, resolve_reward
+
     columns = {}
     if config.trainer.budget.column is not None:
         columns[config.trainer.budget.column] = "trainer.budget.column"
@@ -28,6 +31,8 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
         column = spec.options.get("column")
         if isinstance(column, str):
             columns[column] = f"rewards[{index}].options.column ({spec.name})"
+        for needed in required_columns(resolve_reward(spec.name), spec.options):
+            columns.setdefault(needed, f"rewards[{index}] ({spec.name}, a parameter with no default)")
     return columns
 
 
