@@ -7,11 +7,12 @@ import argparse
 
 def _train(args: argparse.Namespace) -> int:
     from k2rl.config import load_config
-    from k2rl.recipe import train
 
     if isinstance(args.resume, str) and "=" in args.resume:  # `--resume key=value`: a bare --resume
         args.overrides, args.resume = [*args.overrides, args.resume], True
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides)  # a recipe mistake is reported before torch loads
+    from k2rl.recipe import train
+
     train(config, resume=args.resume)
     return 0
 
@@ -42,14 +43,14 @@ def add_commands(subparsers) -> None:
     train.set_defaults(func=_train)
 
     evaluate = subparsers.add_parser(
-        "eval", help="evaluate a model or saved adapter on a recipe's held-out data (writes eval.json)"
+        "eval", help="evaluate a model or saved adapter on a recipe's held-out data (writes a new eval-*.json)"
     )
     evaluate.add_argument("target", metavar="RECIPE|RUN_DIR", help="a YAML recipe or a run directory")
     evaluate.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.k=8 eval.by=task")
     evaluate.add_argument("--model", help="base model (default: the run's warm_start/, or the recipe's policy.model); "
                                           "naming it drops the run's default adapter")
     evaluate.add_argument("--adapter", help="PEFT adapter directory (default for a run directory: its adapter/)")
-    evaluate.add_argument("--out", help="where to write the report (default: RUN_DIR/eval.json or ./eval.json)")
+    evaluate.add_argument("--out", help="where to write the report (default: a new eval-MODEL[+ADAPTER].json in RUN_DIR or .)")
     evaluate.set_defaults(func=_eval)
 
     init = subparsers.add_parser("init-policy", help="build a randomly initialised K2-architecture policy")

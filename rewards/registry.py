@@ -12,6 +12,7 @@ to the dataset columns.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -23,12 +24,25 @@ from k2rl.rewards.plugins import load_plugins
 RewardFunc = Callable[..., list]
 
 _REGISTRY: dict[str, RewardFunc] = {}
+# Modules of k2rl.rewards that register the built-in rewards (imported on first lookup).
+BUILTIN_MODULES = ("answer", "budget", "format", "length_k15", "math", "reasoning_gym", "rubric", "unit_tests")
+_builtins_loaded = False
+
+
+def _ensure_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(f"k2rl.rewards.{module}")
 
 
 def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
     """Decorator: make ``fn`` available to recipes as ``name``."""
 
     def decorate(fn: RewardFunc) -> RewardFunc:
+        _ensure_builtins()  # a name clash with a built-in is found whichever is registered first
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise K2RLError(f"reward name {name!r} is already registered by {_REGISTRY[name].__module__}")
         _REGISTRY[name] = fn
@@ -49,12 +63,14 @@ def _register_plugin(name: str, fn: RewardFunc, source: str) -> None:
 
 
 def registered_rewards() -> dict[str, RewardFunc]:
-    """Rewards registered so far by name (built-ins are imported by ``k2rl.rewards``; plugins not loaded)."""
+    """Rewards registered so far by name (built-ins included; plugins not loaded)."""
+    _ensure_builtins()
     return dict(_REGISTRY)
 
 
 def available_rewards() -> dict[str, RewardFunc]:
     """Every reward a recipe can name: built-ins, decorated functions and all entry-point plugins."""
+    _ensure_builtins()
     load_plugins(_register_plugin)
     return dict(_REGISTRY)
 
@@ -78,6 +94,7 @@ def resolve_reward(name: str) -> RewardFunc:
     built-in name, or an entry-point plugin; an unknown name is a K2RLError listing the known ones."""
     if is_import_path(name):
         return load_import_path(name)
+    _ensure_builtins()
     if name not in _REGISTRY:
         load_plugins(_register_plugin, name)
         if name not in _REGISTRY:
