@@ -7,6 +7,7 @@ two never share an item: held-out accuracy measures generalisation, not memorisa
 
 from __future__ import annotations
 
+import inspect
 import random
 
 from datasets import Dataset
@@ -69,6 +70,15 @@ def _demonstration(row: dict, worked: bool, lead_in: str | None = None) -> str:
     return " ".join([*([lead_in] if lead_in else []), *row["steps"], answer])
 
 
+def distinct_items(max_operand: int, max_second_operand: int | None, terms: int) -> int:
+    """How many distinct questions the generator can draw at most (so an impossible size fails at once)."""
+    if terms > 2:
+        return (max_operand + 1) ** terms * 2 ** (terms - 1)
+    pairs = (max_operand + 1) * ((max_operand if max_second_operand is None else max_second_operand) + 1)
+    return sum(pairs * (len(_NAMES) if "{name}" in t else 1) * (len(_ITEMS) if "{item}" in t else 1)
+               for t, _ in _TEMPLATES)
+
+
 def arithmetic(
     size: int,
     seed: int,
@@ -99,6 +109,11 @@ def arithmetic(
     if not 0.0 <= worked_fraction <= 1.0:
         raise K2RLError(f"arithmetic task: worked_fraction must be between 0 and 1, got {worked_fraction}")
     exclude = exclude or set()
+    capacity = distinct_items(max_operand, max_second_operand, terms)
+    if size + len(exclude) > capacity:
+        raise K2RLError(f"arithmetic task: {size} distinct items{f' besides {len(exclude)} held out' if exclude else ''} "
+                        f"cannot be drawn: at most {capacity} exist with max_operand={max_operand}, terms={terms} "
+                        "(lower data.eval_size / data.train_size, or raise data.options.max_operand)")
     rng = random.Random(seed)
     style_rng = random.Random(f"{seed}-style")  # the style draw never changes which items are drawn
     lead_in_rng = random.Random(f"{seed}-lead-in")  # nor does the lead-in draw change the style draw
@@ -125,6 +140,16 @@ def arithmetic_splits(train_size: int, eval_size: int, seed: int, **options) -> 
     return train_set, eval_set
 
 
+def arithmetic_options() -> list[str]:
+    return [p for p in inspect.signature(arithmetic).parameters if p not in ("size", "seed", "exclude")] + ["seed"]
+
+
+def _coding_options() -> list[str]:
+    from k2rl.data.coding import coding_splits
+
+    return [p for p in inspect.signature(coding_splits).parameters if p not in ("train_size", "eval_size", "seed")] + ["seed"]
+
+
 def _coding_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
     from k2rl.data.coding import coding_splits
 
@@ -138,3 +163,6 @@ def _reasoning_gym_splits(train_size: int, eval_size: int, seed: int, **options)
 
 
 BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits}
+# The data.options each built-in task takes (checked before any row is drawn).
+TASK_OPTIONS = {"arithmetic": arithmetic_options, "coding": _coding_options,
+                "reasoning_gym": lambda: ["tasks", "size", "seed"]}
