@@ -1,4 +1,4 @@
-"""Core sub-commands: ``k2rl train``, ``k2rl eval`` and ``k2rl init-policy``."""
+"""Core sub-commands: ``k2rl train``, ``k2rl eval``, ``k2rl rollouts`` and ``k2rl init-policy``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ def _eval(args: argparse.Namespace) -> int:
     from k2rl.run.eval_command import run_eval
 
     run_eval(args.target, args.overrides, model=args.model, adapter=args.adapter, out=args.out)
+    return 0
+
+
+def _rollouts(args: argparse.Namespace) -> int:
+    from k2rl.run.rollouts_command import run_rollouts
+
+    run_rollouts(args.target, args.overrides, n=args.n, per_prompt=args.per_prompt, model=args.model,
+                 adapter=args.adapter, out=args.out, seed=args.seed)
     return 0
 
 
@@ -52,6 +60,19 @@ def add_commands(subparsers) -> None:
     evaluate.add_argument("--adapter", help="PEFT adapter directory (default for a run directory: its adapter/)")
     evaluate.add_argument("--out", help="where to write the report (default: a new eval-MODEL[+ADAPTER].json in RUN_DIR or .)")
     evaluate.set_defaults(func=_eval)
+
+    rollouts = subparsers.add_parser(
+        "rollouts", help="sample a few prompts with the recipe's policy; print and save each completion's reward scores"
+    )
+    rollouts.add_argument("target", metavar="RECIPE|RUN_DIR", help="a YAML recipe or a run directory")
+    rollouts.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.temperature=0.7")
+    rollouts.add_argument("-n", type=int, default=8, help="prompts to sample (default 8)")
+    rollouts.add_argument("--per-prompt", type=int, default=1, help="completions per prompt (default 1)")
+    rollouts.add_argument("--model", help="base model (default: the run's, or the recipe's policy)")
+    rollouts.add_argument("--adapter", help="PEFT adapter directory (default for a run directory: its adapter/)")
+    rollouts.add_argument("--out", help="JSONL file to write (default: a new rollouts-*.jsonl in RUN_DIR or .)")
+    rollouts.add_argument("--seed", type=int, default=None, help="which prompts and samples (default: the recipe's seed)")
+    rollouts.set_defaults(func=_rollouts)
 
     init = subparsers.add_parser("init-policy", help="build a randomly initialised K2-architecture policy")
     init.add_argument("out_dir", help="directory to save the model and tokenizer to")

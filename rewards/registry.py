@@ -62,6 +62,29 @@ def _register_plugin(name: str, fn: RewardFunc, source: str) -> None:
     register_reward(name)(fn)
 
 
+_GIVEN_IN_CODE: set[str] = set()
+
+
+def register_functions(funcs, label: str = "reward_funcs") -> list[str]:
+    """Names for reward functions handed over in code (the Python API's ``reward_funcs``): each under its
+    ``__name__``, checked like a plugin. A later call may rebind a name an earlier call gave (a notebook
+    redefining its reward), never a built-in or a plugin's."""
+    names = []
+    for index, fn in enumerate(funcs):
+        name = getattr(fn, "__name__", None)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise K2RLError(f"{label}[{index}] needs a __name__ (a def function, or set fn.__name__)")
+        check_reward_signature(fn, name, f"{label}[{index}]")
+        _ensure_builtins()
+        if name in _REGISTRY and _REGISTRY[name] is not fn and name not in _GIVEN_IN_CODE:
+            raise K2RLError(f"{label}[{index}] is named {name!r}, like the reward from {_REGISTRY[name].__module__}; "
+                            "rename the function")
+        _REGISTRY[name] = fn
+        _GIVEN_IN_CODE.add(name)
+        names.append(name)
+    return names
+
+
 def registered_rewards() -> dict[str, RewardFunc]:
     """Rewards registered so far by name (built-ins included; plugins not loaded)."""
     _ensure_builtins()

@@ -146,11 +146,18 @@ def _forget(sources: Sources, dotted: str) -> None:
         del sources[key]
 
 
-def _apply_override(tree: dict, override: str, sources: Sources) -> None:
+_UNSET = object()
+
+
+def _apply_override(tree: dict, override: str, sources: Sources, value: Any = _UNSET) -> None:
+    """``key.path=value`` into ``tree`` (``value``: a Python value given in code instead of the YAML text)."""
     if "=" not in override:
         raise K2RLError(f"override {override!r} must look like key.path=value")
     dotted, raw = override.split("=", 1)
-    value = _parse_yaml(raw) if raw.strip() else ""
+    if value is _UNSET:
+        value = _parse_yaml(raw) if raw.strip() else ""
+    else:
+        override = f"{dotted}={value!r}"
     parts = dotted.strip().split(".")
     node = tree
     for part in parts[:-1]:
@@ -232,12 +239,15 @@ def _origin(message: str, sources: Sources, path: Path) -> str:
     return str(path)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML recipe (and the recipe it ``extends``), apply ``key.path=value`` overrides, validate."""
+def load_config(path: str | Path, overrides: list[str] = (), values: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML recipe (and the recipe it ``extends``), apply ``key.path=value`` overrides, then
+    ``values`` (``{"trainer.max_steps": 2}``: Python values, as the Python API passes them), validate."""
     path = Path(path)
     tree, sources = _read_recipe(path)
     for override in overrides:
         _apply_override(tree, override, sources)
+    for dotted, value in (values or {}).items():
+        _apply_override(tree, f"{dotted}=", sources, value=value)
     try:
         config = _build_dataclass(RunConfig, tree, "")
     except ValueError as exc:

@@ -189,6 +189,38 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
     return TaskData(train=_task_rows(train, config, origin, "training"), eval=held_out)
 
 
+def task_data_from(train: Dataset, held_out: Dataset | None, config: DataConfig, seed: int) -> TaskData:
+    """Rows handed over in code (the Python API's ``train_dataset``/``eval_dataset``), prepared exactly as
+    a file's would be: ``data.columns`` mapping, the chat prompt, held-out rows carved out of ``train``
+    when none are given (``data.eval_size`` of them, checked as for a file)."""
+    _check_sizes(config)
+    for name, rows in (("train_dataset", train), ("eval_dataset", held_out)):
+        if rows is not None and not isinstance(rows, Dataset):
+            raise K2RLError(f"{name} must be a datasets.Dataset, got {type(rows).__name__}")
+    if held_out is None:
+        if config.eval_size > len(train) // 5:
+            raise K2RLError(f"data.eval_size={config.eval_size}, but train_dataset has {len(train)} rows, of which at "
+                            f"most a fifth ({len(train) // 5}) are held out; lower data.eval_size or pass eval_dataset")
+        parts = train.train_test_split(test_size=config.eval_size, seed=seed)
+        train, held_out = parts["train"], parts["test"]
+        held_out = _task_rows(held_out, config, "train_dataset", "held-out")
+    else:
+        held_out = held_out_from(held_out, config)
+    if config.train_size:
+        train = train.select(range(min(config.train_size, len(train))))
+    return TaskData(train=_task_rows(train, config, "train_dataset", "training"), eval=held_out)
+
+
+def held_out_from(rows: Dataset, config: DataConfig) -> Dataset:
+    """``data.eval_size`` held-out rows of a Dataset given in code, prepared as a file's rows."""
+    if not isinstance(rows, Dataset):
+        raise K2RLError(f"eval_dataset must be a datasets.Dataset, got {type(rows).__name__}")
+    if len(rows) < config.eval_size:
+        raise K2RLError(f"data.eval_size={config.eval_size}, but eval_dataset has {len(rows)} rows; "
+                        f"lower data.eval_size to at most {len(rows)}")
+    return _task_rows(rows.select(range(config.eval_size)), config, "eval_dataset", "held-out")
+
+
 def held_out_data(config: DataConfig, seed: int) -> Dataset:
     """The rows ``k2rl eval`` scores: the recipe's held-out split, or the evaluation set named as ``data.source``."""
     if config.source not in EVAL_SETS:

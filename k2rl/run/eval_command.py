@@ -65,15 +65,22 @@ def run_eval(target: str, overrides=(), model: str | None = None, adapter: str |
     """Evaluate a model (and adapter) on the recipe's held-out data; returns the report written to ``out``."""
     recipe, model, adapter, folder = _sources(Path(target), model, adapter)
     config = load_config(recipe, list(overrides))
+    return evaluate_model(config, model, adapter, folder, out, label=str(recipe), target=target)
+
+
+def evaluate_model(config, model: str | None, adapter: str | None, folder: Path, out: str | None = None,
+                   held_out=None, label: str = "", target: str = "") -> dict:
+    """The evaluation behind ``k2rl eval`` (and :func:`k2rl.api.evaluate`): ``held_out`` rows, else the
+    recipe's; the report goes to a new file in ``folder`` (or ``out``) and is returned."""
     model = model or config.policy.model
     if model is None:
-        raise K2RLError(f"{target}: policy.preset {config.policy.preset!r} has no trained weights to evaluate; "
-                        "pass --model PATH (or a run directory)")
+        raise K2RLError(f"{target or 'the recipe'}: policy.preset {config.policy.preset!r} has no trained weights to "
+                        "evaluate; pass --model PATH (or a run directory)")
     resolve_model_source(model)
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise K2RLError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
     path = report_path(folder, model, adapter, out)
-    held_out = held_out_data(config.data, config.seed)
+    held_out = held_out if held_out is not None else held_out_data(config.data, config.seed)
     check_eval_inputs(config, held_out)
     rewards = eval_rewards(config)
     policy = load_policy(model, dtype=config.policy.dtype, trust_remote_code=config.policy.trust_remote_code)
@@ -86,7 +93,7 @@ def run_eval(target: str, overrides=(), model: str | None = None, adapter: str |
         report = evaluate(network, policy.tokenizer, held_out, rewards, config.eval, config.seed, config.rollout)
     finally:
         resources.close_all()  # sandboxes and checker pools the rewards started
-    report = {"model": model, "adapter": adapter, "recipe": str(recipe), **report}
+    report = {"model": model, "adapter": adapter, "recipe": label, **report}
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"k2rl: eval accuracy={report['accuracy']:.3f} metric={report['metric']} rows={report['rows']} "
           f"model={model} adapter={adapter} out={path}", flush=True)

@@ -21,6 +21,7 @@ from k2rl.config import RewardSpec, RunConfig
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards import get_reward
+from k2rl.rewards.convention import as_completions, call_reward, completion_token_ids
 from k2rl.rewards.import_path import default_label
 from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S, isolate
 
@@ -167,15 +168,17 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
         k = eval_config.k
         samples = (sampled_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
                                        k, eval_config.temperature, seed) if k else None)
+    greedy = as_completions(prompts, greedy)  # the training format (README: "The reward calling convention")
     scores = {}
     for label, reward in rewards:
         sampled = None
         if samples is not None:
             repeated = {c: [v for v in values for _ in range(k)] for c, values in columns.items()}
-            flat = reward(prompts=[p for p in prompts for _ in range(k)], completions=[c for g in samples for c in g],
-                          **repeated)
+            flat_prompts = [p for p in prompts for _ in range(k)]
+            flat = as_completions(flat_prompts, [c for g in samples for c in g])
+            flat = call_reward(reward, flat_prompts, flat, completion_token_ids(tokenizer, flat), repeated)
             sampled = [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
-        scores[label] = (reward(prompts=prompts, completions=greedy, **columns), sampled)
+        scores[label] = (call_reward(reward, prompts, greedy, completion_token_ids(tokenizer, greedy), columns), sampled)
 
     def report(rows: list[int]) -> dict:
         return {"rows": len(rows), "rewards": {
