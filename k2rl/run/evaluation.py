@@ -232,8 +232,15 @@ class HeldOutEvalCallback(TrainerCallback):
         self.records: dict[int, dict] = {}  # step -> the flat figures of the evaluation at that step
 
     def publish_to(self, trainer) -> None:
-        """Send each evaluation during RL to the trainer's logs too (so to ``report_to``'s trackers)."""
+        """Send each evaluation during RL to the trainer's logs too (so to ``report_to``'s trackers); the
+        one before RL (step 0) goes out as its own log record when training begins."""
         self.publish = trainer.record_metric
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and state.global_step == 0 and 0 in self.records:
+            trainer.log({f"heldout/{name}": float(value) for name, value in self.records[0].items()})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         last_step = state.global_step == state.max_steps
