@@ -88,7 +88,7 @@ class Trainer:
     def train(self, resume: str | bool | None = None) -> dict:
         """Run the recipe (``resume``: as ``k2rl train --resume``); returns the run's summary."""
         from k2rl.recipe import train
-        from k2rl.run.preflight import check_components
+        from k2rl.run.components import check_components
 
         check_components(self.config)
         self.summary = train(self.config, resume=resume, data=self._task_data())

@@ -21,7 +21,8 @@ from k2rl.rollouts.wiring import attach_backend, describe, rollout_engine, vllm_
 from k2rl.run.difficulty import difficulty_filter_phase
 from k2rl.run.evaluation import HeldOutEvalCallback, eval_rewards
 from k2rl.run.outputs import MetricsCallback
-from k2rl.run.preflight import check_before_building, check_components
+from k2rl.run.components import check_components
+from k2rl.run.preflight import check_before_building
 from k2rl.run.phases import (finish_run, finished_summary, open_run, say, seed_everything, starting_policy,
                              warm_start_phase)
 from k2rl.trainer.build import build_trainer

@@ -77,3 +77,26 @@ def test_progress_png_has_a_panel_per_reward_accuracy_failures_and_length(run_di
     assert set(panels["failed / unscored samples per logged step"]) == {"exact_answer/failures", "unscored"}
     assert panels["completion length (tokens)"]["mean length"]
     assert (run_dir / "progress.png").stat().st_size > 10_000
+
+
+OFFLINE = {  # tracker -> (environment for its offline mode, what it writes under the working directory)
+    "wandb": ({"WANDB_MODE": "offline"}, "wandb"),
+    "mlflow": ({"MLFLOW_TRACKING_URI": "file:./mlruns"}, "mlruns"),
+    "trackio": ({"TRACKIO_DIR": "./trackio"}, "trackio"),
+}
+
+
+@pytest.mark.parametrize("tracker", sorted(OFFLINE))
+def test_each_tracker_runs_offline_where_installed(tracker, tmp_path, request, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec(tracker) is None:
+        pytest.skip(f"{tracker} is not installed (preflight refuses it in one line: tests/test_fail_fast.py)")
+    env, written = OFFLINE[tracker]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    recipe = request.config.rootpath / "configs" / "quickstart.yaml"
+    assert main(["train", str(recipe), f"output_dir={tmp_path / 'runs'}", "run_name=t", f"report_to=[{tracker}]",
+                 *FAST]) == 0
+    assert (tmp_path / written).exists()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import inspect
 import random
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from k2rl.errors import K2RLError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 _NAMES = ["Ada", "Ben", "Cleo", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea"]
 _ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stickers", "cards", "shells"]
@@ -130,6 +132,8 @@ def arithmetic(
         worked = style_rng.random() < worked_fraction
         lead_in = WORKED_LEAD_INS[lead_in_rng.randrange(worked_lead_ins)] if worked and worked_lead_ins else None
         rows.append({"question": row["question"], "answer": row["answer"], "demonstration": _demonstration(row, worked, lead_in)})
+    from datasets import Dataset  # imported here: recipe checks read this module before heavy imports
+
     return Dataset.from_list(rows)
 
 
@@ -166,3 +170,16 @@ BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "rea
 # The data.options each built-in task takes (checked before any row is drawn).
 TASK_OPTIONS = {"arithmetic": arithmetic_options, "coding": _coding_options,
                 "reasoning_gym": lambda: ["tasks", "size", "seed"]}
+
+
+def check_task_options(source: str, options: dict) -> None:
+    """Each ``data.options`` key is an option of the built-in task ``source`` (one line naming the others)."""
+    from k2rl.config.suggest import did_you_mean
+
+    if source not in TASK_OPTIONS:
+        return
+    known = TASK_OPTIONS[source]()
+    for key in options:
+        if key not in known:
+            raise K2RLError(f"data.options.{key}: not an option of the built-in task {source!r} "
+                            f"(its options: {', '.join(known)}){did_you_mean(key, known)}")

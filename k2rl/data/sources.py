@@ -22,10 +22,9 @@ from datasets import Dataset
 
 from k2rl.config import DataConfig
 from k2rl.config.loading import source_of
-from k2rl.config.suggest import did_you_mean
 from k2rl.errors import K2RLError
 from k2rl.jsonl import json_objects
-from k2rl.data.arithmetic import BUILTIN_TASKS, TASK_OPTIONS, demonstration_text
+from k2rl.data.arithmetic import BUILTIN_TASKS, check_task_options, demonstration_text
 from k2rl.data.humaneval import humaneval
 
 DEFAULT_TRAIN_SIZE = 4000
@@ -121,11 +120,7 @@ def _eval_set(config: DataConfig, key: str) -> Dataset:
 def _generated(config: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     """(training, held-out) rows of a built-in generator, with ``data.options`` as its settings."""
     options = dict(config.options)
-    known = TASK_OPTIONS[config.source]()
-    for key in options:
-        if key not in known:
-            raise K2RLError(f"data.options.{key}: not an option of the built-in task {config.source!r} "
-                            f"(its options: {', '.join(known)}){did_you_mean(key, known)}")
+    check_task_options(config.source, options)
     return BUILTIN_TASKS[config.source](
         train_size=config.train_size or DEFAULT_TRAIN_SIZE,
         eval_size=config.eval_size,

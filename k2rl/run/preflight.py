@@ -8,12 +8,10 @@ module adds what needs the recipe and the data together. The README's "Fail fast
 
 from __future__ import annotations
 
-import importlib.util
-
 from datasets import Dataset
 
 from k2rl.config import RunConfig
-from k2rl.config.suggest import did_you_mean
+from k2rl.run.components import check_components
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
 from k2rl.run.distributed import state
@@ -37,34 +35,6 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
         for needed in required_columns(resolve_reward(spec.name), spec.options):
             columns.setdefault(needed, f"rewards[{index}] ({spec.name}, a parameter with no default)")
     return columns
-
-
-# report_to name -> modules that provide it (any one of them), as the HF Trainer's callbacks import them.
-TRACKER_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "trackio": ("trackio",),
-                   "mlflow": ("mlflow",)}
-
-
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def check_components(config: RunConfig) -> None:
-    """Every tracker, sandbox and generation backend the recipe names is known and installed (checked
-    before any data is drawn or model built: a missing one would otherwise fail minutes in)."""
-    from k2rl.sandboxes import BACKENDS
-
-    for name in config.report_to:
-        if not any(map(_installed, TRACKER_MODULES[name])):
-            raise K2RLError(f"report_to: {name} is not installed (pip install {TRACKER_MODULES[name][0]}), "
-                            f"or drop it from report_to")
-    if config.rollout.sandbox not in BACKENDS:
-        raise K2RLError(f"rollout.sandbox: unknown sandbox backend {config.rollout.sandbox!r} "
-                        f"(known: {', '.join(BACKENDS)}){did_you_mean(config.rollout.sandbox, BACKENDS)}")
-    if config.rollout.sandbox == "docker" and not _installed("docker"):
-        raise K2RLError("rollout.sandbox: docker needs the docker package (pip install 'k2rl[docker]')")
-    if config.rollout.backend == "vllm" and not _installed("vllm"):
-        raise K2RLError("rollout.backend: vllm is not installed in this environment (pip install 'k2rl[vllm]'), "
-                        "or use rollout.backend=transformers")
 
 
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
