@@ -15,7 +15,7 @@ def _train(args: argparse.Namespace) -> int:
     from k2rl.run.components import check_components
 
     check_components(config)
-    check_task_options(config.data.source, config.data.options)
+    check_task_options(config.data.source, config.data.options, config.data.eval_size)
     from k2rl.recipe import train
 
     train(config, resume=args.resume)

@@ -172,8 +172,9 @@ TASK_OPTIONS = {"arithmetic": arithmetic_options, "coding": _coding_options,
                 "reasoning_gym": lambda: ["tasks", "size", "seed"]}
 
 
-def check_task_options(source: str, options: dict) -> None:
-    """Each ``data.options`` key is an option of the built-in task ``source`` (one line naming the others)."""
+def check_task_options(source: str, options: dict, eval_size: int | None = None) -> None:
+    """Each ``data.options`` key is an option of the built-in task ``source`` (one line naming the others),
+    and an arithmetic held-out set of ``eval_size`` can exist -- both known before a row is drawn."""
     from k2rl.config.suggest import did_you_mean
 
     if source not in TASK_OPTIONS:
@@ -183,3 +184,12 @@ def check_task_options(source: str, options: dict) -> None:
         if key not in known:
             raise K2RLError(f"data.options.{key}: not an option of the built-in task {source!r} "
                             f"(its options: {', '.join(known)}){did_you_mean(key, known)}")
+    if source == "arithmetic" and eval_size is not None:
+        terms, max_operand = options.get("terms", 2), options.get("max_operand", 99)
+        if isinstance(terms, int) and isinstance(max_operand, int) and isinstance(
+                options.get("max_second_operand", 0), (int, type(None))):
+            capacity = distinct_items(max_operand, options.get("max_second_operand"), terms)
+            if eval_size > capacity:
+                raise K2RLError(f"arithmetic task: {eval_size} distinct items cannot be drawn: at most {capacity} "
+                                f"exist with max_operand={max_operand}, terms={terms} (lower data.eval_size, or "
+                                "raise data.options.max_operand)")
