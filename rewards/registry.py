@@ -42,7 +42,8 @@ def register_reward(name: str) -> Callable[[RewardFunc], RewardFunc]:
     """Decorator: make ``fn`` available to recipes as ``name``."""
 
     def decorate(fn: RewardFunc) -> RewardFunc:
-        _ensure_builtins()  # a name clash with a built-in is found whichever is registered first
+        if getattr(fn, "__module__", "").removeprefix("k2rl.rewards.") not in BUILTIN_MODULES:
+            _ensure_builtins()  # a clash with a built-in is found whichever is registered first
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise K2RLError(f"reward name {name!r} is already registered by {_REGISTRY[name].__module__}")
         _REGISTRY[name] = fn
