@@ -105,14 +105,14 @@ def policy_critic(path: str, max_new_tokens: int = 4):
 def run_audit(name: str, options: dict | None = None, tasks: list[AuditTask] | None = None,
               timeout_s: float | None = None, corpus: str | None = None) -> AuditReport:
     """Score every hack of ``name``'s corpus (or ``corpus``'s, or ``tasks``) against the honest wrong answer."""
-    from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S, isolate
+    from k2rl.rewards.isolation import default_timeout, isolate
     from k2rl.rewards.registry import get_reward
 
     options = dict(options or {})
     if "critic_model" in options:  # an audit convenience: the rubric reward takes a critic object
         options["critic"] = policy_critic(str(options.pop("critic_model")))
-    reward = isolate(get_reward(name, **options), name, timeout_s=timeout_s or DEFAULT_TIMEOUT_S,
-                     max_failure_fraction=1.0)
+    fn = get_reward(name, **options)
+    reward = isolate(fn, name, timeout_s=timeout_s or default_timeout(fn), max_failure_fraction=1.0)
     tasks = audit_tasks(corpus or name) if tasks is None else tasks
     checks, results = [], []
     for task in tasks:

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from k2rl.errors import K2RLError
-from k2rl.jsonl import json_objects
+from k2rl.jsonl import json_object, json_objects
 
 EXIT_HACK = 1  # audit: a hack earns reward, or nothing could be concluded
 EXIT_REWARD_FAILED = 3  # check and audit: the reward raised, timed out or returned garbage on some sample
@@ -97,14 +97,7 @@ def list_command(args) -> int:
 
 def parse_options(pairs: list[str], as_json: str | None = None) -> dict:
     """``["budget=512", "unit=chars"]`` -> ``{"budget": 512, "unit": "chars"}``, over ``as_json`` (a JSON object)."""
-    options = {}
-    if as_json is not None:
-        try:
-            options = json.loads(as_json)
-        except json.JSONDecodeError as exc:
-            raise K2RLError(f"--options is not JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(options, dict):
-            raise K2RLError(f"--options must be a JSON object, got {type(options).__name__}")
+    options = {} if as_json is None else json_object(as_json, "--options")
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
@@ -138,14 +131,15 @@ def _call_kwargs(sample: dict) -> dict:
 
 
 def check_command(args) -> int:
-    from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S, isolate
+    from k2rl.rewards.isolation import default_timeout, isolate
     from k2rl.rewards.registry import get_reward
 
     samples = read_samples(args.samples)
+    fn = get_reward(args.name, **parse_options(args.option, args.options))
     reward = isolate(
-        get_reward(args.name, **parse_options(args.option, args.options)),
+        fn,
         args.name,
-        timeout_s=args.timeout or DEFAULT_TIMEOUT_S,
+        timeout_s=args.timeout or default_timeout(fn),
         max_failure_fraction=1.0,  # report every failure here rather than stopping at the first few
     )
     scores, timings, failures = [], [], {}

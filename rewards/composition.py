@@ -8,7 +8,7 @@ A recipe names rewards like this::
       - {name: mypkg.rewards:regex_answer}        # by import path
       - {name: ./my_rewards.py:exact, label: mine} # a function in a local file
 
-``timeout_s`` bounds each call (default :data:`~k2rl.rewards.isolation.DEFAULT_TIMEOUT_S`);
+``timeout_s`` bounds each call (default :func:`~k2rl.rewards.isolation.default_timeout`);
 ``max_failure_fraction`` bounds the share of samples this reward may fail on before the run stops
 (default: the run-wide ``reward_failures.max_failure_fraction``).
 
@@ -25,7 +25,7 @@ from numbers import Real
 
 from k2rl.errors import K2RLError
 from k2rl.rewards.import_path import default_label
-from k2rl.rewards.isolation import DEFAULT_MAX_FAILURE_FRACTION, DEFAULT_MIN_SAMPLES, DEFAULT_TIMEOUT_S, isolate
+from k2rl.rewards.isolation import DEFAULT_MAX_FAILURE_FRACTION, DEFAULT_MIN_SAMPLES, default_timeout, isolate
 from k2rl.rewards.registry import get_reward
 
 SPEC_KEYS = frozenset({"name", "weight", "options", "timeout_s", "label", "max_failure_fraction"})
@@ -88,7 +88,7 @@ def build_reward_funcs(
             isolate(
                 reward,
                 spec["label"],
-                timeout_s=spec["timeout_s"] or DEFAULT_TIMEOUT_S,
+                timeout_s=spec["timeout_s"] or default_timeout(reward),
                 max_failure_fraction=max_failure_fraction if spec["max_failure_fraction"] is None
                 else spec["max_failure_fraction"],
                 min_samples=min_samples,

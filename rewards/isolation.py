@@ -5,7 +5,8 @@ overruns its timeout, NaN/inf, a value that is not a number, a list of the wrong
 ``None`` for the samples affected, and *only* those: when a batched call raises or times out, the
 wrapper scores each sample of the batch on its own (concurrently, each under the timeout), so one
 answer that trips the verifier costs that answer, not its 63 neighbours. Every call has a timeout
-(:data:`DEFAULT_TIMEOUT_S` unless the recipe sets ``timeout_s``).
+(:data:`DEFAULT_TIMEOUT_S` unless the recipe sets ``timeout_s``; none for the built-ins that bound
+their own work per sample, :func:`default_timeout`).
 
 The samples that failed in the latest call are reported by the wrapper's ``failed_rows()``; the
 trainer (:mod:`k2rl.trainer._trl`) gives those rows no reward at all — no loss, left out of their
@@ -198,6 +199,18 @@ class _Guard:
                 f"most common reason: {worst} (the bound: {self.bound_hint})"
             )
         return rewards
+
+
+def default_timeout(fn: Callable) -> float | None:
+    """The timeout a reward gets when its recipe names none: :data:`DEFAULT_TIMEOUT_S`, except for a
+    reward that bounds its own work per sample (``fn.bounds_own_time``: math's checker processes, the
+    sandbox's per-test timeout, the critic's token limit), whose batch may rightly outlast any fixed bound."""
+    target = fn
+    while target is not None:
+        if getattr(target, "bounds_own_time", False):
+            return None
+        target = getattr(target, "func", None) or getattr(target, "__wrapped__", None)
+    return DEFAULT_TIMEOUT_S
 
 
 def _expected_count(kwargs: dict) -> int:

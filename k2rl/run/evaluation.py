@@ -23,7 +23,7 @@ from k2rl.experts.lora import merged_expert_adapters
 from k2rl.rewards import get_reward
 from k2rl.rewards.convention import as_completions, call_reward, completion_token_ids
 from k2rl.rewards.import_path import default_label
-from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S, isolate
+from k2rl.rewards.isolation import default_timeout, isolate
 
 # Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
 GROUP_REWARDS = frozenset({"rubric"})
@@ -55,11 +55,12 @@ def eval_rewards(config: RunConfig) -> list[tuple[str, object]]:
     Each is isolated as in training, except that failures never stop an evaluation: a failed score is
     ``None`` and reported as unscored (training's own failure bound stops a run whose reward is broken).
     """
-    return [
-        (label, isolate(get_reward(spec.name, **spec.options), f"eval/{label}", timeout_s=spec.timeout_s or DEFAULT_TIMEOUT_S,
-                        max_failure_fraction=1.0))
-        for label, spec in eval_reward_specs(config)
-    ]
+    rewards = []
+    for label, spec in eval_reward_specs(config):
+        fn = get_reward(spec.name, **spec.options)
+        rewards.append((label, isolate(fn, f"eval/{label}", timeout_s=spec.timeout_s or default_timeout(fn),
+                                       max_failure_fraction=1.0)))
+    return rewards
 
 
 def greedy_completions(

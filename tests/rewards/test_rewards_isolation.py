@@ -211,12 +211,17 @@ def test_async_reward_isolates_per_sample_too():
     assert wrapped.failed_rows() == [2]
 
 
-def test_every_call_has_a_default_timeout():
+def test_every_call_has_a_default_timeout_unless_the_reward_bounds_its_own_time():
     import inspect
 
-    from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S
+    from k2rl.rewards import get_reward
+    from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S, default_timeout
 
     assert inspect.signature(isolate).parameters["timeout_s"].default == DEFAULT_TIMEOUT_S > 0
+    assert default_timeout(good) == default_timeout(get_reward("exact_answer")) == DEFAULT_TIMEOUT_S
+    for name in ("math", "unit_tests"):  # worker processes / sandboxes with per-sample limits of their own
+        assert default_timeout(get_reward(name)) is None
+    assert default_timeout(get_reward("math", check_timeout_s=3)) is None  # options bound, still known
 
 
 def test_the_bound_error_names_both_settings():
