@@ -137,3 +137,24 @@ def test_eval_rewards_default_to_the_recipes_minus_rubric(request):
         ("format", "format", {}), ("gold", "exact_answer", {"column": "answer"})]
     with pytest.raises(K2RLError, match="eval.rewards: rubric compares the completions of a group"):
         eval_reward_specs(load_config(root / "rubric_mix.yaml", ["eval.rewards=[rubric]"]))
+
+
+def test_evaluation_calls_rewards_as_training_does(tiny_policy_dir):
+    """Chat-format completions after a chat prompt, their token ids, every column: the training convention."""
+    from k2rl.rewards.isolation import isolate
+
+    seen = {}
+
+    def recording(prompts, completions, completion_ids=None, **kwargs):
+        seen.update(prompts=prompts, completions=completions, completion_ids=completion_ids, kwargs=kwargs)
+        return [0.0] * len(completions)
+
+    policy = load_policy(str(tiny_policy_dir))
+    rows = Dataset.from_list([{"prompt": [{"role": "user", "content": "What is 1 + 1?"}], "answer": "2", "task": "t"}])
+    evaluate(policy.model, policy.tokenizer, rows, [("rec", isolate(recording, "rec"))],
+             EvalConfig(max_new_tokens=4, batch_size=1))
+    (completion,) = seen["completions"]
+    assert isinstance(completion, list) and completion[0]["role"] == "assistant"
+    (ids,) = seen["completion_ids"]
+    assert ids == policy.tokenizer(completion[0]["content"], add_special_tokens=False)["input_ids"]
+    assert seen["kwargs"] == {"answer": ["2"], "task": ["t"]}
