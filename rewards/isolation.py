@@ -180,6 +180,14 @@ class _Guard:
         self.bound_hint = bound_hint
         self.stats = FailureStats()
         self.failed_rows: list[int] = []  # samples of the latest call that failed
+        self.retried = False
+
+    def note_retry(self, reason: str, expected: int) -> None:
+        """Said once per reward: a batch failed as a whole and its samples are being scored one by one."""
+        if not self.retried:
+            self.retried = True
+            logger.warning("reward %r %s on a batch of %d; scoring its samples one by one (said once)",
+                           self.name, reason, expected)
 
     def finish(self, result: tuple[list, list[int], str | None]) -> list:
         rewards, failed_rows, reason = result
@@ -256,6 +264,7 @@ def isolate(
         except Exception as exc:  # noqa: BLE001  (containing it is the point)
             if expected == 1:
                 return [None], [0], _describe(exc, timeout_s)
+            guard.note_retry(_describe(exc, timeout_s), expected)
             return _merge_samples(_each_sample(kwargs, expected))
         return _check_output(output, expected)
 
@@ -288,6 +297,7 @@ def isolate(
         except Exception as exc:  # noqa: BLE001  (containing it is the point)
             if expected == 1:
                 return [None], [0], _describe(exc, timeout_s)
+            guard.note_retry(_describe(exc, timeout_s), expected)
             singles = [async_call(_one_sample(kwargs, i, expected), 1) for i in range(expected)]
             return _merge_samples(list(await asyncio.gather(*singles)))
         return _check_output(output, expected)
