@@ -56,7 +56,8 @@ class MetricsCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         numeric = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        if numeric and not all(k.startswith("heldout/") for k in numeric):  # those are "eval" records already
+        # the pre-RL evaluation's own log (heldout/* and the epoch) is an "eval" record already
+        if numeric and not all(k.startswith("heldout/") or k == "epoch" for k in numeric):
             self.log.write(self.phase, state.global_step, **numeric)
 
 
