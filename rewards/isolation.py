@@ -255,6 +255,13 @@ def isolate(
         target = target.func
     is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
 
+    def failed_alone(exc: Exception, expected: int):
+        """A one-sample call's failed result; for a batch None, once it is said its samples go one by one."""
+        if expected == 1:
+            return [None], [0], _describe(exc, timeout_s)
+        guard.note_retry(_describe(exc, timeout_s), expected)
+        return None
+
     def sync_call(kwargs: dict, expected: int):
         """One call, as a result; a raise or timeout of a batch falls back to one call per sample."""
         try:
@@ -262,10 +269,7 @@ def isolate(
         except K2RLError:
             raise
         except Exception as exc:  # noqa: BLE001  (containing it is the point)
-            if expected == 1:
-                return [None], [0], _describe(exc, timeout_s)
-            guard.note_retry(_describe(exc, timeout_s), expected)
-            return _merge_samples(_each_sample(kwargs, expected))
+            return failed_alone(exc, expected) or _merge_samples(_each_sample(kwargs, expected))
         return _check_output(output, expected)
 
     def _each_sample(kwargs: dict, expected: int) -> list:
@@ -295,9 +299,8 @@ def isolate(
         except K2RLError:
             raise
         except Exception as exc:  # noqa: BLE001  (containing it is the point)
-            if expected == 1:
-                return [None], [0], _describe(exc, timeout_s)
-            guard.note_retry(_describe(exc, timeout_s), expected)
+            if (alone := failed_alone(exc, expected)) is not None:
+                return alone
             singles = [async_call(_one_sample(kwargs, i, expected), 1) for i in range(expected)]
             return _merge_samples(list(await asyncio.gather(*singles)))
         return _check_output(output, expected)
