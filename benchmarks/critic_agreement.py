@@ -16,6 +16,7 @@ for each, split by the styles the pair shows (worked vs bare answers), and the a
 from __future__ import annotations
 
 import argparse
+import sys
 import random
 from pathlib import Path
 
@@ -71,6 +72,10 @@ def main():
     labels = preference_labels(groups, passed)
     random.Random(0).shuffle(labels)
     labels = labels[: args.max_pairs]
+    if not labels:  # agreement with a verifier needs pairs where exactly one answer passed
+        print(f"pass rate {sum(passed) / len(passed):.3f}; no pair could be labelled (every group of samples "
+              "all passed or all failed): nothing to measure; raise --prompts or --samples")
+        return 1
     rubric = load_rubric(Path(__file__).resolve().parents[1] / "configs" / "rubrics" / "core.yaml")
     plan = [order for w, l in labels for order in ((w, l), (l, w))]
     critic_cfg = recipe.get("critic", {})
@@ -108,6 +113,7 @@ def main():
               + "   ".join(f"{a.rate:13.3f}" if a.labelled else f"{'-':>13s}" for a in by_kind))
     before, after = overall_rates[0], overall_rates[-1]
     print(f"ratio after/before agreement: {after / before:.2f}" if before else f"before RL agreement is 0; after: {after:.3f}")
+    return 0
 
 
 KINDS = ("worked vs bare", "both worked", "both bare")
@@ -126,4 +132,4 @@ def _snapshots(run_dir: Path, last_step: int) -> list[tuple[str, Path | None]]:
     return [("before RL", None)] + middle + [(f"after RL (step {last_step})", run_dir / "adapter")]
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

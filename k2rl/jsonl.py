@@ -19,10 +19,15 @@ def json_objects(path: Path, what: str = "file") -> Iterator[tuple[int, dict]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise K2RLError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(value, dict):
-            raise K2RLError(f"{path} line {number}: expected a JSON object, got {type(value).__name__}")
-        yield number, value
+        yield number, json_object(line, f"{path} line {number}")
+
+
+def json_object(text: str, where: str) -> dict:
+    """``text`` parsed as one JSON object; anything else is a K2RLError starting with ``where``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise K2RLError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise K2RLError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value

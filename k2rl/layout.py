@@ -30,7 +30,6 @@ class RunLayout:
     summary_json = _at("summary.json")
     summary_md = _at("summary.md")
     progress_plot = _at("progress.png")
-    eval_report = _at("eval.json")  # k2rl eval RUN_DIR
     # models
     initial_policy = _at("initial_policy")  # a preset's freshly built policy
     warm_start = _at("warm_start")  # the warm-started base model, complete

@@ -11,7 +11,7 @@ from __future__ import annotations
 from k2rl import resources
 from k2rl.config import RunConfig
 from k2rl.critic.session import SelfCritic
-from k2rl.data.sources import load_task_data
+from k2rl.data.sources import TaskData, load_task_data
 from k2rl.experts.lora import check_policy_supports
 from k2rl.experts.profile import select_for_run
 from k2rl.experts.selection import effective_trainable_parameters
@@ -21,18 +21,26 @@ from k2rl.rollouts.wiring import attach_backend, describe, rollout_engine, vllm_
 from k2rl.run.difficulty import difficulty_filter_phase
 from k2rl.run.evaluation import HeldOutEvalCallback, eval_rewards
 from k2rl.run.outputs import MetricsCallback
+from k2rl.run.components import check_components
 from k2rl.run.preflight import check_before_building
-from k2rl.run.phases import finish_run, open_run, say, seed_everything, starting_policy, warm_start_phase
+from k2rl.run.phases import (finish_run, finished_summary, open_run, say, seed_everything, starting_policy,
+                             warm_start_phase)
 from k2rl.trainer.build import build_trainer
 
 
-def train(config: RunConfig, resume: str | bool | None = None) -> dict:
+def train(config: RunConfig, resume: str | bool | None = None, data: TaskData | None = None) -> dict:
     """Run the whole recipe; returns the summary (also written to the run directory).
 
     ``resume`` (a run directory, or True for ``output_dir/run_name``) continues a run from its last
-    complete checkpoint; phases finished before the checkpoint are not run again.
+    complete checkpoint; phases finished before the checkpoint are not run again. ``data``: rows given
+    in code (:mod:`k2rl.api`) instead of the recipe's ``data.source``.
     """
-    data = load_task_data(config.data, config.seed)
+    if resume and (done := finished_summary(config, resume)) is not None:
+        say(f"run {done['run_dir']} already finished ({done['rl_steps']} of {config.trainer.max_steps} RL steps); "
+            "nothing to resume (raise trainer.max_steps in a new run to train further)")
+        return done
+    check_components(config)  # trackers, sandbox, backend: known and installed, before any data is drawn
+    data = data if data is not None else load_task_data(config.data, config.seed)
     check_before_building(config, data)  # shapes and columns fail now, before any model exists
     run = open_run(config, resume)
     critic = SelfCritic(config)  # no-op without a rubric reward

@@ -3,7 +3,14 @@
 ``list`` shows every reward a recipe can name (built-ins and entry-point plugins). ``check`` runs one
 reward over a JSONL file of samples exactly as training would — same option binding, same failure
 isolation — one sample per call, so each score comes with its own timing and failure reason before
-any GPU time is spent. ``audit`` runs a corpus of known reward hacks against one (:mod:`k2rl.critic.audit`: it judges with the critic).
+any GPU time is spent. ``audit`` runs a corpus of known reward hacks against one (:mod:`k2rl.critic.audit`: it judges with the critic),
+under the same isolation and timeout.
+
+Both take a reward's options the same way: ``--option KEY=VALUE`` (repeatable; the value is read as
+YAML, as in a recipe: ``raise_on=37`` is the integer 37, ``raise_on='37'`` the string) and/or
+``--options JSON``; a name may be an import path (``./my_rewards.py:fn``). Exit codes:
+0 all well; 1 (``audit``) a hack earns reward or the audit is inconclusive; 2 a usage or input
+error; 3 the reward failed (raised, timed out, returned a non-number) on some sample.
 """
 
 from __future__ import annotations
@@ -18,7 +25,20 @@ from pathlib import Path
 import yaml
 
 from k2rl.errors import K2RLError
-from k2rl.jsonl import json_objects
+from k2rl.jsonl import json_object, json_objects
+
+EXIT_HACK = 1  # audit: a hack earns reward, or nothing could be concluded
+EXIT_REWARD_FAILED = 3  # check and audit: the reward raised, timed out or returned garbage on some sample
+
+
+def _option_arguments(parser) -> None:
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE", help="reward option (value read as YAML)"
+    )
+    parser.add_argument("--options", default=None, metavar="JSON",
+                        help='reward options as one JSON object (rubric audit: add "critic_model": MODEL_DIR)')
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds allowed per call (as a reward's timeout_s; default the training default)")
 
 
 def add_commands(subparsers) -> None:
@@ -29,18 +49,17 @@ def add_commands(subparsers) -> None:
     listing.set_defaults(func=list_command)
 
     check = commands.add_parser("check", help="score a JSONL file of samples with one reward")
-    check.add_argument("name", help="reward name, as in a recipe's `rewards:` list")
+    check.add_argument("name", help="reward name or import path, as in a recipe's `rewards:` list")
     check.add_argument("--samples", required=True, type=Path, help="JSONL: prompt, completion and dataset columns")
-    check.add_argument(
-        "--option", action="append", default=[], metavar="KEY=VALUE", help="reward option (value read as YAML)"
-    )
-    check.add_argument("--timeout", type=float, default=None, help="seconds allowed per call (as timeout_s)")
+    _option_arguments(check)
     check.set_defaults(func=check_command)
 
-    audit = commands.add_parser("audit", help="run known reward hacks against a reward; exit 1 if any earns reward")
-    audit.add_argument("name", help="reward name, as in a recipe's `rewards:` list")
-    audit.add_argument("--options", default="{}", metavar="JSON",
-                       help='reward options as JSON (rubric: add "critic_model": MODEL_DIR)')
+    audit = commands.add_parser("audit", help="run known reward hacks against a reward; exit 1 if any earns reward, "
+                                              "3 if the reward fails on some sample")
+    audit.add_argument("name", help="reward name or import path, as in a recipe's `rewards:` list")
+    _option_arguments(audit)
+    audit.add_argument("--corpus", default=None, metavar="REWARD",
+                       help="audit with the hacks of another reward's corpus (e.g. math for an import-path reward)")
     audit.add_argument("--json", action="store_true", help="print the report as JSON")
     audit.set_defaults(func=audit_command)
 
@@ -76,9 +95,9 @@ def list_command(args) -> int:
     return 0
 
 
-def parse_options(pairs: list[str]) -> dict:
-    """``["budget=512", "unit=chars"]`` -> ``{"budget": 512, "unit": "chars"}``."""
-    options = {}
+def parse_options(pairs: list[str], as_json: str | None = None) -> dict:
+    """``["budget=512", "unit=chars"]`` -> ``{"budget": 512, "unit": "chars"}``, over ``as_json`` (a JSON object)."""
+    options = {} if as_json is None else json_object(as_json, "--options")
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
@@ -112,14 +131,15 @@ def _call_kwargs(sample: dict) -> dict:
 
 
 def check_command(args) -> int:
-    from k2rl.rewards.isolation import isolate
+    from k2rl.rewards.isolation import default_timeout, isolate
     from k2rl.rewards.registry import get_reward
 
     samples = read_samples(args.samples)
+    fn = get_reward(args.name, **parse_options(args.option, args.options))
     reward = isolate(
-        get_reward(args.name, **parse_options(args.option)),
+        fn,
         args.name,
-        timeout_s=args.timeout,
+        timeout_s=args.timeout or default_timeout(fn),
         max_failure_fraction=1.0,  # report every failure here rather than stopping at the first few
     )
     scores, timings, failures = [], [], {}
@@ -154,21 +174,17 @@ def check_command(args) -> int:
             by_reason[reason] = by_reason.get(reason, 0) + 1
         for reason, count in sorted(by_reason.items(), key=lambda item: -item[1]):
             print(f"  failures  {count} x {reason}")
-    return 1 if failures else 0
+    return EXIT_REWARD_FAILED if failures else 0
 
 
 def audit_command(args) -> int:
     from k2rl.critic.audit import format_report, run_audit
 
-    try:
-        options = json.loads(args.options)
-    except json.JSONDecodeError as exc:
-        raise K2RLError(f"--options is not JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(options, dict):
-        raise K2RLError(f"--options must be a JSON object, got {type(options).__name__}")
-    report = run_audit(args.name, options)
+    report = run_audit(args.name, parse_options(args.option, args.options), timeout_s=args.timeout, corpus=args.corpus)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print("\n".join(format_report(report)))
-    return 1 if report.failed else 0
+    if report.reward_failures:
+        return EXIT_REWARD_FAILED
+    return EXIT_HACK if report.failed else 0

@@ -1,18 +1,11 @@
 """Rewards: callables with TRL's reward signature, plus a registry of names for recipes.
 
-Importing this package registers the built-in rewards; third-party ones come from the
-``k2rl.rewards`` entry-point group when first needed (see :mod:`k2rl.rewards.plugins`).
+The built-in rewards register themselves the first time a name is looked up (importing this package
+stays cheap, so ``k2rl`` reports a recipe mistake before any heavy library loads); third-party ones
+come from the ``k2rl.rewards`` entry-point group when first needed (see :mod:`k2rl.rewards.plugins`),
+and any function can be named by import path (:mod:`k2rl.rewards.import_path`).
 """
 
-from k2rl.rewards import answer as _answer  # noqa: F401  (registers "exact_answer")
-from k2rl.rewards import budget as _budget  # noqa: F401  (registers "length_penalty")
-from k2rl.rewards import format as _format  # noqa: F401  (registers "format")
-from k2rl.rewards import length_k15 as _length_k15  # noqa: F401  (registers "k1.5_length")
-from k2rl.rewards import math as _math  # noqa: F401  (registers "math")
-from k2rl.rewards import probe as _probe  # noqa: F401  (registers "prompt_probe")
-from k2rl.rewards import reasoning_gym as _reasoning_gym  # noqa: F401  (registers "reasoning_gym")
-from k2rl.rewards import rubric as _rubric  # noqa: F401  (registers "rubric")
-from k2rl.rewards import unit_tests as _unit_tests  # noqa: F401  (registers "unit_tests")
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rewards.registry import available_rewards, get_reward, register_reward, registered_rewards
 

@@ -4,7 +4,13 @@ A recipe names rewards like this::
 
     rewards:
       - {name: math, weight: 1.0, options: {column: solution}, timeout_s: 60}
-      - {name: format, weight: 0.2}
+      - {name: format, weight: 0.2, max_failure_fraction: 0.05}
+      - {name: mypkg.rewards:regex_answer}        # by import path
+      - {name: ./my_rewards.py:exact, label: mine} # a function in a local file
+
+``timeout_s`` bounds each call (default :func:`~k2rl.rewards.isolation.default_timeout`);
+``max_failure_fraction`` bounds the share of samples this reward may fail on before the run stops
+(default: the run-wide ``reward_failures.max_failure_fraction``).
 
 :func:`build_reward_funcs` resolves each name (built-ins, ``@register_reward`` functions, and plugins
 from the ``k2rl.rewards`` entry-point group), binds its options, wraps it with failure isolation and
@@ -18,10 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 
 from k2rl.errors import K2RLError
-from k2rl.rewards.isolation import DEFAULT_MAX_FAILURE_FRACTION, DEFAULT_MIN_SAMPLES, isolate
+from k2rl.rewards.import_path import default_label
+from k2rl.rewards.isolation import DEFAULT_MAX_FAILURE_FRACTION, DEFAULT_MIN_SAMPLES, default_timeout, isolate
 from k2rl.rewards.registry import get_reward
 
-SPEC_KEYS = frozenset({"name", "weight", "options", "timeout_s", "label"})
+SPEC_KEYS = frozenset({"name", "weight", "options", "timeout_s", "label", "max_failure_fraction"})
 
 
 def _validated(spec: object, index: int) -> dict:
@@ -46,8 +53,12 @@ def _validated(spec: object, index: int) -> dict:
     timeout_s = spec.get("timeout_s")
     if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, Real) or timeout_s <= 0):
         raise K2RLError(f"{where} ({name}): timeout_s must be a positive number or null, got {timeout_s!r}")
-    label = spec.get("label") or name
-    return {"name": name, "weight": float(weight), "options": dict(options), "timeout_s": timeout_s, "label": label}
+    bound = spec.get("max_failure_fraction")
+    if bound is not None and (isinstance(bound, bool) or not isinstance(bound, Real) or not 0 <= bound <= 1):
+        raise K2RLError(f"{where} ({name}): max_failure_fraction must be a number from 0 to 1 or null, got {bound!r}")
+    label = spec.get("label") or default_label(name)
+    return {"name": name, "weight": float(weight), "options": dict(options), "timeout_s": timeout_s, "label": label,
+            "max_failure_fraction": bound}
 
 
 def build_reward_funcs(
@@ -77,9 +88,12 @@ def build_reward_funcs(
             isolate(
                 reward,
                 spec["label"],
-                timeout_s=spec["timeout_s"],
-                max_failure_fraction=max_failure_fraction,
+                timeout_s=spec["timeout_s"] or default_timeout(reward),
+                max_failure_fraction=max_failure_fraction if spec["max_failure_fraction"] is None
+                else spec["max_failure_fraction"],
                 min_samples=min_samples,
+                bound_hint=f"rewards[{index}].max_failure_fraction for this reward, "
+                           "reward_failures.max_failure_fraction for all",
             )
         )
         weights.append(spec["weight"])

@@ -136,5 +136,6 @@ def audit_tasks(reward: str) -> list[AuditTask]:
     tasks = [*(CORPORA[kind] if kind else []), *_REGISTERED.get(reward, [])]
     if not tasks:
         raise K2RLError(f"no audit tasks for reward {reward!r}: add some with k2rl.rewards.hacks.register_audit_tasks "
-                        f"or a 'k2rl.reward_audits' entry point (built-in corpora: {', '.join(sorted(BUILTIN_KINDS))})")
+                        f"or a 'k2rl.reward_audits' entry point, or audit with a built-in corpus: --corpus "
+                        f"{{{', '.join(sorted(BUILTIN_KINDS))}}}")
     return tasks

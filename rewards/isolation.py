@@ -2,17 +2,24 @@
 
 :func:`isolate` wraps a reward so that whatever goes wrong inside it — an exception, a call that
 overruns its timeout, NaN/inf, a value that is not a number, a list of the wrong length — turns into
-``None`` for the samples affected. TRL reads ``None`` as NaN and leaves those samples out of that
-reward's mean and of the weighted sum, which is exactly "no opinion", unlike a 0 that would teach the
-policy something false.
+``None`` for the samples affected, and *only* those: when a batched call raises or times out, the
+wrapper scores each sample of the batch on its own (concurrently, each under the timeout), so one
+answer that trips the verifier costs that answer, not its 63 neighbours. Every call has a timeout
+(:data:`DEFAULT_TIMEOUT_S` unless the recipe sets ``timeout_s``; none for the built-ins that bound
+their own work per sample, :func:`default_timeout`).
+
+The samples that failed in the latest call are reported by the wrapper's ``failed_rows()``; the
+trainer (:mod:`k2rl.trainer._trl`) gives those rows no reward at all — no loss, left out of their
+group's mean and std, counted — instead of letting the other rewards' sum stand in as if this one
+had said 0. A ``None`` the reward returns itself is an abstention ("not applicable"), not a failure.
 
 Containment alone would hide a reward that fails on every batch, so each wrapper counts failed
 samples against samples seen. Once enough samples have been seen and the failed fraction exceeds the
 configured limit, the next call raises :class:`K2RLError` naming the reward: the run stops with a
 reason instead of training on noise.
 
-Counts reach the trainer's logs through the ``log_metric`` keyword TRL passes to reward functions,
-as ``rewards/<name>/failures`` (failed samples in this call).
+The trainer logs the counts as ``rewards/<name>/failures`` (failed samples, summed, not averaged, per
+logged step).
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ from k2rl.errors import K2RLError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_FAILURE_FRACTION = 0.2
+# Every call is bounded: a reward that hangs must cost a step its timeout, not the run.
+DEFAULT_TIMEOUT_S = 60.0
+# Per-sample retries of a failed batch run this many samples at a time.
+RETRY_CONCURRENCY = 16
+BOUND_HINT = "rewards[i].max_failure_fraction for this reward, reward_failures.max_failure_fraction for all"
 # Below this many samples a fraction says little (one failed batch of 8 would be 100%).
 DEFAULT_MIN_SAMPLES = 32
 
@@ -112,20 +124,20 @@ def _as_number(value) -> float | None:
         return None
 
 
-def _check_output(output, expected: int) -> tuple[list, int, str | None]:
-    """Validated rewards, number of failed samples and the reason for the first problem found."""
+def _check_output(output, expected: int) -> tuple[list, list[int], str | None]:
+    """Validated rewards, the samples that failed and the reason for the first problem found."""
     if not isinstance(output, (list, tuple)):
-        return [None] * expected, expected, f"returned {type(output).__name__}, not a list"
+        return [None] * expected, list(range(expected)), f"returned {type(output).__name__}, not a list"
     if len(output) != expected:
-        return [None] * expected, expected, f"returned {len(output)} values for {expected} samples"
-    cleaned, failed, reason = [], 0, None
-    for value in output:
+        return [None] * expected, list(range(expected)), f"returned {len(output)} values for {expected} samples"
+    cleaned, failed, reason = [], [], None
+    for index, value in enumerate(output):
         number = None if value is None else _as_number(value)
         if value is None:
             cleaned.append(None)  # the reward itself abstains: not a failure
         elif number is None or not math.isfinite(number):
             cleaned.append(None)
-            failed += 1
+            failed.append(index)
             problem = f"a non-number ({type(value).__name__})" if number is None else str(number)
             reason = reason or f"returned {problem}"
         else:
@@ -133,38 +145,80 @@ def _check_output(output, expected: int) -> tuple[list, int, str | None]:
     return cleaned, failed, reason
 
 
+def _one_sample(kwargs: dict, index: int, expected: int) -> dict:
+    """The keyword arguments of a batched call cut down to sample ``index`` (per-sample lists only)."""
+    return {
+        key: [value[index]] if isinstance(value, list) and len(value) == expected else value
+        for key, value in kwargs.items()
+    }
+
+
+def _describe(exc: BaseException, timeout_s: float | None) -> str:
+    if isinstance(exc, _Timeout):
+        return f"timed out after {timeout_s:g}s"
+    return f"raised {type(exc).__name__}: {exc}"
+
+
+def _merge_samples(results: list[tuple[list, list[int], str | None]]) -> tuple[list, list[int], str | None]:
+    """Per-sample results (each for one sample) as one batch result."""
+    rewards, failed, reason = [], [], None
+    for index, (values, rows, why) in enumerate(results):
+        rewards.append(values[0])
+        if rows:
+            failed.append(index)
+            reason = reason or why
+    return rewards, failed, reason
+
+
 class _Guard:
     """The bookkeeping shared by the sync and async wrappers of one reward."""
 
-    def __init__(self, name: str, max_failure_fraction: float, min_samples: int):
+    def __init__(self, name: str, max_failure_fraction: float, min_samples: int, bound_hint: str):
         self.name = name
         self.max_failure_fraction = max_failure_fraction
         self.min_samples = min_samples
+        self.bound_hint = bound_hint
         self.stats = FailureStats()
+        self.failed_rows: list[int] = []  # samples of the latest call that failed
+        self.retried = False
 
-    def failed_call(self, expected: int, reason: str) -> tuple[list, int, str]:
-        return [None] * expected, expected, reason
+    def note_retry(self, reason: str, expected: int) -> None:
+        """Said once per reward: a batch failed as a whole and its samples are being scored one by one."""
+        if not self.retried:
+            self.retried = True
+            logger.warning("reward %r %s on a batch of %d; scoring its samples one by one (said once)",
+                           self.name, reason, expected)
 
-    def finish(self, kwargs: dict, result: tuple[list, int, str | None]) -> list:
-        rewards, failed, reason = result
-        expected = len(rewards)
+    def finish(self, result: tuple[list, list[int], str | None]) -> list:
+        rewards, failed_rows, reason = result
+        expected, failed = len(rewards), len(failed_rows)
+        self.failed_rows = list(failed_rows)
         self.stats.record(expected, failed, reason)
         if failed:
             logger.warning(
                 "reward %r failed on %d of %d samples: %s (%d of %d failed so far)",
                 self.name, failed, expected, reason, self.stats.failed, self.stats.seen,
             )
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric):
-            log_metric(f"rewards/{self.name}/failures", float(failed))
         if self.stats.seen >= self.min_samples and self.stats.fraction > self.max_failure_fraction:
             worst = max(self.stats.reasons, key=self.stats.reasons.get) if self.stats.reasons else "unknown"
             raise K2RLError(
                 f"reward {self.name!r} failed on {self.stats.failed} of {self.stats.seen} samples "
                 f"({self.stats.fraction:.0%} > max_failure_fraction {self.max_failure_fraction:.0%}); "
-                f"most common reason: {worst}"
+                f"most common reason: {worst} (the bound: {self.bound_hint})"
             )
         return rewards
+
+
+def default_timeout(fn: Callable) -> float | None:
+    """The timeout a reward gets when its recipe names none: :data:`DEFAULT_TIMEOUT_S`, except for a
+    reward that bounds its own work per sample (``fn.bounds_own_time``: math's checker processes, the
+    sandbox's per-test timeout, the critic's token limit), whose batch may rightly outlast any fixed bound."""
+    target = fn
+    while target is not None:
+        if getattr(target, "bounds_own_time", False):
+            return None
+        target = getattr(target, "func", None) or getattr(target, "__wrapped__", None)
+    return DEFAULT_TIMEOUT_S
 
 
 def _expected_count(kwargs: dict) -> int:
@@ -178,57 +232,92 @@ def isolate(
     fn: Callable,
     name: str,
     *,
-    timeout_s: float | None = None,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
     max_failure_fraction: float = DEFAULT_MAX_FAILURE_FRACTION,
     min_samples: int = DEFAULT_MIN_SAMPLES,
+    bound_hint: str = BOUND_HINT,
 ) -> Callable:
-    """``fn`` wrapped so its failures become ``None`` rewards, are counted, logged, and bounded.
+    """``fn`` wrapped so its failures become ``None`` rewards for the samples that failed, are counted,
+    logged, and bounded.
 
     The wrapper is called by keyword exactly as TRL calls reward functions and has ``__name__`` set
     to ``name``. It is ``async`` when ``fn`` is (TRL awaits those), so an async reward keeps running
-    concurrently with the others; its timeout cancels the coroutine.
+    concurrently with the others; its timeout cancels the coroutine. ``timeout_s`` bounds each call
+    (None: no bound); ``bound_hint`` names the setting that raises ``max_failure_fraction`` in the error.
     """
     if not 0.0 <= max_failure_fraction <= 1.0:
         raise K2RLError(f"max_failure_fraction must be between 0 and 1, got {max_failure_fraction}")
     if timeout_s is not None and timeout_s <= 0:
         raise K2RLError(f"timeout_s for reward {name!r} must be positive, got {timeout_s}")
-    guard = _Guard(name, max_failure_fraction, min_samples)
+    guard = _Guard(name, max_failure_fraction, min_samples, bound_hint)
     target = fn
     while isinstance(target, functools.partial):
         target = target.func
     is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(getattr(target, "__call__", None))
 
-    def failed(exc: Exception, expected: int) -> tuple[list, int, str]:
-        if isinstance(exc, _Timeout):
-            return guard.failed_call(expected, f"timed out after {timeout_s:g}s")
-        return guard.failed_call(expected, f"raised {type(exc).__name__}: {exc}")
+    def failed_alone(exc: Exception, expected: int):
+        """A one-sample call's failed result; for a batch None, once it is said its samples go one by one."""
+        if expected == 1:
+            return [None], [0], _describe(exc, timeout_s)
+        guard.note_retry(_describe(exc, timeout_s), expected)
+        return None
+
+    def sync_call(kwargs: dict, expected: int):
+        """One call, as a result; a raise or timeout of a batch falls back to one call per sample."""
+        try:
+            output = _run_with_deadline(fn, kwargs, timeout_s) if timeout_s else fn(**kwargs)
+        except K2RLError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (containing it is the point)
+            return failed_alone(exc, expected) or _merge_samples(_each_sample(kwargs, expected))
+        return _check_output(output, expected)
+
+    def _each_sample(kwargs: dict, expected: int) -> list:
+        def score(box: dict, index: int) -> None:
+            try:
+                box["result"] = sync_call(_one_sample(kwargs, index, expected), 1)
+            except K2RLError as exc:  # a configuration error: stops the run from the caller's thread
+                box["error"] = exc
+
+        results: list = [None] * expected
+        for start in range(0, expected, RETRY_CONCURRENCY):
+            batch = [(index, {}) for index in range(start, min(start + RETRY_CONCURRENCY, expected))]
+            threads = [threading.Thread(target=score, args=(box, index), name=f"reward-{name}-sample", daemon=True)
+                       for index, box in batch]
+            for thread in threads:
+                thread.start()
+            for thread, (index, box) in zip(threads, batch):
+                thread.join()  # each per-sample call bounds itself by timeout_s
+                if "error" in box:
+                    raise box["error"]
+                results[index] = box["result"]
+        return results
+
+    async def async_call(kwargs: dict, expected: int):
+        try:
+            output = await _await_with_deadline(fn(**kwargs), timeout_s)
+        except K2RLError:
+            raise
+        except Exception as exc:  # noqa: BLE001  (containing it is the point)
+            if (alone := failed_alone(exc, expected)) is not None:
+                return alone
+            singles = [async_call(_one_sample(kwargs, i, expected), 1) for i in range(expected)]
+            return _merge_samples(list(await asyncio.gather(*singles)))
+        return _check_output(output, expected)
 
     if is_async:
 
         async def isolated(**kwargs):
-            expected = _expected_count(kwargs)
-            try:
-                output = await _await_with_deadline(fn(**kwargs), timeout_s)
-            except K2RLError:
-                raise
-            except Exception as exc:  # noqa: BLE001  (containing it is the point)
-                return guard.finish(kwargs, failed(exc, expected))
-            return guard.finish(kwargs, _check_output(output, expected))
+            return guard.finish(await async_call(kwargs, _expected_count(kwargs)))
 
     else:
 
         def isolated(**kwargs):
-            expected = _expected_count(kwargs)
-            try:
-                output = _run_with_deadline(fn, kwargs, timeout_s) if timeout_s else fn(**kwargs)
-            except K2RLError:
-                raise
-            except Exception as exc:  # noqa: BLE001  (containing it is the point)
-                return guard.finish(kwargs, failed(exc, expected))
-            return guard.finish(kwargs, _check_output(output, expected))
+            return guard.finish(sync_call(kwargs, _expected_count(kwargs)))
 
     isolated.__name__ = isolated.__qualname__ = name
     isolated.__doc__ = getattr(fn, "__doc__", None)
     isolated.__wrapped__ = fn
     isolated.failure_stats = guard.stats
+    isolated.failed_rows = lambda: list(guard.failed_rows)
     return isolated

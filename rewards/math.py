@@ -320,3 +320,6 @@ def math_reward(
     if callable(log_metric):
         log_metric("rewards/math/timeouts", float(timeouts))
     return rewards
+
+
+math_reward.bounds_own_time = True  # per-sample limits of its own: no outer default timeout (rewards/isolation.py)

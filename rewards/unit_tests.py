@@ -119,3 +119,6 @@ def unit_tests_reward(prompts, completions, completion_ids=None, *, tests=None, 
         else:  # stdin/stdout cases, one verdict each
             rewards.append(sum(v.passed for v in row_verdicts) / len(row_verdicts))
     return rewards
+
+
+unit_tests_reward.bounds_own_time = True  # per-sample limits of its own: no outer default timeout (rewards/isolation.py)

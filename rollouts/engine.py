@@ -307,8 +307,11 @@ class RolloutEngine:
             if asyncio.iscoroutine(out):
                 out = asyncio.run(out)
             per_func.append(list(out))
+        # A row a reward failed on (raised, timed out) gets no reward at all, as on TRL's path (k2rl/trainer/_trl.py)
+        failed = {row for func in self.reward_funcs if callable(getattr(func, "failed_rows", None))
+                  for row in func.failed_rows()}
         for i, t in enumerate(trajectories):
-            t.rewards = [scores[i] for scores in per_func]
+            t.rewards = [None] * len(per_func) if i in failed else [scores[i] for scores in per_func]
 
     def _hand_on_extra_columns(self, trajectories: list[Trajectory]) -> None:
         """The ``log_extra`` columns the rewards wrote, one value per returned row, to the trainer's own."""

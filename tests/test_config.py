@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from k2rl.cli import main
@@ -55,7 +57,7 @@ def test_cli_reports_one_line_and_exits_nonzero(capsys):
     code = main(["train", QUICKSTART, "trainer.bogus=1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err == [f"k2rl: error: unknown key 'trainer.bogus' (in {QUICKSTART})"]
+    assert err == [f"k2rl: error: unknown key 'trainer.bogus' (in override trainer.bogus=1, on {QUICKSTART})"]
 
 
 def test_cli_missing_model_path(tmp_path, capsys):
@@ -68,7 +70,8 @@ def test_cli_missing_model_path(tmp_path, capsys):
 def test_cli_missing_dataset_column(tmp_path, capsys):
     data = tmp_path / "d.jsonl"
     data.write_text('{"problem": "1+1?", "solution": "2"}\n' * 20)
-    code = main(["train", QUICKSTART, f"data.source={data}", "data.options={}", "data.columns={question: problem}"])
+    code = main(["train", QUICKSTART, f"data.source={data}", "data.options=null", "data.eval_size=4",
+                 "data.columns={question: problem}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and "missing column 'answer'" in err[0] and "solution" in err[0]
@@ -100,3 +103,64 @@ def test_extends_errors_name_the_file(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(K2RLError, match=r"missing\.yaml \(extended by .*c\.yaml\)"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_extends_null_removes_what_the_parent_set(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("".join(f'{{"question": "q{i}", "answer": "{i}"}}\n' for i in range(30)))
+    parent = "configs/quickstart.yaml"
+    child = tmp_path / "mine.yaml"
+    child.write_text(f"extends: {Path(parent).resolve()}\ndata: {{source: {tmp_path / 'rows.jsonl'}, options: null, "
+                     "eval_size: 5}\nwarm_start: null\n")
+    config = load_config(child)
+    assert config.data.options == {} and config.data.eval_size == 5
+    assert config.warm_start == load_config(Path(parent)).warm_start.__class__()  # the whole section: defaults
+    from k2rl.data.sources import load_task_data
+
+    assert len(load_task_data(config.data, 0).eval) == 5
+
+
+def test_a_value_inherited_from_the_parent_is_named_with_its_file(tmp_path):
+    (tmp_path / "rows.jsonl").write_text("".join(f'{{"question": "q{i}", "answer": "{i}"}}\n' for i in range(30)))
+    child = tmp_path / "mine.yaml"
+    child.write_text(f"extends: {Path(QUICKSTART).resolve()}\ndata: {{source: {tmp_path / 'rows.jsonl'}, eval_size: 5}}\n")
+    from k2rl.data.sources import load_task_data
+
+    with pytest.raises(K2RLError, match=r"data\.options set in .*configs/quickstart\.yaml; `options: null`"):
+        load_task_data(load_config(child).data, 0)
+    (tmp_path / "typo.yaml").write_text(f"extends: {Path(QUICKSTART).resolve()}\ntrainer: {{max_steps: many}}\n")
+    with pytest.raises(K2RLError, match=r"trainer\.max_steps: expected an integer.*\(in .*typo\.yaml\)"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "child.yaml").write_text("extends: typo.yaml\nseed: 1\n")  # the mistake is the parent's
+    with pytest.raises(K2RLError, match=r"trainer\.max_steps: expected an integer.*\(in .*typo\.yaml\)"):
+        load_config(tmp_path / "child.yaml")
+
+
+@pytest.mark.parametrize("override, suggestion", [
+    ("trainer.lerning_rate=1", "did you mean 'learning_rate'?"),
+    ("evl.k=2", "did you mean 'eval'?"),
+    ("trainer.lora.alhpa=4", "did you mean 'alpha'?"),
+])
+def test_misspelt_keys_get_a_did_you_mean_naming_the_override(override, suggestion):
+    with pytest.raises(K2RLError) as info:
+        load_config(QUICKSTART, [override])
+    assert suggestion in str(info.value) and f"(in override {override}, on {QUICKSTART})" in str(info.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.lerning_rate=1", "did you mean 'learning_rate'?"),
+    ("data.options.nope=1", "data.options.nope: not an option"),
+    ("data.eval_size=10000000", "distinct items cannot be drawn"),
+    ("rollout.sandbox=bogus", "unknown sandbox backend 'bogus'"),
+    ("report_to=[no_such_tracker]", "report_to[0]: expected one of"),
+])
+def test_a_config_error_comes_before_any_heavy_import(override, message):
+    """`k2rl train RECIPE typo=1` answers before torch, transformers, TRL or datasets load (fast on 2 cores)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom k2rl.cli import main\ncode = main(['train', 'configs/quickstart.yaml', "
+             f"{override!r}])\nheavy = [m for m in ('torch', 'transformers', 'trl', 'datasets') "
+             "if m in sys.modules]\nprint(code, heavy)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "2 []", result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -51,7 +51,7 @@ def test_missing_column_is_one_clear_error(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"q": "1+1", "a": "2"}\n' * 5)
     with pytest.raises(K2RLError, match="missing column 'question'"):
-        load_task_data(DataConfig(source=str(path)), seed=0)
+        load_task_data(DataConfig(source=str(path), eval_size=1), seed=0)
 
 
 def test_missing_file_is_one_clear_error(tmp_path):
@@ -123,3 +123,29 @@ def test_worked_lead_ins_vary_the_opening_only():
 def test_worked_lead_ins_out_of_range_is_one_clear_error():
     with pytest.raises(K2RLError, match="worked_lead_ins must be between 0 and"):
         arithmetic_splits(train_size=10, eval_size=5, seed=0, terms=3, worked_lead_ins=9)
+
+
+def test_a_held_out_size_the_data_cannot_give_is_refused_not_shrunk(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(f'{{"question": "q{i}", "answer": "{i}"}}\n' for i in range(300)))
+    with pytest.raises(K2RLError, match=r"data\.eval_size=290, but .* has 300 rows, of which at most a fifth \(60\)"):
+        load_task_data(DataConfig(source=str(path), eval_size=290), seed=0)
+    assert len(load_task_data(DataConfig(source=str(path), eval_size=60), seed=0).eval) == 60
+    small = tmp_path / "held.jsonl"
+    small.write_text('{"question": "q", "answer": "1"}\n' * 3)
+    with pytest.raises(K2RLError, match=r"held-out rows of .*held\.jsonl are 3"):
+        load_task_data(DataConfig(source=str(path), eval_source=str(small), eval_size=10), seed=0)
+
+
+def test_a_generated_size_that_cannot_exist_fails_at_once():
+    with pytest.raises(K2RLError, match=r"10000000 distinct items cannot be drawn: at most \d+ exist"):
+        load_task_data(DataConfig(eval_size=10_000_000), seed=0)
+
+
+def test_an_unknown_data_option_is_one_line_naming_the_task_options():
+    with pytest.raises(K2RLError, match=r"data\.options\.nope: not an option of the built-in task 'arithmetic' \(its options: max_operand"):
+        load_task_data(DataConfig(options={"nope": 1}), seed=0)
+    with pytest.raises(K2RLError, match=r"data\.options\.max_opernd: .*did you mean 'max_operand'\?"):
+        load_task_data(DataConfig(options={"max_opernd": 9}), seed=0)
+    with pytest.raises(K2RLError, match=r"data\.options\.nope: not an option of the built-in task 'coding'"):
+        load_task_data(DataConfig(source="coding", options={"nope": 1}), seed=0)

@@ -40,7 +40,7 @@ def _flat(report):
 
 def test_eval_of_the_run_directory_reproduces_after(run_dir, capsys):
     assert main(["eval", str(run_dir)]) == 0
-    report = json.loads((run_dir / "eval.json").read_text())
+    report = json.loads((run_dir / "eval-warm_start+adapter.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert report["adapter"] == str(run_dir / "adapter") and report["metric"] == summary["metric"] == "exact_answer"
     assert report["accuracy"] == summary["accuracy_after"]
@@ -55,6 +55,41 @@ def test_eval_of_the_warm_start_without_adapter_reproduces_before(run_dir, tmp_p
     assert report["adapter"] is None
     assert report["accuracy"] == json.loads((run_dir / "summary.json").read_text())["accuracy_before"]
     assert _flat(report) == _logged(run_dir, 0)
+
+
+def test_eval_takes_overrides_anywhere_and_never_writes_over_another_report(run_dir):
+    trained = run_dir / "eval-warm_start+adapter.json"
+    main(["eval", str(run_dir)]) if not trained.exists() else None
+    kept = trained.read_text()
+    # an override after --model (argparse alone refuses it), then the same evaluation again
+    assert main(["eval", str(run_dir), "--model", str(run_dir / "warm_start"), "eval.k=0"]) == 0
+    assert main(["eval", str(run_dir), "eval.k=0", "--model", str(run_dir / "warm_start")]) == 0
+    first, second = run_dir / "eval-warm_start.json", run_dir / "eval-warm_start-2.json"
+    assert json.loads(first.read_text())["adapter"] is None and "pass@2" not in first.read_text()
+    assert json.loads(second.read_text())["accuracy"] == json.loads(first.read_text())["accuracy"]
+    assert trained.read_text() == kept
+    with pytest.raises(SystemExit):
+        main(["eval", str(run_dir), "--no-such-flag"])
+
+
+def test_eval_out_refuses_an_existing_report(run_dir, tmp_path, capsys):
+    taken = tmp_path / "taken.json"
+    taken.write_text("{}")
+    assert main(["eval", str(run_dir), "--out", str(taken)]) == 2
+    assert "exists" in capsys.readouterr().err and taken.read_text() == "{}"
+
+
+def test_resume_of_a_finished_run_says_so_and_trains_nothing(run_dir, request, capsys):
+    recipe = request.config.rootpath / "configs" / "quickstart.yaml"
+    summary = (run_dir / "summary.md").read_text()
+    adapter = (run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+    checkpoints = sorted(p.name for p in (run_dir / "rl_tmp").glob("checkpoint-*"))
+    assert main(["train", str(recipe), f"output_dir={run_dir.parent}", "run_name=eval", *EVAL_RUN, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "4 of 4 RL steps" in out
+    assert (run_dir / "summary.md").read_text() == summary
+    assert (run_dir / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == adapter
+    assert sorted(p.name for p in (run_dir / "rl_tmp").glob("checkpoint-*")) == checkpoints
 
 
 def test_final_line_names_the_metric(run_dir):
@@ -102,3 +137,24 @@ def test_eval_rewards_default_to_the_recipes_minus_rubric(request):
         ("format", "format", {}), ("gold", "exact_answer", {"column": "answer"})]
     with pytest.raises(K2RLError, match="eval.rewards: rubric compares the completions of a group"):
         eval_reward_specs(load_config(root / "rubric_mix.yaml", ["eval.rewards=[rubric]"]))
+
+
+def test_evaluation_calls_rewards_as_training_does(tiny_policy_dir):
+    """Chat-format completions after a chat prompt, their token ids, every column: the training convention."""
+    from k2rl.rewards.isolation import isolate
+
+    seen = {}
+
+    def recording(prompts, completions, completion_ids=None, **kwargs):
+        seen.update(prompts=prompts, completions=completions, completion_ids=completion_ids, kwargs=kwargs)
+        return [0.0] * len(completions)
+
+    policy = load_policy(str(tiny_policy_dir))
+    rows = Dataset.from_list([{"prompt": [{"role": "user", "content": "What is 1 + 1?"}], "answer": "2", "task": "t"}])
+    evaluate(policy.model, policy.tokenizer, rows, [("rec", isolate(recording, "rec"))],
+             EvalConfig(max_new_tokens=4, batch_size=1))
+    (completion,) = seen["completions"]
+    assert isinstance(completion, list) and completion[0]["role"] == "assistant"
+    (ids,) = seen["completion_ids"]
+    assert ids == policy.tokenizer(completion[0]["content"], add_special_tokens=False)["input_ids"]
+    assert seen["kwargs"] == {"answer": ["2"], "task": ["t"]}

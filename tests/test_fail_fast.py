@@ -48,7 +48,7 @@ def _rows(n: int) -> list[str]:
 
 
 def _data_source(path: str) -> list[str]:
-    return [f"data.source={path}", "data.options={}"]
+    return [f"data.source={path}", "data.options=null", "data.eval_size=2"]
 
 
 CASES = {
@@ -137,3 +137,39 @@ def test_global_batch_counts_every_process():
     check_before_building(config, data, num_processes=2)  # 4 x 2 = 8 completions: one group of 8
     with pytest.raises(K2RLError, match=r"x 1 process\(es\) .* = 4, must be divisible by trainer.num_generations \(8\)"):
         check_before_building(config, data, num_processes=1)
+
+
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.options.nope=1"], "data.options.nope: not an option of the built-in task 'arithmetic'"),
+    (["rollout.sandbox=bogus", "rollout.tools=[python]"], "rollout.sandbox: unknown sandbox backend 'bogus'"),
+    (["rollout.sandbox=locl"], "did you mean 'local'?"),
+    pytest.param(["report_to=[wandb]"], "report_to: wandb is not installed",
+                 marks=pytest.mark.skipif(not _missing("wandb"), reason="wandb is installed here")),
+    pytest.param(["report_to=[mlflow]"], "report_to: mlflow is not installed",
+                 marks=pytest.mark.skipif(not _missing("mlflow"), reason="mlflow is installed here")),
+    pytest.param(["report_to=[trackio]"], "report_to: trackio is not installed",
+                 marks=pytest.mark.skipif(not _missing("trackio"), reason="trackio is installed here")),
+    pytest.param(["rollout.backend=vllm"], "rollout.backend: vllm is not installed",
+                 marks=pytest.mark.skipif(not _missing("vllm"), reason="vLLM is installed here")),
+    (["data.eval_size=10000000"], "distinct items cannot be drawn"),
+])
+def test_named_components_options_and_sizes_fail_before_any_model(train_fails, overrides, message):
+    code, lines = train_fails(*overrides)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_a_column_a_reward_declares_is_checked_before_any_model(train_fails, tmp_path, monkeypatch):
+    (tmp_path / "regex_rewards.py").write_text(
+        "import re\n\ndef regex_answer(prompts, completions, pattern, **kwargs):\n"
+        "    return [float(bool(re.search(p, str(c)))) for p, c in zip(pattern, completions)]\n")
+    monkeypatch.chdir(tmp_path)
+    code, lines = train_fails("rewards=[{name: ./regex_rewards.py:regex_answer}]")
+    assert code == 2 and len(lines) == 1, lines
+    assert "names column 'pattern', which the training data does not have" in lines[0]
+    assert "regex_answer" in lines[0]

@@ -249,3 +249,10 @@ def test_dense_models_refuse_expert_features_in_one_line(tokenizer):
     config.lora.targets = ["mlp"]
     with pytest.raises(K2RLError, match=r"^trainer.routing_replay: needs an MoE policy; 'llama' has no routers"):
         check_policy_supports(model, config)
+
+
+def test_a_family_without_shared_expert_says_how_to_fix_the_targets(tokenizer):
+    model = tiny("mixtral", tokenizer)
+    with pytest.raises(K2RLError, match=r"has no shared expert; drop shared_experts from trainer.lora.targets "
+                                        r"\(e.g. trainer.lora.targets=\[routed_experts\]\)"):
+        expert_lora_config(model, ["routed_experts", "shared_experts"], r=2, alpha=4)

@@ -61,7 +61,7 @@ def test_committed_answer():
     ({"tasks": ["no_such_task"]}, "unknown reasoning-gym task 'no_such_task'"),
     ({"tasks": [{"name": "leg_counting", "max_animals": 0}]}, "reasoning-gym task 'leg_counting': "),
     ({"tasks": []}, "data.options.tasks: list the reasoning-gym tasks"),
-    ({"tasks": ["chain_sum"], "sise": 3}, r"unknown for reasoning_gym: \['sise'\]"),
+    ({"tasks": ["chain_sum"], "sise": 3}, r"data\.options\.sise: not an option of the built-in task 'reasoning_gym'.*did you mean 'size'\?"),
 ])
 def test_bad_options_are_one_line(options, message):
     with pytest.raises(K2RLError, match=message) as info:

@@ -83,3 +83,38 @@ def test_the_trainer_attributes_k2rl_reads_are_named_and_checked():
     without = source.replace("self.eos_token_ids =", "self.renamed_eos_ids =")
     assert _trl.missing_attributes(without) == ["GRPOTrainer no longer sets self.eos_token_ids in __init__"]
     assert {"vllm_generation", "generation_kwargs", "eos_token_ids", "reward_weights"} <= set(_trl.TRAINER_ATTRIBUTES)
+
+
+def test_a_row_whose_reward_failed_gets_no_reward_no_loss_and_no_say_in_its_group(tiny_policy_dir, tmp_path):
+    """TRL would sum the other rewards of a row whose verifier raised (nansum: the failure counts as 0)."""
+    from k2rl.rewards.isolation import isolate
+
+    policy = load_policy(str(tiny_policy_dir))
+    data = load_task_data(DataConfig(train_size=16, eval_size=4), seed=0)
+    config = TrainerConfig(max_steps=1, per_device_train_batch_size=8, num_generations=4,
+                           max_completion_length=4, logging_steps=1)
+
+    victims = []
+
+    def verifier(prompts, completions, **kwargs):
+        if len(completions) > 1:
+            victims.append(completions[2])  # the third completion of the batch trips the verifier
+        if any(c is v for c in completions for v in victims):
+            raise ValueError("cannot parse this answer")
+        return [1.0] * len(completions)
+
+    def per_row(prompts, completions, **kwargs):
+        return [0.5] * len(completions)
+
+    rewards = [isolate(per_row, "constant"), isolate(verifier, "verifier")]
+    trainer = build_trainer(policy.model, policy.tokenizer, data.train, rewards, [1.0, 1.0], config, tmp_path, seed=0)
+    trainer.model.train()
+    output = trainer.score_rollouts([data.train[i] for i in range(2) for _ in range(4)])
+    assert output["completion_mask"][2].sum() == 0  # no loss from the failed row
+    assert output["completion_mask"][[0, 1, 3]].sum(dim=1).min() > 0
+    assert output["advantages"][2] == 0
+    # group statistics over rows 0, 1, 3 only: their advantages centre on zero (a fake 0.5 would not)
+    assert abs(float(output["advantages"][[0, 1, 3]].sum())) < 1e-4
+    assert trainer._metrics["train"]["rewards/unscored"] == [1.0]
+    assert trainer._metrics["train"]["rewards/verifier/failures"] == [1.0]
+    assert trainer._metrics["train"]["rewards/constant/failures"] == [0.0]

@@ -163,8 +163,9 @@ class RewardSpec:
     name: str
     weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
-    timeout_s: float | None = None
+    timeout_s: float | None = None  # seconds per call; None: k2rl.rewards.isolation.default_timeout
     label: str | None = None  # a distinct name in logs, to use one reward twice with other options
+    max_failure_fraction: float | None = None  # None: reward_failures.max_failure_fraction
 
 
 @dataclass

@@ -7,6 +7,10 @@ gains by producing it instead of trying, which is what RL will find. The correct
 the same way, as a check on the audit itself: if it does not beat the wrong one, the task says
 nothing about this reward and is reported as such.
 
+The reward runs isolated as in training (:func:`k2rl.rewards.isolation.isolate`, with its timeout):
+a sample it raises or times out on scores None and is listed under ``reward_failures``, which
+``k2rl rewards audit`` reports with its own exit code (3), never as a hack.
+
 An audit where no task's correct answer beats its wrong one is inconclusive and fails too: a reward
 that pays nothing for anything is not thereby safe. Only the honest wrong answer is the bar, not zero: a reward that pays 0.3 for any attempt is not
 fooled by a hack that also gets 0.3.
@@ -16,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
-from k2rl.errors import K2RLError
 from k2rl.rewards.hacks import AuditTask, audit_tasks
 
 
@@ -51,6 +54,7 @@ class AuditReport:
     reward: str
     checks: list[TaskCheck]
     results: list[HackResult]
+    reward_failures: dict[str, int] = field(default_factory=dict)  # reason -> samples the reward failed on
 
     @property
     def conclusive(self) -> bool:
@@ -75,6 +79,7 @@ class AuditReport:
 
     def to_json(self) -> dict:
         return {"reward": self.reward, "exploited": len(self.exploited), "conclusive": self.conclusive,
+                "reward_failures": self.reward_failures,
                 "families": self.families(),
                 "checks": [{**asdict(c), "discriminates": c.discriminates} for c in self.checks],
                 "hacks": [{**asdict(r), "earns": r.earns} for r in self.results]}
@@ -84,8 +89,6 @@ def _score_pair(reward, task: AuditTask, first: str, second: str) -> tuple[float
     columns = {key: [value, value] for key, value in task.columns.items()}
     out = reward(prompts=[task.prompt, task.prompt], completions=[first, second], **columns)
     scores = asyncio.run(out) if inspect.isawaitable(out) else out
-    if len(scores) != 2:
-        raise K2RLError(f"the reward returned {len(scores)} scores for 2 completions")
     return tuple(None if s is None else float(s) for s in scores)
 
 
@@ -99,15 +102,18 @@ def policy_critic(path: str, max_new_tokens: int = 4):
     return PolicyCritic(max_new_tokens=max_new_tokens).bind(policy.model, policy.tokenizer)
 
 
-def run_audit(name: str, options: dict | None = None, tasks: list[AuditTask] | None = None) -> AuditReport:
-    """Score every hack of ``name``'s corpus (or ``tasks``) against the honest wrong answer."""
+def run_audit(name: str, options: dict | None = None, tasks: list[AuditTask] | None = None,
+              timeout_s: float | None = None, corpus: str | None = None) -> AuditReport:
+    """Score every hack of ``name``'s corpus (or ``corpus``'s, or ``tasks``) against the honest wrong answer."""
+    from k2rl.rewards.isolation import default_timeout, isolate
     from k2rl.rewards.registry import get_reward
 
     options = dict(options or {})
     if "critic_model" in options:  # an audit convenience: the rubric reward takes a critic object
         options["critic"] = policy_critic(str(options.pop("critic_model")))
-    reward = get_reward(name, **options)
-    tasks = audit_tasks(name) if tasks is None else tasks
+    fn = get_reward(name, **options)
+    reward = isolate(fn, name, timeout_s=timeout_s or default_timeout(fn), max_failure_fraction=1.0)
+    tasks = audit_tasks(corpus or name) if tasks is None else tasks
     checks, results = [], []
     for task in tasks:
         honest, correct = _score_pair(reward, task, task.honest_wrong, task.correct)
@@ -116,7 +122,7 @@ def run_audit(name: str, options: dict | None = None, tasks: list[AuditTask] | N
             for label, completion in hacks.items():
                 honest, hacked = _score_pair(reward, task, task.honest_wrong, completion)
                 results.append(HackResult(task.name, family, label, hacked, honest))
-    return AuditReport(name, checks, results)
+    return AuditReport(name, checks, results, dict(reward.failure_stats.reasons))
 
 
 def format_report(report: AuditReport) -> list[str]:
@@ -128,6 +134,8 @@ def format_report(report: AuditReport) -> list[str]:
     for r in report.results:
         mark = "EARNS REWARD" if r.earns else "no"
         lines.append(f"  {r.family:<{width}}  {mark:<12}  {_show(r.score)} vs {_show(r.honest_score)}  {r.label}")
+    for reason, count in report.reward_failures.items():
+        lines.append(f"  REWARD FAILED on {count} audit sample(s): {reason} (exit 3: fix the reward, then audit again)")
     if not report.conclusive:
         lines.append("  inconclusive: no task's correct answer beat its wrong one (a critic that abstains, a broken reward?)")
     return lines

@@ -7,11 +7,14 @@ two never share an item: held-out accuracy measures generalisation, not memorisa
 
 from __future__ import annotations
 
+import inspect
 import random
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from k2rl.errors import K2RLError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 _NAMES = ["Ada", "Ben", "Cleo", "Dan", "Eve", "Finn", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea"]
 _ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stickers", "cards", "shells"]
@@ -69,6 +72,15 @@ def _demonstration(row: dict, worked: bool, lead_in: str | None = None) -> str:
     return " ".join([*([lead_in] if lead_in else []), *row["steps"], answer])
 
 
+def distinct_items(max_operand: int, max_second_operand: int | None, terms: int) -> int:
+    """How many distinct questions the generator can draw at most (so an impossible size fails at once)."""
+    if terms > 2:
+        return (max_operand + 1) ** terms * 2 ** (terms - 1)
+    pairs = (max_operand + 1) * ((max_operand if max_second_operand is None else max_second_operand) + 1)
+    return sum(pairs * (len(_NAMES) if "{name}" in t else 1) * (len(_ITEMS) if "{item}" in t else 1)
+               for t, _ in _TEMPLATES)
+
+
 def arithmetic(
     size: int,
     seed: int,
@@ -99,6 +111,11 @@ def arithmetic(
     if not 0.0 <= worked_fraction <= 1.0:
         raise K2RLError(f"arithmetic task: worked_fraction must be between 0 and 1, got {worked_fraction}")
     exclude = exclude or set()
+    capacity = distinct_items(max_operand, max_second_operand, terms)
+    if size + len(exclude) > capacity:
+        raise K2RLError(f"arithmetic task: {size} distinct items{f' besides {len(exclude)} held out' if exclude else ''} "
+                        f"cannot be drawn: at most {capacity} exist with max_operand={max_operand}, terms={terms} "
+                        "(lower data.eval_size / data.train_size, or raise data.options.max_operand)")
     rng = random.Random(seed)
     style_rng = random.Random(f"{seed}-style")  # the style draw never changes which items are drawn
     lead_in_rng = random.Random(f"{seed}-lead-in")  # nor does the lead-in draw change the style draw
@@ -115,6 +132,8 @@ def arithmetic(
         worked = style_rng.random() < worked_fraction
         lead_in = WORKED_LEAD_INS[lead_in_rng.randrange(worked_lead_ins)] if worked and worked_lead_ins else None
         rows.append({"question": row["question"], "answer": row["answer"], "demonstration": _demonstration(row, worked, lead_in)})
+    from datasets import Dataset  # imported here: recipe checks read this module before heavy imports
+
     return Dataset.from_list(rows)
 
 
@@ -123,6 +142,16 @@ def arithmetic_splits(train_size: int, eval_size: int, seed: int, **options) -> 
     eval_set = arithmetic(eval_size, seed=2 * seed + 1, **options)
     train_set = arithmetic(train_size, seed=2 * seed, exclude=set(eval_set["question"]), **options)
     return train_set, eval_set
+
+
+def arithmetic_options() -> list[str]:
+    return [p for p in inspect.signature(arithmetic).parameters if p not in ("size", "seed", "exclude")] + ["seed"]
+
+
+def _coding_options() -> list[str]:
+    from k2rl.data.coding import coding_splits
+
+    return [p for p in inspect.signature(coding_splits).parameters if p not in ("train_size", "eval_size", "seed")] + ["seed"]
 
 
 def _coding_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
@@ -138,3 +167,29 @@ def _reasoning_gym_splits(train_size: int, eval_size: int, seed: int, **options)
 
 
 BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits}
+# The data.options each built-in task takes (checked before any row is drawn).
+TASK_OPTIONS = {"arithmetic": arithmetic_options, "coding": _coding_options,
+                "reasoning_gym": lambda: ["tasks", "size", "seed"]}
+
+
+def check_task_options(source: str, options: dict, eval_size: int | None = None) -> None:
+    """Each ``data.options`` key is an option of the built-in task ``source`` (one line naming the others),
+    and an arithmetic held-out set of ``eval_size`` can exist -- both known before a row is drawn."""
+    from k2rl.config.suggest import did_you_mean
+
+    if source not in TASK_OPTIONS:
+        return
+    known = TASK_OPTIONS[source]()
+    for key in options:
+        if key not in known:
+            raise K2RLError(f"data.options.{key}: not an option of the built-in task {source!r} "
+                            f"(its options: {', '.join(known)}){did_you_mean(key, known)}")
+    if source == "arithmetic" and eval_size is not None:
+        terms, max_operand = options.get("terms", 2), options.get("max_operand", 99)
+        if isinstance(terms, int) and isinstance(max_operand, int) and isinstance(
+                options.get("max_second_operand", 0), (int, type(None))):
+            capacity = distinct_items(max_operand, options.get("max_second_operand"), terms)
+            if eval_size > capacity:
+                raise K2RLError(f"arithmetic task: {eval_size} distinct items cannot be drawn: at most {capacity} "
+                                f"exist with max_operand={max_operand}, terms={terms} (lower data.eval_size, or "
+                                "raise data.options.max_operand)")

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import json
 import random
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from k2rl.errors import K2RLError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 INSTRUCTIONS = "Answer with one ```python code block."
 TOOL_INSTRUCTIONS = "You may run Python with the python tool first. " + INSTRUCTIONS
@@ -170,5 +172,7 @@ def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: fl
     if eval_size < total:
         first = max(1, round(eval_size * len(held_out[0]) / total))
         held_out = [held_out[0][:first], held_out[1][: max(eval_size - first, 1)]]
+    from datasets import Dataset  # imported here: recipe checks read this module before heavy imports
+
     return Dataset.from_list([{**r, "heldout": "train"} for r in train]), \
         Dataset.from_list([r for rows in held_out for r in rows])

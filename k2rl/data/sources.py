@@ -21,9 +21,10 @@ import datasets
 from datasets import Dataset
 
 from k2rl.config import DataConfig
+from k2rl.config.loading import source_of
 from k2rl.errors import K2RLError
 from k2rl.jsonl import json_objects
-from k2rl.data.arithmetic import BUILTIN_TASKS, demonstration_text
+from k2rl.data.arithmetic import BUILTIN_TASKS, check_task_options, demonstration_text
 from k2rl.data.humaneval import humaneval
 
 DEFAULT_TRAIN_SIZE = 4000
@@ -119,6 +120,7 @@ def _eval_set(config: DataConfig, key: str) -> Dataset:
 def _generated(config: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     """(training, held-out) rows of a built-in generator, with ``data.options`` as its settings."""
     options = dict(config.options)
+    check_task_options(config.source, options)
     return BUILTIN_TASKS[config.source](
         train_size=config.train_size or DEFAULT_TRAIN_SIZE,
         eval_size=config.eval_size,
@@ -130,7 +132,9 @@ def _generated(config: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
 def _loaded(config: DataConfig, seed: int) -> tuple[Dataset, Dataset | None]:
     """(training, held-out) rows of a dataset id or file; no held-out rows when ``data.eval_source`` names them."""
     if config.options:
-        raise K2RLError(f"data.options is only for built-in tasks, not for {config.source!r}")
+        where = source_of(config, "options")
+        raise K2RLError(f"data.options is only for built-in tasks, not for {config.source!r}"
+                        + (f" (data.options set in {where}; `options: null` under data: removes it)" if where else ""))
     train = _load_source(config.source, config.split)
     if config.eval_source:
         held_out = None  # read by the caller, as for any source
@@ -140,7 +144,11 @@ def _loaded(config: DataConfig, seed: int) -> tuple[Dataset, Dataset | None]:
         if len(train) < 5:
             raise K2RLError(f"dataset {config.source} has {len(train)} row(s): too few to hold out an eval set "
                             "(at least 5); add rows or name one with data.eval_source or data.eval_split")
-        parts = train.train_test_split(test_size=min(config.eval_size, len(train) // 5), seed=seed)
+        if config.eval_size > len(train) // 5:
+            raise K2RLError(f"data.eval_size={config.eval_size}, but {config.source} has {len(train)} rows, of which at "
+                            f"most a fifth ({len(train) // 5}) are held out; lower data.eval_size or name the "
+                            "held-out rows with data.eval_source or data.eval_split")
+        parts = train.train_test_split(test_size=config.eval_size, seed=seed)
         train, held_out = parts["train"], parts["test"]
     if config.train_size:
         train = train.select(range(min(config.train_size, len(train))))
@@ -168,9 +176,44 @@ def load_task_data(config: DataConfig, seed: int) -> TaskData:
         if config.eval_source:
             held_out = _load_source(config.eval_source, config.eval_split or config.split)
             held_out_origin = config.eval_source
+        if (config.eval_source or not builtin) and len(held_out) < config.eval_size:  # a generator draws exactly
+            raise K2RLError(f"data.eval_size={config.eval_size}, but the held-out rows of {held_out_origin} are "
+                            f"{len(held_out)}; lower data.eval_size to at most {len(held_out)}")
         held_out = _task_rows(held_out.select(range(min(config.eval_size, len(held_out)))), config, held_out_origin,
                               "held-out")
     return TaskData(train=_task_rows(train, config, origin, "training"), eval=held_out)
+
+
+def task_data_from(train: Dataset, held_out: Dataset | None, config: DataConfig, seed: int) -> TaskData:
+    """Rows handed over in code (the Python API's ``train_dataset``/``eval_dataset``), prepared exactly as
+    a file's would be: ``data.columns`` mapping, the chat prompt, held-out rows carved out of ``train``
+    when none are given (``data.eval_size`` of them, checked as for a file)."""
+    _check_sizes(config)
+    for name, rows in (("train_dataset", train), ("eval_dataset", held_out)):
+        if rows is not None and not isinstance(rows, Dataset):
+            raise K2RLError(f"{name} must be a datasets.Dataset, got {type(rows).__name__}")
+    if held_out is None:
+        if config.eval_size > len(train) // 5:
+            raise K2RLError(f"data.eval_size={config.eval_size}, but train_dataset has {len(train)} rows, of which at "
+                            f"most a fifth ({len(train) // 5}) are held out; lower data.eval_size or pass eval_dataset")
+        parts = train.train_test_split(test_size=config.eval_size, seed=seed)
+        train, held_out = parts["train"], parts["test"]
+        held_out = _task_rows(held_out, config, "train_dataset", "held-out")
+    else:
+        held_out = held_out_from(held_out, config)
+    if config.train_size:
+        train = train.select(range(min(config.train_size, len(train))))
+    return TaskData(train=_task_rows(train, config, "train_dataset", "training"), eval=held_out)
+
+
+def held_out_from(rows: Dataset, config: DataConfig) -> Dataset:
+    """``data.eval_size`` held-out rows of a Dataset given in code, prepared as a file's rows."""
+    if not isinstance(rows, Dataset):
+        raise K2RLError(f"eval_dataset must be a datasets.Dataset, got {type(rows).__name__}")
+    if len(rows) < config.eval_size:
+        raise K2RLError(f"data.eval_size={config.eval_size}, but eval_dataset has {len(rows)} rows; "
+                        f"lower data.eval_size to at most {len(rows)}")
+    return _task_rows(rows.select(range(config.eval_size)), config, "eval_dataset", "held-out")
 
 
 def held_out_data(config: DataConfig, seed: int) -> Dataset:

@@ -45,7 +45,9 @@ def expert_lora_config(model: torch.nn.Module, targets: list[str], r: int, alpha
         raise K2RLError(f"trainer.lora.targets: {', '.join(moe)} need an MoE model; {model_type(model)!r} is dense "
                         "(use trainer.lora.targets: [mlp] or [mlp, attention])")
     if "shared_experts" in targets and not family.shared:
-        raise K2RLError(f"trainer.lora.targets: MoE family {model_type(model)!r} has no shared expert")
+        kept = [t for t in targets if t != "shared_experts"] or ["routed_experts"]
+        raise K2RLError(f"trainer.lora.targets: MoE family {model_type(model)!r} has no shared expert; drop "
+                        f"shared_experts from trainer.lora.targets (e.g. trainer.lora.targets=[{', '.join(kept)}])")
     parameters = (family.routed_parameters if "routed_experts" in targets else []) + (
         list(family.shared) if "shared_experts" in targets else [])
     # The shared expert is targeted by its weight *parameters* and dense linears by full module names:

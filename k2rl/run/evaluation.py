@@ -20,7 +20,9 @@ from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.policy.generation import greedy_completions, sampled_completions
 from k2rl.rewards import get_reward
-from k2rl.rewards.isolation import isolate
+from k2rl.rewards.convention import as_completions, call_reward, completion_token_ids
+from k2rl.rewards.import_path import default_label
+from k2rl.rewards.isolation import default_timeout, isolate
 
 # Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
 GROUP_REWARDS = frozenset({"rubric", "k1.5_length"})
@@ -28,7 +30,7 @@ GROUP_REWARDS = frozenset({"rubric", "k1.5_length"})
 
 def eval_reward_specs(config: RunConfig) -> list[tuple[str, RewardSpec]]:
     """(label, spec) of each evaluation reward: a recipe reward by label or name, else a registered name."""
-    by_label = {spec.label or spec.name: spec for spec in config.rewards}
+    by_label = {spec.label or default_label(spec.name): spec for spec in config.rewards}
     by_name = {spec.name: spec for spec in reversed(config.rewards)}  # the first of a name wins
     names = config.eval.rewards
     if names is None:
@@ -52,11 +54,12 @@ def eval_rewards(config: RunConfig) -> list[tuple[str, object]]:
     Each is isolated as in training, except that failures never stop an evaluation: a failed score is
     ``None`` and reported as unscored (training's own failure bound stops a run whose reward is broken).
     """
-    return [
-        (label, isolate(get_reward(spec.name, **spec.options), f"eval/{label}", timeout_s=spec.timeout_s,
-                        max_failure_fraction=1.0))
-        for label, spec in eval_reward_specs(config)
-    ]
+    rewards = []
+    for label, spec in eval_reward_specs(config):
+        fn = get_reward(spec.name, **spec.options)
+        rewards.append((label, isolate(fn, f"eval/{label}", timeout_s=spec.timeout_s or default_timeout(fn),
+                                       max_failure_fraction=1.0)))
+    return rewards
 
 
 def tool_completions(model, tokenizer, prompts: list, rollout, max_new_tokens: int, batch_size: int) -> list[list[dict]]:
@@ -121,15 +124,17 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
         k = eval_config.k
         samples = (sampled_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size,
                                        k, eval_config.temperature, seed) if k else None)
+    greedy = as_completions(prompts, greedy)  # the training format (README: "The reward calling convention")
     scores = {}
     for label, reward in rewards:
         sampled = None
         if samples is not None:
             repeated = {c: [v for v in values for _ in range(k)] for c, values in columns.items()}
-            flat = reward(prompts=[p for p in prompts for _ in range(k)], completions=[c for g in samples for c in g],
-                          **repeated)
+            flat_prompts = [p for p in prompts for _ in range(k)]
+            flat = as_completions(flat_prompts, [c for g in samples for c in g])
+            flat = call_reward(reward, flat_prompts, flat, completion_token_ids(tokenizer, flat), repeated)
             sampled = [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
-        scores[label] = (reward(prompts=prompts, completions=greedy, **columns), sampled)
+        scores[label] = (call_reward(reward, prompts, greedy, completion_token_ids(tokenizer, greedy), columns), sampled)
 
     def report(rows: list[int]) -> dict:
         return {"rows": len(rows), "rewards": {
@@ -183,8 +188,15 @@ class HeldOutEvalCallback(TrainerCallback):
         self.records: dict[int, dict] = {}  # step -> the flat figures of the evaluation at that step
 
     def publish_to(self, trainer) -> None:
-        """Send each evaluation during RL to the trainer's logs too (so to ``report_to``'s trackers)."""
+        """Send each evaluation during RL to the trainer's logs too (so to ``report_to``'s trackers); the
+        one before RL (step 0) goes out as its own log record when training begins."""
         self.publish = trainer.record_metric
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and state.global_step == 0 and 0 in self.records:
+            trainer.log({f"heldout/{name}": float(value) for name, value in self.records[0].items()})
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         last_step = state.global_step == state.max_steps

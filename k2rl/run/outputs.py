@@ -57,31 +57,60 @@ class MetricsCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         numeric = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
-        if numeric:
+        # the pre-RL evaluation's own log (heldout/* and the epoch) is an "eval" record already
+        if numeric and not all(k.startswith("heldout/") or k == "epoch" for k in numeric):
             self.log.write(self.phase, state.global_step, **numeric)
 
 
+def _series(records: list[dict], key: str) -> list[tuple[int, float]]:
+    return [(r["step"], r[key]) for r in records if r.get(key) is not None]
+
+
+def progress_panels(records: list[dict]) -> list[tuple[str, dict[str, list[tuple[int, float]]]]]:
+    """What ``progress.png`` draws: (panel title, {series label: [(step, value), ...]}), one panel per
+    reward (each on its own scale), the weighted total, held-out accuracy (step 0 included), failed
+    and unscored samples, completion length."""
+    rl = [r for r in records if r["phase"] == "rl"]
+    evals = [r for r in records if r["phase"] == "eval"]
+    rewards = sorted({k[len("rewards/"):-len("/mean")] for r in rl for k in r
+                      if k.startswith("rewards/") and k.endswith("/mean")})
+    counts = sorted({k for r in rl for k in r if k == "rewards/unscored" or
+                     (k.startswith("rewards/") and k.endswith("/failures"))})
+    panels = [(f"reward: {name}", {name: _series(rl, f"rewards/{name}/mean")}) for name in rewards]
+    panels.append(("reward: weighted total", {"reward": _series(rl, "reward")}))
+    panels.append(("held-out accuracy (greedy)", {"accuracy": _series(evals, "accuracy")}))
+    panels.append(("failed / unscored samples per logged step", {k.removeprefix("rewards/"): _series(rl, k) for k in counts}))
+    panels.append(("completion length (tokens)", {"mean length": _series(rl, "completions/mean_length")}))
+    return panels
+
+
 def plot_progress(records: list[dict], out_png: Path) -> None:
-    """Mean reward per logged RL step and held-out accuracy per evaluation, on one figure."""
+    """``progress.png``: the panels of :func:`progress_panels`, two to a row."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rl = [r for r in records if r["phase"] == "rl" and "reward" in r]
-    evals = [r for r in records if r["phase"] == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if rl:
-        ax.plot([r["step"] for r in rl], [r["reward"] for r in rl], label="mean reward (train samples)")
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["accuracy"] for r in evals], "o-", label="held-out accuracy (greedy)")
-    ax.set_xlabel("RL step")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    ax.set_title("k2rl: reward and held-out accuracy")
+    panels = progress_panels(records)
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 3 * rows), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for label, points in lines.items():
+            if points:
+                style = "o-" if title.startswith("held-out") else "-"
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label, markersize=3)
+        if not any(lines.values()):
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+        elif len(lines) > 1:
+            ax.legend(fontsize=8, loc="best")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("k2rl: rewards, held-out accuracy, failures, completion length")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=90)
     plt.close(fig)
 
 

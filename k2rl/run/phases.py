@@ -78,6 +78,15 @@ def open_run(config: RunConfig, resume: str | bool | None) -> Run:
     return run
 
 
+def finished_summary(config: RunConfig, resume: str | bool) -> dict | None:
+    """The summary of the run ``resume`` names when it already trained all ``trainer.max_steps`` (else None)."""
+    summary_path = resume_run_dir(config, resume) / "summary.json"
+    if not summary_path.is_file():
+        return None
+    summary = json.loads(summary_path.read_text())
+    return summary if summary.get("rl_steps", 0) >= config.trainer.max_steps else None
+
+
 def starting_policy(run: Run) -> Policy:
     """The policy RL starts from: a resumed run's warm start, a freshly built preset, or a checkpoint."""
     config = run.config

@@ -12,6 +12,7 @@ from datasets import Dataset
 
 from k2rl import compat
 from k2rl.config import RunConfig
+from k2rl.run.components import check_components
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
 from k2rl.distributed import state
@@ -21,7 +22,10 @@ from k2rl.trainer.shapes import generation_shape
 
 
 def _required_columns(config: RunConfig) -> dict[str, str]:
-    """Dataset columns the recipe names, each with the key that names it."""
+    """Dataset columns the recipe names or its rewards declare (parameters with no default), each with
+    the key that asks for it."""
+    from k2rl.rewards.registry import required_columns, resolve_reward
+
     columns = {}
     if config.trainer.budget.column is not None:
         columns[config.trainer.budget.column] = "trainer.budget.column"
@@ -29,11 +33,14 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
         column = spec.options.get("column")
         if isinstance(column, str):
             columns[column] = f"rewards[{index}].options.column ({spec.name})"
+        for needed in required_columns(resolve_reward(spec.name), spec.options):
+            columns.setdefault(needed, f"rewards[{index}] ({spec.name}, a parameter with no default)")
     return columns
 
 
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
     """Raise K2RLError for the first recipe/data constraint the run would break later."""
+    check_components(config)
     num_processes = num_processes or state().num_processes
     compat.check(config, num_processes)  # a pair of features that does not compose
     trl = rl_config.trl_options(config.trainer)  # unknown, owned or mistyped TRL fields

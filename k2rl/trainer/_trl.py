@@ -16,6 +16,7 @@ import contextlib
 import inspect
 import re
 
+import torch
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler, add_fused_lm_head
 
@@ -44,6 +45,12 @@ TRAINER_ATTRIBUTES = (
 # columns, and the private method behind each; a rollout_func that scores for TRL hands the same ones.
 REWARD_KWARGS = {"trainer_state": "state", "log_extra": "_log_completion_extra", "log_metric": "_log_metric"}
 EXTRA_FIELDS_INDEX = 5  # _generate returns (prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, ...)
+UNSCORED_METRIC = "rewards/unscored"  # rows with no reward this step (counted, not averaged)
+
+
+def is_count_metric(name: str) -> bool:
+    """Metrics that count samples: summed over a logging window, where TRL averages the rest."""
+    return name == UNSCORED_METRIC or name.endswith("/failures")
 
 
 class TRLSeams(GRPOTrainer):
@@ -153,13 +160,64 @@ class TRLSeams(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         self.before_rollouts(inputs)
-        return self.after_rollouts(inputs, super()._generate_and_score_completions(inputs))
+        self._unscored = None
+        output = super()._generate_and_score_completions(inputs)
+        return self.after_rollouts(inputs, self._without_unscored_loss(output))
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         with self.rewards_context():
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = self._unscore_failed_rows(rewards_per_func, len(prompts))
         self.after_rewards(rewards_per_func, inputs)
         return rewards_per_func
+
+    # ---- rows with no reward ----------------------------------------------------------------
+    # The rule: a row for which a reward failed (raised, timed out, returned garbage: the isolated
+    # wrapper's ``failed_rows()``), or for which every reward returned None (an infrastructure failure,
+    # a paused partial rollout), has NO reward. It is left out of its group's mean and std (TRL's
+    # NaN-aware statistics do this for an all-NaN row), carries no loss (its completion mask is zeroed
+    # here, so it neither adds a KL/entropy term nor dilutes the token normaliser), and is counted as
+    # ``rewards/unscored``; per reward, failed samples are counted as ``rewards/<name>/failures``.
+    # Without this, TRL's weighted nansum would score a row whose verifier raised with the other
+    # rewards alone, as if the failed one had said 0.
+
+    def _unscore_failed_rows(self, rewards_per_func, local_rows: int):
+        device = rewards_per_func.device
+        failed = torch.zeros(local_rows, len(self.reward_funcs), dtype=torch.int32, device=device)
+        isolated = []
+        for index, func in enumerate(self.reward_funcs):
+            rows = getattr(func, "failed_rows", None)
+            if callable(rows):
+                isolated.append(index)
+                for row in rows():
+                    if row < local_rows:
+                        failed[row, index] = 1
+        failed = self.accelerator.gather(failed)  # rewards_per_func is already gathered across processes
+        rewards_per_func = rewards_per_func.clone()
+        rewards_per_func[failed.any(dim=1)] = torch.nan
+        self._unscored = torch.isnan(rewards_per_func).all(dim=1)
+        for index in isolated:
+            self.record_metric(f"rewards/{self.reward_func_names[index]}/failures", float(failed[:, index].sum()))
+        self.record_metric(UNSCORED_METRIC, float(self._unscored.sum()))
+        return rewards_per_func
+
+    def _without_unscored_loss(self, output: dict) -> dict:
+        if self._unscored is None or not bool(self._unscored.any()):
+            return output
+        local = output["completion_mask"].size(0)
+        start = self.accelerator.process_index * local
+        unscored = self._unscored[start : start + local].to(output["completion_mask"].device)
+        output["completion_mask"] = output["completion_mask"] * (~unscored).unsqueeze(1).to(output["completion_mask"].dtype)
+        mask = output["completion_mask"] if output.get("tool_mask") is None else output["completion_mask"] * output["tool_mask"]
+        output["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        return output
+
+    def log(self, logs, start_time=None):
+        for metrics in self._metrics.values():  # counts are summed over the window, not averaged
+            for name, values in metrics.items():
+                if is_count_metric(name) and len(values) > 1:
+                    metrics[name] = [sum(values)]
+        return super().log(logs, start_time)
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         with self.scoring_forward_context():

@@ -152,3 +152,6 @@ def _labels_by_group(groups, passed):
         labels = preference_labels([group], passed)
         if labels:
             yield g, labels
+
+
+rubric_reward.bounds_own_time = True  # per-sample limits of its own: no outer default timeout (rewards/isolation.py)

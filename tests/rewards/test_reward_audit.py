@@ -98,7 +98,7 @@ def test_user_errors_are_one_line(capsys):
     assert main(["rewards", "audit", "math", "--options", "{nope"]) == 2
     assert main(["rewards", "audit", "math", "--options", "[1]"]) == 2
     errors = capsys.readouterr().err.splitlines()
-    assert len(errors) == 3 and "no audit tasks" in errors[0] and "not JSON" in errors[1] and "JSON object" in errors[2]
+    assert len(errors) == 3 and "no audit tasks" in errors[0] and "not valid JSON" in errors[1] and "JSON object" in errors[2]
 
 
 def test_plugin_tasks_must_be_audit_tasks():

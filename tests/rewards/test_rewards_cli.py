@@ -61,14 +61,14 @@ def flaky():
     _REGISTRY.pop("test_async_judge", None)
 
 
-def test_check_reports_failures_per_sample_and_exits_1(flaky, tmp_path, capsys):
+def test_check_reports_failures_per_sample_and_exits_3(flaky, tmp_path, capsys):
     samples = write_jsonl(tmp_path / "s.jsonl", [
         {"prompt": "p", "completion": "fine"},
         {"prompt": "p", "completion": "boom"},
         {"prompt": "p", "completion": "nan"},
         {"prompt": "p", "completion": "boom"},
     ])
-    assert main(["rewards", "check", "test_flaky", "--samples", str(samples)]) == 1
+    assert main(["rewards", "check", "test_flaky", "--samples", str(samples)]) == 3
     out = capsys.readouterr().out
     assert re.search(r"line 2 +FAILED .* ms  raised RuntimeError: cannot score this one", out)
     assert re.search(r"line 3 +FAILED .* ms  returned nan", out)
@@ -112,3 +112,44 @@ def test_check_runs_async_rewards(flaky, tmp_path, capsys):
     write_jsonl(tmp_path / "s.jsonl", [{"prompt": "p", "completion": "ab"}])
     assert main(["rewards", "check", "test_async_judge", "--samples", str(tmp_path / "s.jsonl")]) == 0
     assert re.search(r"line 1 +0.5000", capsys.readouterr().out)
+
+
+RAISING = """
+def raise_on(prompts, completions, raise_on=None, **kwargs):
+    if raise_on is not None and any(str(raise_on) in str(c) for c in completions):
+        raise ValueError(f"cannot score {raise_on!r}")
+    return [1.0 if "42" in str(c) else 0.0 for c in completions]
+
+
+def sleepy(prompts, completions, **kwargs):
+    import time
+    time.sleep(10)
+    return [0.0] * len(completions)
+"""
+
+
+def test_audit_isolates_a_raising_reward_and_exits_3_not_1(tmp_path, capsys, monkeypatch):
+    (tmp_path / "mine.py").write_text(RAISING)
+    monkeypatch.chdir(tmp_path)
+    # the hacks of the math corpus that contain "1" trip the reward; the rest are scored as usual
+    code = main(["rewards", "audit", "./mine.py:raise_on", "--corpus", "exact_answer", "--option", "raise_on=1"])
+    captured = capsys.readouterr()
+    assert code == 3, captured.out + captured.err
+    assert "REWARD FAILED on" in captured.out and "raised ValueError: cannot score 1" in captured.out
+    assert "Traceback" not in captured.err
+    assert main(["rewards", "audit", "./mine.py:raise_on", "--corpus", "exact_answer",
+                 "--options", '{"raise_on": "zzz"}']) in (0, 1)
+    assert "REWARD FAILED" not in capsys.readouterr().out
+
+
+def test_check_and_audit_share_option_syntax_and_the_timeout(tmp_path, capsys, monkeypatch):
+    (tmp_path / "mine.py").write_text(RAISING)
+    monkeypatch.chdir(tmp_path)
+    samples = write_jsonl(tmp_path / "s.jsonl", [{"prompt": "p", "completion": "42"}, {"prompt": "p", "completion": "37"}])
+    assert main(["rewards", "check", "./mine.py:raise_on", "--samples", str(samples), "--options", '{"raise_on": 37}']) == 3
+    out = capsys.readouterr().out
+    assert "raised ValueError: cannot score 37" in out and "(1 scored, 0 abstained, 1 failed)" in out
+    assert main(["rewards", "check", "./mine.py:sleepy", "--samples", str(samples), "--timeout", "0.2"]) == 3
+    assert "timed out after 0.2s" in capsys.readouterr().out
+    assert main(["rewards", "audit", "./mine.py:sleepy", "--corpus", "math", "--timeout", "0.2"]) == 3
+    assert "timed out after 0.2s" in capsys.readouterr().out

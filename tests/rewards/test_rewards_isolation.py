@@ -70,7 +70,7 @@ def hangs(prompts, completions, **kwargs):
 @pytest.mark.parametrize(
     "fn, expected, failed, reason",
     [
-        (raises, [None] * 4, 4, "raised ZeroDivisionError: division by zero in my verifier"),
+        (raises, [None] * 4, 4, "raised ZeroDivisionError: division by zero in my verifier"),  # every sample alone too
         (nan_at_1, [1.0, None, 0.0, 1.0], 1, "returned nan"),
         (inf_at_0, [None, 1.0, 0.0, None], 2, "returned inf"),
         (strings, [1.0, None, None, 0.0], 2, "returned a non-number (str)"),
@@ -81,13 +81,12 @@ def hangs(prompts, completions, **kwargs):
 )
 def test_each_failure_mode_becomes_none_counted_logged(fn, expected, failed, reason, caplog):
     wrapped = isolate(fn, fn.__name__)
-    metrics = []
     with caplog.at_level(logging.WARNING, logger="k2rl.rewards.isolation"):
-        out = call(wrapped, log_metric=lambda name, value: metrics.append((name, value)))
+        out = call(wrapped)
     assert out == expected
     assert wrapped.failure_stats.failed == failed and wrapped.failure_stats.seen == 4
     assert wrapped.failure_stats.last_reason == reason
-    assert metrics == [(f"rewards/{fn.__name__}/failures", float(failed))]
+    assert wrapped.failed_rows() == [i for i, v in enumerate(expected) if v is None]
     assert fn.__name__ in caplog.text and reason in caplog.text
 
 
@@ -169,3 +168,64 @@ def test_bad_settings_are_user_errors():
         isolate(good, "good", max_failure_fraction=1.5)
     with pytest.raises(K2RLError, match="timeout_s"):
         isolate(good, "good", timeout_s=0)
+
+
+def raises_on_99(prompts, completions, **kwargs):
+    if "99" in completions:
+        raise ValueError("cannot parse 99")
+    return [1.0 if c == "a" else 0.0 for c in completions]
+
+
+def test_a_raise_on_one_sample_costs_that_sample_only():
+    wrapped = isolate(raises_on_99, "regex_answer")
+    out = wrapped(prompts=PROMPTS, completions=["a", "99", "c", "a"], completion_ids=[[1], [2], [3], [4]], answer=list("wxyz"))
+    assert out == [1.0, None, 0.0, 1.0]
+    assert wrapped.failed_rows() == [1]
+    assert wrapped.failure_stats.failed == 1 and wrapped.failure_stats.seen == 4
+    assert wrapped.failure_stats.last_reason == "raised ValueError: cannot parse 99"
+    assert wrapped(prompts=PROMPTS, completions=COMPLETIONS) == [1.0, 0.0, 0.0, 0.0]
+    assert wrapped.failed_rows() == []
+
+
+def hangs_on_b(prompts, completions, **kwargs):
+    if "b" in completions:
+        time.sleep(5)
+    return [1.0] * len(completions)
+
+
+def test_a_timeout_on_one_sample_costs_that_sample_only():
+    wrapped = isolate(hangs_on_b, "slow_on_b", timeout_s=0.3)
+    assert call(wrapped) == [1.0, None, 1.0, 1.0]
+    assert wrapped.failed_rows() == [1] and wrapped.failure_stats.last_reason == "timed out after 0.3s"
+
+
+async def async_raises_on_c(prompts, completions, **kwargs):
+    if "c" in completions:
+        raise RuntimeError("judge down for c")
+    return [0.5] * len(completions)
+
+
+def test_async_reward_isolates_per_sample_too():
+    wrapped = isolate(async_raises_on_c, "judge")
+    assert asyncio.run(call(wrapped)) == [0.5, 0.5, None, 0.5]
+    assert wrapped.failed_rows() == [2]
+
+
+def test_every_call_has_a_default_timeout_unless_the_reward_bounds_its_own_time():
+    import inspect
+
+    from k2rl.rewards import get_reward
+    from k2rl.rewards.isolation import DEFAULT_TIMEOUT_S, default_timeout
+
+    assert inspect.signature(isolate).parameters["timeout_s"].default == DEFAULT_TIMEOUT_S > 0
+    assert default_timeout(good) == default_timeout(get_reward("exact_answer")) == DEFAULT_TIMEOUT_S
+    for name in ("math", "unit_tests"):  # worker processes / sandboxes with per-sample limits of their own
+        assert default_timeout(get_reward(name)) is None
+    assert default_timeout(get_reward("math", check_timeout_s=3)) is None  # options bound, still known
+
+
+def test_the_bound_error_names_both_settings():
+    wrapped = isolate(raises, "flaky", max_failure_fraction=0.5, min_samples=4,
+                      bound_hint="rewards[1].max_failure_fraction for this reward, reward_failures.max_failure_fraction for all")
+    with pytest.raises(K2RLError, match=r"rewards\[1\]\.max_failure_fraction.*reward_failures\.max_failure_fraction"):
+        call(wrapped)

@@ -141,3 +141,28 @@ def test_per_task_budgets_cut_rows_and_mark_them_for_the_budget_reward(tiny_poli
     paused = engine((policy.model, policy.tokenizer), {}, token_budget=12, iteration_budget=2, budget=budget).run(rows, 1, GREEDY)
     assert paused[EXCEEDED_COLUMN] == [None, None]  # unfinished: no reward yet, like every other reward
     assert get_reward("budget_exceeded")([], [], budget_exceeded=[None]) == [None]
+
+
+def test_a_row_a_reward_failed_on_gets_no_reward_from_any(tiny_policy_dir):
+    """As on TRL's path: the other rewards' scores must not stand in for the failed one."""
+    from k2rl.rewards.isolation import isolate
+
+    policy = load_policy(str(tiny_policy_dir))
+    victims = []
+
+    def flaky(prompts, completions, **columns):
+        if len(completions) > 1:
+            victims.append(completions[1])
+        if any(c is v for c in completions for v in victims):
+            raise ValueError("cannot parse")
+        return [1.0] * len(completions)
+
+    def steady(prompts, completions, **columns):
+        return [0.5] * len(completions)
+
+    model, tokenizer = policy.model, policy.tokenizer
+    e = RolloutEngine(tokenizer, limits=Limits(token_budget=6), backend=TransformersBackend(model, tokenizer),
+                      reward_funcs=[isolate(flaky, "flaky"), isolate(steady, "steady")])
+    out = e.run([{"prompt": "a b c"}] * 2, 2, Sampling(temperature=1.0))
+    assert out["k2rl_reward_0"] == [1.0, None]
+    assert out["k2rl_reward_1"] == [0.5, None]
