@@ -6,6 +6,7 @@ Importing this package registers the built-in rewards; third-party ones come fro
 
 from k2rl.rewards import answer as _answer  # noqa: F401  (registers "exact_answer")
 from k2rl.rewards import budget as _budget  # noqa: F401  (registers "length_penalty")
+from k2rl.rewards import environment as _environment  # noqa: F401  (registers "environment")
 from k2rl.rewards import format as _format  # noqa: F401  (registers "format")
 from k2rl.rewards import length_k15 as _length_k15  # noqa: F401  (registers "k1.5_length")
 from k2rl.rewards import math as _math  # noqa: F401  (registers "math")

@@ -226,6 +226,9 @@ class RolloutConfig:
     backend: Literal["transformers", "vllm"] = "transformers"
     vllm_mode: Literal["colocate", "server"] = "colocate"
     tools: list[str] = field(default_factory=list)  # e.g. ["python"]: run code in the sandbox
+    # A multi-turn task's Environment (k2rl.rollouts.environment): a built-in name or module:Class, and its options.
+    environment: str | None = None
+    environment_options: dict[str, Any] = field(default_factory=dict)
     sandbox: str = "local"  # sandbox backend for the python tool
     tool_timeout_s: float = 5.0
     max_turns: int = 1
@@ -239,7 +242,13 @@ class RolloutConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.tools) or self.partial_rollouts or self.overlap or self.backend == "vllm"
+        return (bool(self.tools) or self.environment is not None or self.partial_rollouts or self.overlap
+                or self.backend == "vllm")
+
+    @property
+    def multi_turn(self) -> bool:
+        """Rollouts may call tools: held-out evaluation runs the same loop."""
+        return bool(self.tools) or self.environment is not None
 
 
 @dataclass

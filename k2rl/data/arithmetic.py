@@ -137,4 +137,11 @@ def _reasoning_gym_splits(train_size: int, eval_size: int, seed: int, **options)
     return reasoning_gym_splits(train_size, eval_size, seed, **options)
 
 
-BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits}
+def _tool_use_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
+    from k2rl.data.tool_use import tool_use_splits
+
+    return tool_use_splits(train_size, eval_size, seed, **options)
+
+
+BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits,
+                 "tool_use": _tool_use_splits}
