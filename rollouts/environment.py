@@ -99,11 +99,10 @@ class ToolUseEnvironment(ToolsEnvironment):
     max_turns = 3
     max_tool_calls = 2
 
-    def __init__(self, sandbox: str = "local", timeout_s: float = 5.0, **sandbox_options):
+    def __init__(self, sandbox: str = "local", timeout_s: float = 5.0, sandbox_options: dict | None = None):
         from k2rl.rollouts.tools import PythonTool
 
-        super().__init__({"python": PythonTool(backend=sandbox, timeout_s=timeout_s,
-                                               sandbox_options=sandbox_options or None)})
+        super().__init__({"python": PythonTool(backend=sandbox, timeout_s=timeout_s, sandbox_options=sandbox_options)})
 
     def reward(self, state, messages: list[dict], row: dict) -> float:
         from k2rl.rewards.answer import answers_match, completion_text

@@ -278,5 +278,8 @@ class RunConfig:
             # Judging switches the model's active adapters, which would change the policy's weights under
             # the generation that overlap runs at the same time.
             raise ValueError("critic.refine_adapter: own cannot judge on rollout.overlap's scoring thread; turn one of them off")
+        if any(spec.name == "environment" for spec in self.rewards) and self.rollout.environment is None:
+            raise ValueError("rewards: environment is the score of rollout.environment; name an environment with "
+                             "a reward of its own (e.g. rollout.environment: tool_use)")
         if self.data.filter is not None and self.rewards and self.rewards[0].name == "rubric":
             raise ValueError("data.filter scores prompts with the first reward, a verifier; put the rubric reward after it")
