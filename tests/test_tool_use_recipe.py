@@ -61,3 +61,11 @@ def test_the_environment_reward_without_an_environment_is_refused_before_any_wor
     assert code != 0
     assert "rewards: environment is the score of rollout.environment" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_tool_use_recipe_runs_the_tool_loop_with_partial_rollouts(tmp_path, recipe):
+    run, _, records = _run(tmp_path, recipe, "partial", "rollout.partial_rollouts=true", "rollout.iteration_budget=16",
+                           "trainer.eval_steps=0")
+    rl = [r for r in records if r["phase"] == "rl" and "rollouts/paused_groups" in r]
+    assert len(rl) == 2 and (run / "adapter").is_dir()
+    assert rl[0]["rollouts/paused_groups"] > 0  # 48-token rollouts, 16 policy tokens per iteration

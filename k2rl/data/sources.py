@@ -119,12 +119,17 @@ def _eval_set(config: DataConfig, key: str) -> Dataset:
 def _generated(config: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
     """(training, held-out) rows of a built-in generator, with ``data.options`` as its settings."""
     options = dict(config.options)
-    return BUILTIN_TASKS[config.source](
-        train_size=config.train_size or DEFAULT_TRAIN_SIZE,
-        eval_size=config.eval_size,
-        seed=options.pop("seed", seed),  # data.options.seed: the task's items apart from the run's seed
-        **options,
-    )
+    try:
+        return BUILTIN_TASKS[config.source](
+            train_size=config.train_size or DEFAULT_TRAIN_SIZE,
+            eval_size=config.eval_size,
+            seed=options.pop("seed", seed),  # data.options.seed: the task's items apart from the run's seed
+            **options,
+        )
+    except TypeError as exc:  # an option the generator does not take
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise K2RLError(f"data.options: the {config.source} task has no option {str(exc).split('argument ')[-1]}") from exc
 
 
 def _loaded(config: DataConfig, seed: int) -> tuple[Dataset, Dataset | None]:

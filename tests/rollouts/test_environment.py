@@ -155,3 +155,17 @@ def test_tools_and_an_environment_together_are_refused(tiny_policy_dir):
 def test_the_environment_reward_without_an_environment_is_an_error():
     with pytest.raises(K2RLError, match="needs rollout.environment"):
         get_reward("environment")(prompts=["p"], completions=["c"], answer=["1"])
+
+
+def test_the_readme_s_worked_example_builds_and_scores(tmp_path, monkeypatch, request):
+    readme = (request.config.rootpath / "README.md").read_text()
+    code = readme.split("```python\n# my_envs.py\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_envs.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = build_environment("my_envs:Lookup", {})
+    row = {"prompt": GOOD_PROMPT, "table": '{"pi": "314"}', "answer": "314"}
+    state = env.setup(row)
+    lookup = env.tools(state)["lookup"]
+    assert lookup({"key": "pi"}) == "314" and lookup({"key": "e"}).startswith("error: no key")
+    assert env.reward(state, [{"role": "assistant", "content": "It is 314."}], row) == pytest.approx(0.9)
+    assert env.max_tool_calls == 2 and env.has_reward
