@@ -13,6 +13,7 @@ from k2rl.rewards import math as _math  # noqa: F401  (registers "math")
 from k2rl.rewards import reasoning_gym as _reasoning_gym  # noqa: F401  (registers "reasoning_gym")
 from k2rl.rewards import rubric as _rubric  # noqa: F401  (registers "rubric")
 from k2rl.rewards import unit_tests as _unit_tests  # noqa: F401  (registers "unit_tests")
+from k2rl.rewards import verifiers as _verifiers  # noqa: F401  (registers "verifiers"; needs k2rl[verifiers] to run)
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rewards.registry import available_rewards, get_reward, register_reward, registered_rewards
 

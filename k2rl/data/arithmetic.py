@@ -143,5 +143,11 @@ def _tool_use_splits(train_size: int, eval_size: int, seed: int, **options) -> t
     return tool_use_splits(train_size, eval_size, seed, **options)
 
 
+def _verifiers_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
+    from k2rl.data.verifiers_tasks import verifiers_splits
+
+    return verifiers_splits(train_size, eval_size, seed, **options)
+
+
 BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits,
-                 "tool_use": _tool_use_splits}
+                 "tool_use": _tool_use_splits, "verifiers": _verifiers_splits}
