@@ -29,12 +29,12 @@ from collections.abc import Callable
 from typing import Any
 
 from k2rl.errors import K2RLError
+from k2rl.rollouts.failures import InfrastructureError
+
+__all__ = ["Environment", "InfrastructureError", "ToolUseEnvironment", "ToolsEnvironment", "build_environment",
+           "environment_class"]
 
 Tool = Callable[[dict], str]
-
-
-class InfrastructureError(Exception):
-    """A tool or environment could not do its job for reasons that are not the policy's."""
 
 
 class Environment:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from k2rl import resources
 from k2rl.errors import K2RLError
-from k2rl.rollouts.environment import InfrastructureError
+from k2rl.rollouts.failures import InfrastructureError
 from k2rl.rollouts.tool_calls import ToolCall
 
 Tool = Callable[[dict], str]

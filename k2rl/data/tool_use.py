@@ -23,8 +23,9 @@ import random
 
 from datasets import Dataset
 
-from k2rl.data.arithmetic import ANSWER_FORMAT
 from k2rl.errors import K2RLError
+
+ANSWER_FORMAT = "The answer is {answer}."  # what the exact_answer reward reads (the arithmetic task's format too)
 
 FACTOR_RANGE = (400, 999)  # two of them: a six-digit product
 FIRST_OF_THREE_RANGE = (625, 999)  # times a six-digit product: a nine-digit one
