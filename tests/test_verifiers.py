@@ -179,3 +179,17 @@ def test_bad_tasksets_and_reward_names_are_one_line_errors():
     with pytest.raises(K2RLError, match=r"records no reward 'nope' \(it records \['brief', 'correct'\]\)"):
         get_reward("verifiers", reward="nope")(prompts=[row["prompt"]], completions=["x"], vf_task=[row["vf_task"]],
                                                vf_taskset=[row["vf_taskset"]])
+
+
+class BoxTask(SumTask):
+    NEEDS_CONTAINER = True
+
+
+class BoxTaskset(vf.Taskset[BoxTask]):
+    def load(self):
+        yield from (BoxTask(SumData(prompt=f"{i}?", answer=str(i))) for i in range(3))
+
+
+def test_tasks_that_need_a_container_are_refused():
+    with pytest.raises(K2RLError, match="need a container runtime"):
+        _rows("test_verifiers:BoxTaskset")

@@ -94,6 +94,9 @@ def verifiers_splits(train_size: int, eval_size: int, seed: int, taskset: str | 
     if taskset is None:
         raise K2RLError("data.source: verifiers needs data.options.taskset: module:NAME")
     tasks = list(tasks_by_key(taskset).values())
+    if any(getattr(t, "NEEDS_CONTAINER", False) for t in tasks):
+        raise K2RLError(f"data.options.taskset: {taskset!r} has tasks that need a container runtime; "
+                        "k2rl scores tasks without one")
     if len(tasks) < 2:
         raise K2RLError(f"data.options.taskset: {taskset!r} has {len(tasks)} task(s); at least 2 (train and held out)")
     random.Random(f"verifiers-{seed}").shuffle(tasks)
