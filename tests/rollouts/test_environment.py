@@ -169,3 +169,23 @@ def test_the_readme_s_worked_example_builds_and_scores(tmp_path, monkeypatch, re
     assert lookup({"key": "pi"}) == "314" and lookup({"key": "e"}).startswith("error: no key")
     assert env.reward(state, [{"role": "assistant", "content": "It is 314."}], row) == pytest.approx(0.9)
     assert env.max_tool_calls == 2 and env.has_reward
+
+
+class NoReward(Environment):
+    pass
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["rollout.environment=no_such_env"], "unknown environment 'no_such_env'"),
+    (["rollout.environment=test_environment:NoReward", "rewards=[{name: environment}]"],
+     "has no reward of its own"),
+    (["rollout.environment=tool_use"], "rollout.tools and rollout.environment"),
+])
+def test_environment_mistakes_are_refused_before_any_model_is_built(tmp_path, capsys, request, overrides, message):
+    from k2rl.cli import main
+
+    recipe = request.config.rootpath / "configs" / "tool_use.yaml"
+    tools = [] if "tools" in message else ["rollout.tools=[]"]
+    assert main(["train", str(recipe), f"output_dir={tmp_path}", *tools, *overrides]) != 0
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.rglob("initial_policy"))
