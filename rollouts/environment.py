@@ -25,6 +25,8 @@ reward). A recipe names an environment with ``rollout.environment`` (a built-in 
 from __future__ import annotations
 
 import importlib
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +37,7 @@ __all__ = ["Environment", "InfrastructureError", "ToolUseEnvironment", "ToolsEnv
            "environment_class"]
 
 Tool = Callable[[dict], str]
+_INTEGER = re.compile(r"-?\d+")
 
 
 class Environment:
@@ -92,8 +95,14 @@ class ToolsEnvironment(Environment):
 
 
 class ToolUseEnvironment(ToolsEnvironment):
-    """The ``tool_use`` task (k2rl/data/tool_use.py): the sandboxed python tool, up to two calls, and
-    its own reward -- 1.0 when the final answer is the row's product, else 0.0."""
+    """The ``tool_use`` task (k2rl/data/tool_use.py): the sandboxed python tool, up to two calls, and its
+    own reward -- 1.0 when the final answer is the row's product, else 0.0.
+
+    Per-row state: the row's ``bindings`` (``{"a": 472, "b": 815}``, the names its question gives the
+    factors) and the number each call printed so far (``r0``, ``r1``, ...), all defined before the
+    policy's code runs. So ``print(a * b)`` and then ``print(c * r0)`` work without the policy copying
+    a single digit into a call.
+    """
 
     name = "tool_use"
     max_turns = 3
@@ -103,6 +112,27 @@ class ToolUseEnvironment(ToolsEnvironment):
         from k2rl.rollouts.tools import PythonTool
 
         super().__init__({"python": PythonTool(backend=sandbox, timeout_s=timeout_s, sandbox_options=sandbox_options)})
+
+    def setup(self, row: dict) -> dict:
+        bindings = json.loads(row.get("bindings") or "{}")
+        return {"bindings": bindings, "results": []}
+
+    def tools(self, state) -> dict[str, Tool]:
+        python = self._tools["python"]
+
+        def bound_python(arguments: dict) -> str:
+            code = arguments.get("code")
+            if not isinstance(code, str):
+                return python(arguments)  # the tool's own one-line error
+            prelude = "".join(f"{name} = {value!r}\n" for name, value in state["bindings"].items())
+            prelude += "".join(f"r{i} = {value!r}\n" for i, value in enumerate(state["results"]))
+            printed = python({"code": prelude + code})
+            numbers = _INTEGER.findall(printed)
+            if numbers and not printed.startswith("error"):
+                state["results"].append(int(numbers[-1]))
+            return printed
+
+        return {"python": bound_python}
 
     def reward(self, state, messages: list[dict], row: dict) -> float:
         from k2rl.rewards.answer import answers_match, completion_text

@@ -96,3 +96,18 @@ def test_tool_use_line_and_summary_read_the_flat_records():
                     "answers copying the tool 0.500 -> 0.950")
     assert tool_use_summary(before, after)["after"]["call_rate"] == 0.9
     assert tool_use_line({}, {"accuracy": 1.0}) is None and tool_use_summary({}, {"accuracy": 1.0}) is None
+
+
+def test_named_questions_bind_the_factors_and_calls_use_the_names():
+    train, held_out = tool_use_splits(200, 20, seed=0, tool_fraction=1.0, two_call_fraction=0.5, named=True)
+    for row in [*train, *held_out]:
+        bindings = json.loads(row["bindings"])
+        names = list(bindings)
+        assert names == list("abc"[:len(names)])
+        assert row["question"] == (", ".join(f"{n} = {v}" for n, v in bindings.items())
+                                   + f". What is {' * '.join(names)}?")
+    for row in train:
+        calls = [json.loads(m["tool_calls"][0]["function"]["arguments"])["code"]
+                 for m in json.loads(row["demonstration_messages"]) if m.get("tool_calls")]
+        assert calls == (["print(a * b)"] if row["calls"] == 1 else ["print(b * c)", "print(a * r0)"])
+    assert not any(tool_use_splits(20, 4, seed=0)[0]["bindings"])  # unnamed questions bind nothing

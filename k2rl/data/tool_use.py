@@ -37,19 +37,28 @@ def tool_call(code: str, index: int) -> dict:
             "function": {"name": "python", "arguments": json.dumps({"code": code})}}
 
 
-def _calls(factors: tuple[int, ...]) -> list[tuple[str, int]]:
-    """(code, what it prints) for each call the demonstration makes: the last two factors first."""
+NAMES = "abc"  # the factors' names when the question binds them (named: true)
+
+
+def _calls(factors: tuple[int, ...], named: bool = False) -> list[tuple[str, int]]:
+    """(code, what it prints) for each call the demonstration makes: the last two factors first.
+
+    ``named``: the code uses the factors' names and ``r0``, the first call's result, as the
+    ``tool_use`` environment binds them, so no call copies a number.
+    """
+    names = NAMES[:len(factors)]
     *rest, b, c = factors
-    steps = [(f"print({b} * {c})", b * c)]
-    for a in reversed(rest):
-        steps.append((f"print({a} * {steps[-1][1]})", a * steps[-1][1]))
+    steps = [(f"print({names[-2]} * {names[-1]})" if named else f"print({b} * {c})", b * c)]
+    for index, a in enumerate(reversed(rest)):
+        code = f"print({names[len(rest) - 1 - index]} * r{index})" if named else f"print({a} * {steps[-1][1]})"
+        steps.append((code, a * steps[-1][1]))
     return steps
 
 
-def tool_messages(factors: tuple[int, ...]) -> list[dict]:
+def tool_messages(factors: tuple[int, ...], named: bool = False) -> list[dict]:
     """The tool demonstration: each call, what the tool printed, then the answer copying the last result."""
     messages = []
-    for index, (code, result) in enumerate(_calls(factors)):
+    for index, (code, result) in enumerate(_calls(factors, named)):
         call = tool_call(code, index)
         messages += [{"role": "assistant", "content": "", "tool_calls": [call]},
                      {"role": "tool", "tool_call_id": call["id"], "content": f"{result}\n"}]
@@ -64,12 +73,17 @@ def _product(factors: tuple[int, ...]) -> int:
     return product
 
 
-def tool_use_item(factors: tuple[int, ...], tool: bool) -> dict:
-    """One problem: question, ``answer``, ``calls`` (how many a tool solution makes) and its demonstration."""
+def tool_use_item(factors: tuple[int, ...], tool: bool, named: bool = False) -> dict:
+    """One problem: question, ``answer``, ``calls`` (how many a tool solution makes), its demonstration and
+    ``bindings`` (JSON ``{name: factor}`` when ``named``, which the ``tool_use`` environment binds in its tool)."""
     product = _product(factors)
-    messages = tool_messages(factors) if tool else None
+    messages = tool_messages(factors, named) if tool else None
+    names = NAMES[:len(factors)]
+    question = (f"{', '.join(f'{n} = {f}' for n, f in zip(names, factors))}. What is {' * '.join(names)}?" if named
+                else f"What is {' * '.join(map(str, factors))}?")
     return {
-        "question": f"What is {' * '.join(map(str, factors))}?",
+        "question": question,
+        "bindings": json.dumps(dict(zip(names, factors))) if named else "",
         "answer": str(product),
         "calls": len(factors) - 1,
         "demonstration": ANSWER_FORMAT.format(answer=product),
@@ -82,7 +96,8 @@ def _factors(rng: random.Random, three: bool) -> tuple[int, ...]:
     return (rng.randint(*FIRST_OF_THREE_RANGE), *pair) if three else pair
 
 
-def _draw(size: int, seed: int, two_call_fraction: float, tool_fraction: float, exclude: set) -> list[dict]:
+def _draw(size: int, seed: int, two_call_fraction: float, tool_fraction: float, exclude: set,
+          named: bool) -> list[dict]:
     rng = random.Random(f"tool-use-{seed}")
     style_rng = random.Random(f"tool-use-style-{seed}")  # the style draw never changes which items are drawn
     rows, seen = [], set(exclude)
@@ -91,18 +106,22 @@ def _draw(size: int, seed: int, two_call_fraction: float, tool_fraction: float, 
         if factors in seen:
             continue
         seen.add(factors)
-        rows.append({**tool_use_item(factors, tool=style_rng.random() < tool_fraction), "factors": factors})
+        rows.append({**tool_use_item(factors, tool=style_rng.random() < tool_fraction, named=named), "factors": factors})
     return rows
 
 
 def tool_use_splits(train_size: int, eval_size: int, seed: int, tool_fraction: float = 0.4,
-                    two_call_fraction: float = 0.25) -> tuple[Dataset, Dataset]:
-    """(training rows, held-out rows); held-out rows have no demonstration and share no question with training."""
+                    two_call_fraction: float = 0.25, named: bool = False) -> tuple[Dataset, Dataset]:
+    """(training rows, held-out rows); held-out rows have no demonstration and share no question with training.
+
+    ``named``: questions bind the factors to names (``a = 472, b = 815. What is a * b?``) and tool
+    calls use the names, for the ``tool_use`` environment (``rollout.environment: tool_use``).
+    """
     for option, value in (("tool_fraction", tool_fraction), ("two_call_fraction", two_call_fraction)):
         if not 0.0 <= value <= 1.0:
             raise K2RLError(f"tool_use task: {option} must be between 0 and 1, got {value}")
-    held_out = _draw(eval_size, 2 * seed + 1, two_call_fraction, 0.0, set())
-    train = _draw(train_size, 2 * seed, two_call_fraction, tool_fraction, {r["factors"] for r in held_out})
+    held_out = _draw(eval_size, 2 * seed + 1, two_call_fraction, 0.0, set(), named)
+    train = _draw(train_size, 2 * seed, two_call_fraction, tool_fraction, {r["factors"] for r in held_out}, named)
 
     def strip(rows):
         return Dataset.from_list([{k: v for k, v in r.items() if k != "factors"} for r in rows])

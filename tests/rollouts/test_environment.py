@@ -2,6 +2,8 @@
 reward, setup/teardown; infrastructure failures (a real sandbox_error, a failing environment) give the
 row no reward and no loss, counted."""
 
+import json
+
 import pytest
 
 from k2rl.errors import K2RLError
@@ -179,13 +181,30 @@ class NoReward(Environment):
     (["rollout.environment=no_such_env"], "unknown environment 'no_such_env'"),
     (["rollout.environment=test_environment:NoReward", "rewards=[{name: environment}]"],
      "has no reward of its own"),
-    (["rollout.environment=tool_use"], "rollout.tools and rollout.environment"),
+    (["rollout.tools=[python]"], "rollout.tools and rollout.environment"),
 ])
 def test_environment_mistakes_are_refused_before_any_model_is_built(tmp_path, capsys, request, overrides, message):
     from k2rl.cli import main
 
-    recipe = request.config.rootpath / "configs" / "tool_use.yaml"
-    tools = [] if "tools" in message else ["rollout.tools=[]"]
-    assert main(["train", str(recipe), f"output_dir={tmp_path}", *tools, *overrides]) != 0
+    recipe = request.config.rootpath / "configs" / "tool_use.yaml"  # rollout.environment: tool_use
+    assert main(["train", str(recipe), f"output_dir={tmp_path}", *overrides]) != 0
     assert message in capsys.readouterr().err
     assert not any(tmp_path.rglob("initial_policy"))
+
+
+def test_tool_use_environment_binds_the_row_s_names_and_earlier_results():
+    from k2rl.data.tool_use import tool_use_splits
+
+    train, _ = tool_use_splits(40, 4, seed=0, tool_fraction=1.0, two_call_fraction=1.0, named=True)
+    row = train[0]
+    a, b, c = (int(v) for v in json.loads(row["bindings"]).values())
+    env = ToolUseEnvironment()
+    try:
+        state, other = env.setup(row), env.setup(train[1])
+        python = env.tools(state)["python"]
+        assert python({"code": "print(b * c)"}) == f"{b * c}\n"
+        assert python({"code": "print(a * r0)"}) == f"{a * b * c}\n" == f"{row['answer']}\n"
+        assert env.tools(other)["python"]({"code": "print(r0)"}).startswith("error (crashed): NameError")
+        assert python({"code": 3}).startswith("error: python takes one argument")
+    finally:
+        env.close()
