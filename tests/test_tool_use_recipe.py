@@ -1,6 +1,6 @@
-"""The tool_use recipe end to end, a few steps: the python tool through the engine, the held-out
-tool-use figures in the summary and the printed line; and the same task as an Environment with its
-own reward."""
+"""The tool_use recipe end to end, a few steps: the tool_use environment (the python tool with the row's
+names bound) through the engine, the held-out tool-use figures in the summary and the printed line, the
+environment's own reward, and partial rollouts with tools."""
 
 import json
 
@@ -48,15 +48,15 @@ def test_tool_use_recipe_reports_tool_use_before_and_after(tmp_path, recipe, cap
     assert rl and all(r["rollouts/infrastructure_failures"] == 0 for r in rl)
 
 
-def test_tool_use_as_an_environment_trains_on_its_own_reward(tmp_path, recipe):
-    run, summary, records = _run(tmp_path, recipe, "env", "rollout.tools=[]", "rollout.environment=tool_use",
-                                 "rewards=[{name: environment}]")
+def test_tool_use_trains_on_the_environment_s_own_reward(tmp_path, recipe):
+    run, summary, records = _run(tmp_path, recipe, "env", "rewards=[{name: environment}]")
     assert summary["metric"] == "environment" and summary["tool_use"]["after"]
     rl = [r for r in records if r["phase"] == "rl"]
     assert any("rewards/environment/mean" in r for r in rl)
 
 
-def test_the_environment_reward_without_an_environment_is_refused_before_any_work(tmp_path, recipe, capsys):
+def test_the_environment_reward_without_an_environment_is_refused_before_any_work(tmp_path, request, capsys):
+    recipe = request.config.rootpath / "configs" / "quickstart.yaml"  # no rollout.environment
     code = main(["train", str(recipe), f"output_dir={tmp_path}", "rewards=[{name: environment}]"])
     assert code != 0
     assert "rewards: environment is the score of rollout.environment" in capsys.readouterr().err
