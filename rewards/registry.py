@@ -25,7 +25,8 @@ RewardFunc = Callable[..., list]
 
 _REGISTRY: dict[str, RewardFunc] = {}
 # Modules of k2rl.rewards that register the built-in rewards (imported on first lookup).
-BUILTIN_MODULES = ("answer", "budget", "format", "length_k15", "math", "probe", "reasoning_gym", "rubric", "unit_tests")
+BUILTIN_MODULES = ("answer", "budget", "environment", "format", "length_k15", "math", "probe", "reasoning_gym",
+                   "rubric", "unit_tests", "verifiers")
 _builtins_loaded = False
 
 

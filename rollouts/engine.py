@@ -23,6 +23,12 @@ The reward functions get the keywords TRL's own scoring passes (``trainer_state`
 ``log_extra``: :meth:`k2rl.trainer._trl.TRLSeams.reward_kwargs`), so a reward's warm-up and its metrics
 behave the same with or without the engine; ``log_extra`` columns are kept per trajectory and handed
 on in the order of the returned rows.
+
+What each row may call, its limits and its own reward come from its
+:class:`~k2rl.rollouts.environment.Environment` (``setup`` when the trajectory starts, ``teardown``
+once it is scored). A row whose tool or environment failed for infrastructure reasons
+(:class:`~k2rl.rollouts.environment.InfrastructureError`, e.g. ``sandbox_error``) stops there and goes
+back with ``None`` for every reward and an all-zero ``env_mask``: no reward, no loss, counted.
 """
 
 from __future__ import annotations
@@ -38,12 +44,15 @@ from trl.models import unwrap_model_for_generation
 from k2rl.config import BudgetConfig
 from k2rl.errors import K2RLError
 from k2rl.rollouts.budget import EXCEEDED_COLUMN, row_budgets
+from k2rl.rollouts.environment import Environment, InfrastructureError, ToolsEnvironment
 from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.overlap import ScoringPipeline
 from k2rl.rollouts.partial import Group, PartialRollouts, is_complete
 from k2rl.rollouts.tool_calls import parse_turn, tool_results_text
 from k2rl.rollouts.tools import execute
 from k2rl.rollouts.trajectory import PAUSED, RUNNING, Trajectory
+
+ENVIRONMENT_REWARD_COLUMN = "environment_reward"  # what the ``environment`` reward reads
 
 REWARD_COLUMN = "k2rl_reward_{}"
 OUTPUT_COLUMNS = frozenset({"prompt_ids", "completion_ids", "logprobs", "env_mask", "stop_reason"})
@@ -85,6 +94,7 @@ class RolloutStats:
     tool_calls: int = 0
     paused_groups: int = 0
     skipped_groups: int = 0
+    infrastructure_failures: int = 0  # rows with no reward and no loss: a tool or the environment failed
 
 
 class RolloutEngine:
@@ -92,10 +102,13 @@ class RolloutEngine:
 
     def __init__(self, tokenizer, *, tools: dict | None = None, limits: Limits = Limits(), reward_funcs=(),
                  backend=None, overlap: bool = False, chunks: int = 1, queue_size: int = 2,
-                 tool_workers: int = 4):
+                 tool_workers: int = 4, environment: Environment | None = None):
         if chunks < 1:
             raise K2RLError(f"rollout.chunks must be at least 1, got {chunks}")
-        self.tokenizer, self.tools, self.limits = tokenizer, dict(tools or {}), limits
+        if environment is not None and tools:
+            raise K2RLError("rollout.tools and rollout.environment: an environment names its own tools; give one")
+        self.environment = environment if environment is not None else ToolsEnvironment(tools)
+        self.tokenizer, self.limits = tokenizer, limits
         self.reward_funcs, self.backend = list(reward_funcs), backend
         self.overlap, self.chunks, self.queue_size, self.tool_workers = overlap, chunks, queue_size, tool_workers
         self.partial = PartialRollouts()
@@ -124,7 +137,7 @@ class RolloutEngine:
         stats = self.last_stats
         if hasattr(trainer, "record_metric"):
             for key in ("generate_s", "score_s", "score_wait_s", "wall_s", "tool_calls", "paused_groups",
-                        "skipped_groups"):
+                        "skipped_groups", "infrastructure_failures"):
                 trainer.record_metric(f"rollouts/{key}", float(getattr(stats, key)))
         if hasattr(trainer, "scored_during_generation"):  # the step's cost: this scoring ran inside generation
             trainer.scored_during_generation(stats.score_s, stats.score_wait_s)
@@ -153,6 +166,7 @@ class RolloutEngine:
             self.partial.carry(groups)
         stats.paused_groups = sum(not is_complete(g) for g in groups)
         stats.tool_calls = sum(t.tool_calls for g in groups for t in g)
+        stats.infrastructure_failures = sum(t.failure is not None for g in groups for t in g)
         stats.wall_s = time.perf_counter() - started
         self.last_stats = stats
         trajectories = [t for g in groups for t in g]
@@ -170,6 +184,8 @@ class RolloutEngine:
         trajectories = [self._start(row) for row in rows]
         with getattr(self.backend, "session", contextlib.nullcontext)():
             self._advance(trajectories)  # no iteration budget here: every trajectory runs to its end
+        self._settle(trajectories)
+        self.last_environment_rewards = [t.row.get(ENVIRONMENT_REWARD_COLUMN) for t in trajectories]
         return [list(t.messages) for t in trajectories]
 
     def _generate_and_score(self, chunks: list[list[Group]], stats: RolloutStats) -> None:
@@ -203,7 +219,17 @@ class RolloutEngine:
         # A copy: TRL writes the returned columns back into its batch rows, and a paused row outlives its batch.
         row = {k: v for k, v in row.items() if k not in OUTPUT_COLUMNS and not k.startswith("k2rl_reward_")}
         budget, per_task = self.limits.row_budget(row)
-        return Trajectory(row=row, prompt_ids=list(ids), budget=budget, per_task_budget=per_task)
+        t = Trajectory(row=row, prompt_ids=list(ids), budget=budget, per_task_budget=per_task)
+        try:
+            t.state = self.environment.setup(row)
+        except Exception as exc:  # noqa: BLE001 - the environment's failure, not the policy's: no reward
+            t.fail(f"environment {self.environment.name} setup failed: {type(exc).__name__}: {exc}")
+        return t
+
+    def _limit(self, name: str) -> int:
+        """The environment's own turn or call limit, else the recipe's."""
+        own = getattr(self.environment, name)
+        return getattr(self.limits, name) if own is None else own
 
     def _allowance(self, t: Trajectory) -> int:
         left = t.budget - len(t.completion_ids)
@@ -252,13 +278,13 @@ class RolloutEngine:
         if not turn.calls:
             t.finish("answer")
             return []
-        if t.turns >= self.limits.max_turns:
+        if t.turns >= self._limit("max_turns"):
             t.finish("max_turns")  # no turn left to read the answer in
             return []
-        if t.tool_calls >= self.limits.max_tool_calls:
+        if t.tool_calls >= self._limit("max_tool_calls"):
             t.finish("max_tool_calls")
             return []
-        allowed = self.limits.max_tool_calls - t.tool_calls
+        allowed = self._limit("max_tool_calls") - t.tool_calls
         t.tool_calls += min(allowed, len(turn.calls))
         return [(t, call, index < allowed) for index, call in enumerate(turn.calls)]
 
@@ -271,6 +297,10 @@ class RolloutEngine:
         for (t, call, _), answer in zip(calls, answers, strict=True):
             by_trajectory.setdefault(id(t), (t, []))[1].append((call.id, answer))
         for t, results in by_trajectory.values():
+            failed = [a for _, a in results if isinstance(a, InfrastructureError)]
+            if failed:  # what the tool would have said is unknown: the rollout ends here, unscored
+                t.fail(f"tool infrastructure failed: {failed[0]}")
+                continue
             for call_id, content in results:
                 t.messages.append({"role": "tool", "tool_call_id": call_id, "content": content})
             ids = self.tokenizer(tool_results_text(self.tokenizer, results), add_special_tokens=False)["input_ids"]
@@ -279,14 +309,44 @@ class RolloutEngine:
                 t.truncate(t.budget)
                 t.finish("token_budget")
 
-    def _answer(self, t: Trajectory, call, allowed: bool) -> str:
+    def _answer(self, t: Trajectory, call, allowed: bool) -> str | InfrastructureError:
         if not allowed:
-            return f"error: tool-call limit reached ({self.limits.max_tool_calls} per rollout)"
-        return execute(call, self.tools)
+            return f"error: tool-call limit reached ({self._limit('max_tool_calls')} per rollout)"
+        try:
+            return execute(call, self.environment.tools(t.state))
+        except InfrastructureError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - the environment could not hand out its tools
+            return InfrastructureError(f"environment {self.environment.name} tools failed: {type(exc).__name__}: {exc}")
+
+    def _settle(self, trajectories: list[Trajectory]) -> None:
+        """The environment's own reward into each row (``environment_reward``), then its teardown.
+
+        An environment whose reward raises failed that rollout: it gets no reward at all. A teardown
+        that raises costs nothing but is counted as a failure of that rollout too, since the
+        environment's state for it may be wrong.
+        """
+        env = self.environment
+        for t in trajectories:
+            if env.has_reward and t.failure is None:
+                try:
+                    score = env.reward(t.state, list(t.messages), t.row)
+                    t.row[ENVIRONMENT_REWARD_COLUMN] = None if score is None else float(score)
+                except Exception as exc:  # noqa: BLE001
+                    t.fail(f"environment {env.name} reward failed: {type(exc).__name__}: {exc}")
+            try:
+                env.teardown(t.state)
+            except Exception as exc:  # noqa: BLE001
+                t.fail(f"environment {env.name} teardown failed: {type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ scoring and output
     def _score_groups(self, groups: list[Group]) -> None:
         trajectories = [t for g in groups for t in g]
+        self._settle(trajectories)
+        for t in trajectories:
+            if t.failure is not None:  # no reward, never a fake 0
+                t.rewards = [None] * len(self.reward_funcs)
+        trajectories = [t for t in trajectories if t.failure is None]
         if not trajectories:
             return
         if not self.reward_funcs:

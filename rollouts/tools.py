@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from k2rl import resources
 from k2rl.errors import K2RLError
+from k2rl.rollouts.failures import InfrastructureError
 from k2rl.rollouts.tool_calls import ToolCall
 
 Tool = Callable[[dict], str]
@@ -21,20 +22,25 @@ _TOOL_IDS = itertools.count()
 class PythonTool:
     """``python(code)``: run ``code`` in a sandbox, answer with its stdout (and the tail of stderr if it failed).
 
+    A ``sandbox_error`` (the sandbox itself failed) raises :class:`InfrastructureError`: the rollout
+    then has no reward and no loss, instead of the policy reading an error it did not cause.
+
     Each tool has its own sandbox, started on its first call and registered in :mod:`k2rl.resources`:
     :meth:`close` or ``resources.close_all()`` stops it, and a later call starts a fresh one.
     """
 
     name = "python"
 
-    def __init__(self, backend: str = "local", timeout_s: float = 5.0, max_chars: int = 400, workers: int | None = None):
+    def __init__(self, backend: str = "local", timeout_s: float = 5.0, max_chars: int = 400, workers: int | None = None,
+                 sandbox_options: dict | None = None):
         self.backend, self.timeout_s, self.max_chars, self.workers = backend, timeout_s, max_chars, workers
+        self.sandbox_options = dict(sandbox_options or {})  # e.g. a remote sandbox's endpoints
         self._key = (__name__, self.name, next(_TOOL_IDS))  # this tool's own sandbox
 
     def _get_sandbox(self):
         from k2rl.sandboxes import shared_sandbox
 
-        return shared_sandbox(self._key, self.backend, self.workers)
+        return shared_sandbox(self._key, self.backend, self.workers, **self.sandbox_options)
 
     def __call__(self, arguments: dict) -> str:
         code = arguments.get("code")
@@ -44,6 +50,8 @@ class PythonTool:
         from k2rl.sandboxes.verdict import Status
 
         run = run_program(self._get_sandbox(), code, timeout_s=self.timeout_s)
+        if run.status == Status.SANDBOX_ERROR:  # the sandbox's failure, not the program's: no answer to read
+            raise InfrastructureError(f"python: sandbox_error: {(run.stderr.strip().splitlines() or ['no detail'])[-1]}")
         if run.status == Status.OK:
             text = run.stdout
         elif run.status == Status.TIMEOUT:
@@ -80,5 +88,7 @@ def execute(call: ToolCall, tools: dict[str, Tool]) -> str:
         return f"error: unknown tool {call.name!r} (available: {', '.join(sorted(tools)) or 'none'})"
     try:
         return tools[call.name](call.arguments or {})
+    except InfrastructureError:
+        raise  # not the policy's doing: the engine ends the rollout unscored
     except Exception as exc:  # noqa: BLE001 - a tool's own bug must not end a training run
         return f"error: tool {call.name} failed: {type(exc).__name__}: {str(exc)[:200]}"

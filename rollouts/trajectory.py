@@ -29,11 +29,13 @@ class Trajectory:
     tool_calls: int = 0
     iteration_tokens: int = 0  # policy tokens sampled in the current iteration
     status: str = RUNNING
-    stop_reason: str | None = None  # answer | max_turns | max_tool_calls | token_budget
+    stop_reason: str | None = None  # answer | max_turns | max_tool_calls | token_budget | infrastructure_error
     rewards: list[float | None] | None = None
     budget: int = 256  # completion tokens this trajectory may use (its row's budget)
     per_task_budget: bool = False  # the budget came from the row's task type (trainer.budget)
     extra_columns: dict = field(default_factory=dict)  # what the rewards logged for it through log_extra
+    state: object = None  # the environment's state for this rollout (Environment.setup)
+    failure: str | None = None  # why the infrastructure failed it: no reward, no loss
 
     def over_budget(self) -> bool | None:
         """Cut at a per-task budget (priced by the budget_exceeded reward); None while paused."""
@@ -59,9 +61,14 @@ class Trajectory:
     def finish(self, reason: str) -> None:
         self.status, self.stop_reason = DONE, reason
 
+    def fail(self, why: str) -> None:
+        """The infrastructure (a tool's sandbox, the environment) failed this rollout: it ends unscored and untrained."""
+        self.failure = why
+        self.status, self.stop_reason = DONE, "infrastructure_error"
+
     def loss_mask(self, iteration: int) -> list[int]:
-        """1 for tokens the policy sampled in ``iteration`` (trained), 0 for everything else."""
-        return [int(s == iteration) for s in self.sampled_in]
+        """1 for tokens the policy sampled in ``iteration`` (trained), 0 for everything else (all of a failed rollout)."""
+        return [int(s == iteration and self.failure is None) for s in self.sampled_in]
 
     def truncate(self, length: int) -> None:
         del self.completion_ids[length:], self.logprobs[length:], self.sampled_in[length:]

@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from k2rl.config import RolloutConfig, TrainerConfig
 from k2rl.rollouts.engine import Limits, RolloutEngine, precomputed_rewards
+from k2rl.errors import K2RLError
+from k2rl.rollouts.environment import Environment, build_environment
 from k2rl.rollouts.tools import build_tools
+
+
+def recipe_environment(config: RolloutConfig) -> Environment:
+    """The recipe's environment: ``rollout.environment`` (and its options), else ``rollout.tools`` for every row."""
+    if config.environment is not None and config.tools:
+        raise K2RLError("rollout.tools and rollout.environment: an environment names its own tools; give one")
+    if config.environment is None and config.environment_options:
+        raise K2RLError("rollout.environment_options without rollout.environment; name the environment")
+    tools = None if config.environment else build_tools(config.tools, backend=config.sandbox,
+                                                        timeout_s=config.tool_timeout_s)
+    return build_environment(config.environment, config.environment_options, tools)
 
 
 def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer, reward_funcs) -> tuple[RolloutEngine, list]:
@@ -21,8 +34,7 @@ def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer
         iteration_budget=config.iteration_budget if config.partial_rollouts else None,
         budget=trainer_config.budget if trainer_config.budget.column else None,
     )
-    tools = build_tools(config.tools, backend=config.sandbox, timeout_s=config.tool_timeout_s)
-    engine = RolloutEngine(tokenizer, tools=tools, limits=limits, reward_funcs=reward_funcs,
+    engine = RolloutEngine(tokenizer, environment=recipe_environment(config), limits=limits, reward_funcs=reward_funcs,
                            overlap=config.overlap, chunks=config.chunks, queue_size=config.queue_size)
     return engine, precomputed_rewards(reward_funcs)
 
@@ -38,7 +50,8 @@ def describe(config: RolloutConfig) -> str:
     """One line saying which engine features a run uses."""
     if not config.enabled:
         return "rollouts: TRL's own generation"
-    return (f"rollout engine: tools {config.tools or 'none'}, max {config.max_turns} turns, "
+    where = f"environment {config.environment}" if config.environment else f"tools {config.tools or 'none'}"
+    return (f"rollout engine: {where}, max {config.max_turns} turns, "
             f"partial rollouts {'on' if config.partial_rollouts else 'off'}, overlap {'on' if config.overlap else 'off'}")
 
 

@@ -1,8 +1,6 @@
 """The built-in coding task: references pass their hidden tests, slips pass some and fail others,
-train and held-out never share a constant, the transfer split never shares a combination, and tool
-demonstrations show what the real python tool answers."""
+train and held-out never share a constant, the transfer split never shares a combination."""
 
-import json
 import re
 
 import pytest
@@ -10,12 +8,9 @@ import pytest
 from k2rl import resources
 from k2rl.config import DataConfig
 from k2rl.data.coding import AGGREGATES, FILTERS, HELD_OUT_COMBINATIONS, coding_item, coding_splits
-from k2rl.data.sources import load_task_data, sft_dataset
+from k2rl.data.sources import load_task_data
 from k2rl.errors import K2RLError
-from k2rl.policy.tokenizer import build_tokenizer
 from k2rl.rewards import get_reward
-from k2rl.rollouts.tool_calls import parse_turn
-from k2rl.rollouts.tools import PythonTool
 
 _NAME = re.compile(r"function (\w+)_(\w+)\(xs\)")
 _CONSTANT = re.compile(r"(?:than|of) (\d+)")
@@ -77,32 +72,13 @@ def test_eval_size_cuts_both_held_out_splits():
     assert set(held_out["heldout"]) == {"new_constants", "new_combinations"}
 
 
-@pytest.mark.parametrize("option", ["buggy_fraction", "tool_fraction"])
-def test_fractions_outside_zero_one_are_refused(option):
-    with pytest.raises(K2RLError, match=option):
-        load_task_data(DataConfig(source="coding", options={option: 1.5}), seed=0)
+def test_fractions_outside_zero_one_are_refused():
+    with pytest.raises(K2RLError, match="buggy_fraction"):
+        load_task_data(DataConfig(source="coding", options={"buggy_fraction": 1.5}), seed=0)
 
 
-def test_tool_demonstrations_show_what_the_real_python_tool_answers():
-    tool = PythonTool()
-    try:
-        for buggy in (True, False):
-            row = coding_item("gt", "count", 13, buggy=buggy, tool=True, tools=True)
-            call, result, answer = json.loads(row["demonstration_messages"])
-            assert tool(json.loads(call["tool_calls"][0]["function"]["arguments"])) == result["content"]
-            assert answer["content"] == row["answer"]  # the failed check is fixed, the passed draft kept
-    finally:
-        tool.close()
+def test_the_removed_tool_variant_s_option_is_refused():
+    with pytest.raises(K2RLError, match="the coding task has no option 'tool_fraction'"):
+        load_task_data(DataConfig(source="coding", options={"tool_fraction": 0.5}), seed=0)
 
 
-def test_tool_demonstrations_render_as_a_turn_the_engine_parses():
-    data = load_task_data(DataConfig(source="coding", train_size=40, eval_size=4,
-                                     options={"buggy_fraction": 0.5, "tool_fraction": 0.5}), seed=0)
-    pairs = sft_dataset(data.train)
-    tokenizer = build_tokenizer()
-    with_tool = [p for p in pairs if len(p["completion"]) == 3]
-    assert with_tool and len(with_tool) < len(pairs)
-    first_turn = tokenizer.apply_chat_template(with_tool[0]["prompt"] + with_tool[0]["completion"][:1], tokenize=False)
-    turn = parse_turn(first_turn.split("<|im_middle|>")[-1])
-    assert [c.name for c in turn.calls] == ["python"] and "assert" in turn.calls[0].arguments["code"]
-    assert all("python tool" in q for q in list(data.train["question"]) + list(data.eval["question"]))

@@ -227,6 +227,9 @@ class RolloutConfig:
     backend: Literal["transformers", "vllm"] = "transformers"
     vllm_mode: Literal["colocate", "server"] = "colocate"
     tools: list[str] = field(default_factory=list)  # e.g. ["python"]: run code in the sandbox
+    # A multi-turn task's Environment (k2rl.rollouts.environment): a built-in name or module:Class, and its options.
+    environment: str | None = None
+    environment_options: dict[str, Any] = field(default_factory=dict)
     sandbox: str = "local"  # sandbox backend for the python tool
     tool_timeout_s: float = 5.0
     max_turns: int = 1
@@ -240,7 +243,13 @@ class RolloutConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.tools) or self.partial_rollouts or self.overlap or self.backend == "vllm"
+        return (bool(self.tools) or self.environment is not None or self.partial_rollouts or self.overlap
+                or self.backend == "vllm")
+
+    @property
+    def multi_turn(self) -> bool:
+        """Rollouts may call tools: held-out evaluation runs the same loop."""
+        return bool(self.tools) or self.environment is not None
 
 
 @dataclass
@@ -270,5 +279,8 @@ class RunConfig:
             # Judging switches the model's active adapters, which would change the policy's weights under
             # the generation that overlap runs at the same time.
             raise ValueError("critic.refine_adapter: own cannot judge on rollout.overlap's scoring thread; turn one of them off")
+        if any(spec.name == "environment" for spec in self.rewards) and self.rollout.environment is None:
+            raise ValueError("rewards: environment is the score of rollout.environment; name an environment with "
+                             "a reward of its own (e.g. rollout.environment: tool_use)")
         if self.data.filter is not None and self.rewards and self.rewards[0].name == "rubric":
             raise ValueError("data.filter scores prompts with the first reward, a verifier; put the rubric reward after it")

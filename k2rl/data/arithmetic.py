@@ -148,10 +148,16 @@ def arithmetic_options() -> list[str]:
     return [p for p in inspect.signature(arithmetic).parameters if p not in ("size", "seed", "exclude")] + ["seed"]
 
 
-def _coding_options() -> list[str]:
-    from k2rl.data.coding import coding_splits
+def _split_options(module: str, name: str) -> list[str]:
+    """The data.options a task's ``*_splits(train_size, eval_size, seed, ...)`` generator takes."""
+    import importlib
 
-    return [p for p in inspect.signature(coding_splits).parameters if p not in ("train_size", "eval_size", "seed")] + ["seed"]
+    splits = getattr(importlib.import_module(module), name)
+    return [p for p in inspect.signature(splits).parameters if p not in ("train_size", "eval_size", "seed")] + ["seed"]
+
+
+def _coding_options() -> list[str]:
+    return _split_options("k2rl.data.coding", "coding_splits")
 
 
 def _coding_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
@@ -166,10 +172,25 @@ def _reasoning_gym_splits(train_size: int, eval_size: int, seed: int, **options)
     return reasoning_gym_splits(train_size, eval_size, seed, **options)
 
 
-BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits}
+def _tool_use_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
+    from k2rl.data.tool_use import tool_use_splits
+
+    return tool_use_splits(train_size, eval_size, seed, **options)
+
+
+def _verifiers_splits(train_size: int, eval_size: int, seed: int, **options) -> tuple[Dataset, Dataset]:
+    from k2rl.data.verifiers_tasks import verifiers_splits
+
+    return verifiers_splits(train_size, eval_size, seed, **options)
+
+
+BUILTIN_TASKS = {"arithmetic": arithmetic_splits, "coding": _coding_splits, "reasoning_gym": _reasoning_gym_splits,
+                 "tool_use": _tool_use_splits, "verifiers": _verifiers_splits}
 # The data.options each built-in task takes (checked before any row is drawn).
 TASK_OPTIONS = {"arithmetic": arithmetic_options, "coding": _coding_options,
-                "reasoning_gym": lambda: ["tasks", "size", "seed"]}
+                "reasoning_gym": lambda: ["tasks", "size", "seed"],
+                "tool_use": lambda: _split_options("k2rl.data.tool_use", "tool_use_splits"),
+                "verifiers": lambda: _split_options("k2rl.data.verifiers_tasks", "verifiers_splits")}
 
 
 def check_task_options(source: str, options: dict, eval_size: int | None = None) -> None:

@@ -11,9 +11,7 @@ warm start's SFT data, and like real SFT data they are not all right: a
 ``buggy_fraction`` of them carry the annotator's habitual slip for their filter (``>=`` for
 ``greater than``, ``<=`` for ``less than``, ``x % K`` for ``a multiple of K``). A slip passes the tests
 away from the boundary and fails the ones on it, so it earns part of the ``pass_fraction`` reward and
-none of ``all_or_nothing``. With ``tool_fraction`` > 0, that share of demonstrations first runs its
-draft against a boundary assert through the ``python`` tool (Kimi K2's tool-call format), reads the
-result and answers with the draft fixed where the assert failed.
+none of ``all_or_nothing``.
 
 Held-out items never share a constant with training items. Two held-out splits (the ``heldout``
 column): ``new_constants`` (the training combinations of filter and aggregate) and
@@ -26,7 +24,6 @@ reference solution), ``tests`` and ``entry_point`` columns, or use ``humaneval``
 
 from __future__ import annotations
 
-import json
 import random
 from typing import TYPE_CHECKING
 
@@ -36,7 +33,6 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 INSTRUCTIONS = "Answer with one ```python code block."
-TOOL_INSTRUCTIONS = "You may run Python with the python tool first. " + INSTRUCTIONS
 
 # filter -> (phrase, correct condition, the habitual slip); {k} is the item's constant, K its name in code.
 FILTERS = {
@@ -54,8 +50,6 @@ AGGREGATES = {
 # Combinations training never shows: each filter and each aggregate once, so every part is seen elsewhere.
 HELD_OUT_COMBINATIONS = (("gt", "any"), ("lt", "keep"), ("mult", "sum"))
 CONSTANTS = range(10, 100)  # two digits each: the question ends the same number of tokens after it
-# What the python tool answers for a program whose assert fails (a test checks it against the real tool).
-FAILED_CHECK = "error (crashed): AssertionError"
 HELD_OUT_CONSTANT_SHARE = 0.25
 
 
@@ -85,30 +79,10 @@ def _tests(name: str, solve, k: int) -> str:
     return "\n".join(f"assert {name}({xs!r}) == {solve(xs)!r}" for xs in _test_lists(k))
 
 
-def _boundary_check(name: str, solve, k: int) -> str:
-    """The one assert a careful annotator runs first: the constant itself, where every slip shows."""
-    return f"assert {name}([{k}]) == {solve([k])!r}\n"
-
-
-def _tool_demonstration(draft: str, fixed: str, check: str, passed: bool) -> list[dict]:
-    """Run the draft and the check through the python tool, read the verdict, answer (fixed if it failed)."""
-    result = "" if passed else FAILED_CHECK
-    call = {"id": "functions.python:0", "type": "function",
-            "function": {"name": "python", "arguments": json.dumps({"code": draft + check})}}
-    return [
-        {"role": "assistant", "content": "", "tool_calls": [call]},
-        {"role": "tool", "tool_call_id": call["id"], "content": result},
-        {"role": "assistant", "content": _fenced(fixed)},
-    ]
-
-
-def coding_item(filter_name: str, aggregate: str, k: int, buggy: bool = False, tool: bool = False,
-                tools: bool = False) -> dict:
+def coding_item(filter_name: str, aggregate: str, k: int, buggy: bool = False) -> dict:
     """One problem: question, reference ``answer``, hidden ``tests``, ``entry_point`` and its demonstration.
 
-    ``demonstration`` is the warm start's target text (with the slip when ``buggy``). A tool
-    demonstration (``tool``) is a list of chat messages, stored as JSON in ``demonstration_messages``
-    (empty otherwise). ``tools``: the question says the python tool is there (every row of a tool recipe).
+    ``demonstration`` is the warm start's target text (with the slip when ``buggy``).
     """
     phrase, correct, slip = (part.format(k=k) for part in FILTERS[filter_name])
     name = f"{aggregate}_{filter_name}"
@@ -116,16 +90,13 @@ def coding_item(filter_name: str, aggregate: str, k: int, buggy: bool = False, t
     written = _function(name, aggregate, slip, k) if buggy else reference
     task = AGGREGATES[aggregate][0].format(phrase=phrase)
     solve = _run_reference(name, reference)
-    messages = (_tool_demonstration(written, reference, _boundary_check(name, solve, k), passed=not buggy)
-                if tool else None)
     return {
         # The instructions first and the constant last: the tiny policy copies it from a short distance.
-        "question": f"{TOOL_INSTRUCTIONS if tools else INSTRUCTIONS} Write a Python function {name}(xs) that {task}.",
+        "question": f"{INSTRUCTIONS} Write a Python function {name}(xs) that {task}.",
         "answer": _fenced(reference),
         "tests": _tests(name, solve, k),
         "entry_point": name,
         "demonstration": _fenced(written),
-        "demonstration_messages": json.dumps(messages) if messages else "",
     }
 
 
@@ -143,28 +114,26 @@ def combinations() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     return [c for c in every if c not in HELD_OUT_COMBINATIONS], list(HELD_OUT_COMBINATIONS)
 
 
-def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: float = 0.0,
-                  tool_fraction: float = 0.0) -> tuple[Dataset, Dataset]:
+def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: float = 0.0) -> tuple[Dataset, Dataset]:
     """Training rows (a problem may repeat, each time with its own demonstration draw) and held-out rows.
 
     The held-out side is every held-out problem once -- ``new_constants`` first, then
     ``new_combinations`` -- in a seeded order within each split, cut to ``eval_size`` proportionally.
     """
-    for option, value in (("buggy_fraction", buggy_fraction), ("tool_fraction", tool_fraction)):
-        if not 0.0 <= value <= 1.0:
-            raise K2RLError(f"coding task: {option} must be between 0 and 1, got {value}")
+    if not 0.0 <= buggy_fraction <= 1.0:
+        raise K2RLError(f"coding task: buggy_fraction must be between 0 and 1, got {buggy_fraction}")
     train_constants, held_out_constants = split_constants(seed)
     train_combinations, held_out_combinations = combinations()
     rng = random.Random(f"coding-{seed}")
     train = []
     for _ in range(train_size):
         filter_name, aggregate = rng.choice(train_combinations)
-        train.append(coding_item(filter_name, aggregate, rng.choice(train_constants),
-                                 buggy=rng.random() < buggy_fraction, tool=rng.random() < tool_fraction,
-                                 tools=tool_fraction > 0))
+        k, buggy = rng.choice(train_constants), rng.random() < buggy_fraction
+        rng.random()  # the draw of the removed tool variant: kept, so the rows stay those the README measured
+        train.append(coding_item(filter_name, aggregate, k, buggy=buggy))
     held_out = []
     for split, combos in (("new_constants", train_combinations), ("new_combinations", held_out_combinations)):
-        rows = [{**coding_item(f, a, k, tools=tool_fraction > 0), "heldout": split}
+        rows = [{**coding_item(f, a, k), "heldout": split}
                 for f, a in combos for k in held_out_constants]
         rng.shuffle(rows)
         held_out.append(rows)

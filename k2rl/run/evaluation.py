@@ -23,6 +23,7 @@ from k2rl.rewards import get_reward
 from k2rl.rewards.convention import as_completions, call_reward, completion_token_ids
 from k2rl.rewards.import_path import default_label
 from k2rl.rewards.isolation import default_timeout, isolate
+from k2rl.run.tool_metrics import tool_use_report
 
 # Rewards that compare the completions of one group: a greedy evaluation has one completion per prompt.
 GROUP_REWARDS = frozenset({"rubric", "k1.5_length"})
@@ -62,29 +63,37 @@ def eval_rewards(config: RunConfig) -> list[tuple[str, object]]:
     return rewards
 
 
-def tool_completions(model, tokenizer, prompts: list, rollout, max_new_tokens: int, batch_size: int) -> list[list[dict]]:
+def tool_completions(model, tokenizer, prompts: list, rollout, max_new_tokens: int, batch_size: int,
+                     rows: list[dict] | None = None) -> list[list[dict]]:
     """Greedy multi-turn completions (lists of messages) with the recipe's tools, turns and tool-call limit.
 
     ``rollout`` is the recipe's ``rollout`` section; a completion may use ``rollout.token_budget`` (else
-    ``max_new_tokens``) tokens in all, its own and the tools' answers, as in training.
+    ``max_new_tokens``) tokens in all, its own and the tools' answers, as in training. ``rows``: the
+    held-out rows (an environment's setup and reward read their columns); an environment's own reward
+    is written into each as ``environment_reward``.
     """
     from k2rl.rollouts.backends import Sampling, TransformersBackend
     from k2rl.rollouts.engine import Limits, RolloutEngine
-    from k2rl.rollouts.tools import build_tools
+    from k2rl.rollouts.wiring import recipe_environment
 
-    tools = build_tools(rollout.tools, backend=rollout.sandbox, timeout_s=rollout.tool_timeout_s)
+    environment = recipe_environment(rollout)
     limits = Limits(max_turns=rollout.max_turns, max_tool_calls=rollout.max_tool_calls,
                     token_budget=rollout.token_budget or max_new_tokens)
-    engine = RolloutEngine(tokenizer, tools=tools, limits=limits, backend=TransformersBackend(model, tokenizer))
+    engine = RolloutEngine(tokenizer, environment=environment, limits=limits, backend=TransformersBackend(model, tokenizer))
     was_training = model.training
     model.eval()
     try:
-        rows = [{"prompt": p} for p in prompts]
-        return [c for start in range(0, len(rows), batch_size)
-                for c in engine.complete(rows[start:start + batch_size], Sampling(temperature=0.0))]
+        rows = rows or [{"prompt": p} for p in prompts]
+        completions, environment_rewards = [], []
+        for start in range(0, len(rows), batch_size):
+            completions += engine.complete(rows[start:start + batch_size], Sampling(temperature=0.0))
+            environment_rewards += engine.last_environment_rewards
+        if environment.has_reward:  # read by the `environment` reward, as in training
+            for row, score in zip(rows, environment_rewards, strict=True):
+                row["environment_reward"] = score
+        return completions
     finally:
-        for tool in tools.values():
-            tool.close()
+        environment.close()
         if was_training:
             model.train()
 
@@ -115,10 +124,14 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
     """
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
+    multi_turn = rollout is not None and rollout.multi_turn
     with merged_expert_adapters(model):
-        if rollout is not None and rollout.tools:
+        if multi_turn:
+            rows = [{"prompt": p, **{c: v[i] for c, v in columns.items()}} for i, p in enumerate(prompts)]
             greedy = tool_completions(model, tokenizer, prompts, rollout, eval_config.max_new_tokens,
-                                      eval_config.batch_size)
+                                      eval_config.batch_size, rows)
+            if "environment_reward" in rows[0]:
+                columns["environment_reward"] = [r["environment_reward"] for r in rows]
         else:
             greedy = greedy_completions(model, tokenizer, prompts, eval_config.max_new_tokens, eval_config.batch_size)
         k = eval_config.k
@@ -145,6 +158,8 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
     result = report(list(range(len(prompts))))
     metric = rewards[0][0]
     result = {"metric": metric, "accuracy": result["rewards"][metric]["solved"], **result}
+    if multi_turn:  # the figures that say whether the tool is why
+        result["tool_use"] = tool_use_report(greedy, full_scores(scores[metric][0]))
     if eval_config.by:
         groups = defaultdict(list)
         for i, value in enumerate(columns[eval_config.by]):
@@ -157,6 +172,7 @@ def flat_metrics(report: dict) -> dict:
     """A report's figures as one flat record for logs and trackers: ``accuracy``, ``LABEL/mean``, ... and,
     with ``eval.by``, the same per group as ``COLUMN=VALUE/LABEL/mean``."""
     flat = {"accuracy": report["accuracy"]}
+    flat.update({f"tool_use/{name}": value for name, value in report.get("tool_use", {}).items()})
     for label, stats in report["rewards"].items():
         flat.update({f"{label}/{name}": value for name, value in stats.items()})
     for column, groups in report.get("by", {}).items():

@@ -22,6 +22,7 @@ from k2rl.policy.build import Policy, init_policy, load_policy, resolve_model_so
 from k2rl.distributed import from_main, is_main, wait_for_everyone
 from k2rl.run.environment import environment
 from k2rl.run.evaluation import by_line
+from k2rl.run.tool_metrics import tool_use_line, tool_use_summary
 from k2rl.run.outputs import MetricsCallback, MetricsLog, final_line, make_run_dir, plot_progress
 from k2rl.trainer.checkpointing import checkpoint_step, forget_after, last_checkpoint, resume_run_dir
 from k2rl.trainer.step_cost import summary_line
@@ -146,6 +147,7 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
         "step_cost": trainer.step_cost.summary(),
         "eval_before": evaluator.records.get(0),
         "eval_after": evaluator.records.get(run.config.trainer.max_steps),
+        "tool_use": tool_use_summary(evaluator.records.get(0), evaluator.records.get(run.config.trainer.max_steps)),
         "run_dir": str(run.dir),
         "environment": environment(),
     }
@@ -155,6 +157,8 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
             say(summary_line(summary["step_cost"]))
         if split := by_line(summary["eval_before"] or {}, summary["eval_after"] or {}, evaluator.metric):
             say(split)
+        if tools := tool_use_line(summary["eval_before"] or {}, summary["eval_after"] or {}):
+            say(tools)
         print(final_line(before, after, wall, run.dir, evaluator.metric), flush=True)
     return summary
 
@@ -172,6 +176,8 @@ def write_summary(run_dir: Path, summary: dict) -> None:
         *([f"- {summary_line(summary['step_cost'])}"] if summary.get("step_cost") else []),
         *([f"- {split}"] if (split := by_line(summary.get("eval_before") or {}, summary.get("eval_after") or {},
                                               summary["metric"])) else []),
+        *([f"- {tools}"] if (tools := tool_use_line(summary.get("eval_before") or {},
+                                                    summary.get("eval_after") or {})) else []),
         "- files: config.yaml, metrics.jsonl, progress.png, adapter/ (PEFT), warm_start/ (base model)",
     ]
     RunLayout(run_dir).summary_md.write_text("\n".join(lines) + "\n")

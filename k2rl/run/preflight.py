@@ -58,11 +58,28 @@ def check_before_building(config: RunConfig, data: TaskData, num_processes: int 
                 raise K2RLError(f"warm_start.{key} must be at least 1, got {getattr(config.warm_start, key)} "
                                 "(or warm_start.enabled=false)")
     check_eval_inputs(config, data.eval)
+    check_environment(config)
     for split, rows in (("training", data.train), ("held-out", data.eval)):
         for column, key in _required_columns(config).items():
             if column not in rows.column_names:
                 raise K2RLError(f"{key} names column {column!r}, which the {split} data does not have "
                                 f"(columns: {', '.join(rows.column_names)})")
+
+
+def check_environment(config: RunConfig) -> None:
+    """``rollout.environment`` imports and fits the recipe (built later, when the engine is)."""
+    rollout = config.rollout
+    if rollout.environment is None:
+        if rollout.environment_options:
+            raise K2RLError("rollout.environment_options without rollout.environment; name the environment")
+        return
+    from k2rl.rollouts.environment import Environment, environment_class
+
+    if rollout.tools:
+        raise K2RLError("rollout.tools and rollout.environment: an environment names its own tools; give one")
+    cls = environment_class(rollout.environment)
+    if any(spec.name == "environment" for spec in config.rewards) and cls.reward is Environment.reward:
+        raise K2RLError(f"rewards: environment, but the environment {rollout.environment} has no reward of its own")
 
 
 def check_eval_inputs(config: RunConfig, held_out: Dataset) -> None:
