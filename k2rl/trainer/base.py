@@ -7,8 +7,8 @@ What k2rl adds here is small on purpose:
 - optional auxiliary losses (PTX, critic refinement) added to the policy loss;
 - optional routing replay, and a per-step record of the data position for resumed runs;
 - what each step costs, by part (``cost/*``, :mod:`k2rl.trainer.step_cost`);
-- ``optimizer: muon`` and ``reset_optimizer_every`` (:mod:`k2rl.trainer.optimizers`), through the
-  Trainer's public ``create_optimizer`` and a callback.
+- ``optimizer: muon`` / ``muonclip`` and ``reset_optimizer_every`` (:mod:`k2rl.trainer.optimizers`),
+  through the Trainer's public ``create_optimizer`` and a callback.
 Loss, advantages, sampling and logging are TRL's.
 """
 
@@ -26,6 +26,7 @@ from k2rl.errors import K2RLError
 from k2rl.trainer.checkpointing import record_batch
 from k2rl.trainer.dynamic_sampling import refill
 from k2rl.trainer.optimizers import OptimizerReset, muon_adamw
+from k2rl.trainer.qk_clip import QKClip
 from k2rl.trainer.sampling import SamplerCheckpoint, prompt_sampler, round_successes, sampling_config
 from k2rl.trainer.step_cost import StepCost
 
@@ -59,12 +60,13 @@ class K2GRPOTrainer(TRLSeams):
         self.add_callback(self.step_cost)
 
     def create_optimizer(self, model=None):
-        if self.optimizer is None and self.args.optimizer == "muon":
+        if self.optimizer is None and self.args.optimizer in ("muon", "muonclip"):
             model = self.model if model is None else model
             adamw_cls, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
             muon_lr = self.args.muon_learning_rate or self.args.learning_rate
+            clip = QKClip(model, self.args.qk_clip_tau, self.record_metric).clip if self.args.optimizer == "muonclip" else None
             self.optimizer = muon_adamw(model, self.args.weight_decay, muon_lr, adamw_cls, adamw_kwargs,
-                                        set(self.get_decay_parameter_names(model)))
+                                        set(self.get_decay_parameter_names(model)), after_step=clip)
         return super().create_optimizer(model)
 
     def prompt_sampler(self, default):

@@ -43,9 +43,10 @@ class K2GRPOConfig(GRPOConfig):
     routing_replay: bool = field(default=False, metadata={"help": "training forwards reuse the rollout's experts"})
     sampling: dict = field(default_factory=dict, metadata={"help": "trainer.sampling (k2rl.trainer.sampling)"})
     dynamic_sampling: dict = field(default_factory=dict, metadata={"help": "trainer.dynamic_sampling"})
-    optimizer: str = field(default="adamw", metadata={"help": "adamw, or muon on 2-D weights (k2rl.trainer.optimizers)"})
+    optimizer: str = field(default="adamw", metadata={"help": "adamw, muon or muonclip (k2rl.trainer.optimizers)"})
     muon_learning_rate: float | None = field(default=None, metadata={"help": "muon: its rate (None: learning_rate)"})
     reset_optimizer_every: int = field(default=0, metadata={"help": "empty the optimizer state every N steps (0: never)"})
+    qk_clip_tau: float = field(default=100.0, metadata={"help": "muonclip: largest attention logit a head may keep"})
 
     def __post_init__(self):
         check_temperatures(self.temperature, self.temperature_end, self.temperature_schedule)
@@ -73,6 +74,7 @@ SAME_NAMED = (
     "max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "num_generations",
     "max_completion_length", "temperature", "beta", "epsilon", "num_iterations", "loss_type", "max_grad_norm",
     "logging_steps", "save_total_limit", "optimizer", "muon_learning_rate", "reset_optimizer_every",
+    "qk_clip_tau",
 )
 
 
