@@ -3,7 +3,7 @@
 Muon replaces a matrix's update by the nearest semi-orthogonal matrix (all singular values near 1),
 which only makes sense for a tensor that *is* one linear map. PEFT stacks the LoRA matrices of all
 routed experts of a fused expert tensor into one 2-D parameter (expert ``e`` owns rows ``e*r..e*r+r-1``
-of ``lora_A`` and columns ``j*E + e`` of ``lora_B``, see :func:`k2rl.experts.lora.routed_expert_lora`),
+of ``lora_A`` and columns ``j*E + e`` of ``lora_B``, see :func:`k2rl.experts._peft.routed_expert_lora`),
 so orthogonalising that parameter as a whole couples unrelated experts: one busy expert's gradient
 sets the scale and directions of every other expert's step. :class:`BlockMuon` views such a parameter
 as its ``E`` expert blocks and runs the Newton-Schulz iteration on all of them as one batch, each block
