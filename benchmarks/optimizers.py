@@ -81,12 +81,12 @@ def main() -> None:
     evals = sorted({step for r in results.values() for step, _ in r["curve"]})
     print(f"\nshared warm start: {warm_start}\nruns: {out}\nheld-out accuracy (greedy) at each evaluated RL step; "
           f"'to {args.target:g}': first evaluated step reaching it")
-    print(f"{'optimizer':9} {'lr':>7} {'seed':>4} " + " ".join(f"{s:>5}" for s in evals) + f" {'to ' + format(args.target, 'g'):>7} {'wall':>6}")
+    print(f"{'optimizer':13} {'lr':>7} {'seed':>4} " + " ".join(f"{s:>5}" for s in evals) + f" {'to ' + format(args.target, 'g'):>7} {'wall':>6}")
     for (opt, lr, seed), r in sorted(results.items()):
         curve = dict(r["curve"])
         reached = steps_to(r["curve"], args.target)
         cells = " ".join(f"{curve[s]:5.3f}" if s in curve else f"{'':>5}" for s in evals)
-        print(f"{opt + ('+attn' if opt == 'muonclip' else ''):9} {lr:7.0e} {seed:>4} {cells} "
+        print(f"{opt + ('+attn' if opt == 'muonclip' else ''):13} {lr:7.0e} {seed:>4} {cells} "
               f"{reached if reached is not None else '-':>7} {r['wall']:5.0f}s")
     base = [results["adamw", QUICKSTART_LR, s]["final"] for s in args.seeds]
     base_mean = sum(base) / len(base)
