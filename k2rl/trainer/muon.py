@@ -68,6 +68,14 @@ def from_blocks(blocks: torch.Tensor, layout: str, shape: torch.Size) -> torch.T
     return blocks.permute(1, 2, 0).reshape(shape)
 
 
+def evaluate(closure):
+    """An optimizer ``step``'s ``closure`` (the loss, recomputed with gradients), or None."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class BlockMuon(torch.optim.Optimizer):
     """Muon (Nesterov momentum, then per-block orthogonalisation and RMS matching) over parameter groups
     that each carry a ``layout`` (:data:`LAYOUTS`) and, for expert layouts, the number of ``experts``."""
@@ -83,10 +91,7 @@ class BlockMuon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate(closure)
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is None:

@@ -26,7 +26,7 @@ import torch
 from transformers import TrainerCallback
 
 from k2rl.experts._peft import routed_expert_lora
-from k2rl.trainer.muon import BlockMuon
+from k2rl.trainer.muon import BlockMuon, evaluate
 
 OPTIMIZERS = ("adamw", "muon", "muonclip")
 
@@ -43,10 +43,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate(closure)
         for opt in self.parts.values():
             opt.step()
         if self.after_step is not None:
