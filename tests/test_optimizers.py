@@ -15,7 +15,7 @@ from k2rl.errors import K2RLError
 from k2rl.policy.build import load_policy
 from k2rl.trainer.build import build_trainer
 from k2rl.trainer.muon import BlockMuon
-from k2rl.trainer.optimizers import MuonAdamW, reset_state
+from k2rl.trainer.optimizers import MuonAdamW, muon_rate, reset_state
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
@@ -51,6 +51,11 @@ def test_muon_gets_exactly_the_two_dimensional_trainable_parameters(tiny_policy_
     assert all(g["lr"] == 2e-2 and g["weight_decay"] == 0.0 for g in muon_groups)
     assert {g["lr"] for g in optimizer.parts["adamw"].param_groups} == {1e-3}
     assert optimizer.param_groups == optimizer.parts["muon"].param_groups + optimizer.parts["adamw"].param_groups
+
+
+def test_muons_default_rate_is_a_multiple_of_adamws(tiny_policy_dir, tmp_path):
+    optimizer = _trainer(tiny_policy_dir, tmp_path, optimizer="muon", max_steps=1, learning_rate=1e-3).create_optimizer()
+    assert {g["lr"] for g in optimizer.parts["muon"].param_groups} == {muon_rate(1e-3)} == {1e-2}
 
 
 def test_adamw_stays_the_trainers_own(tiny_policy_dir, tmp_path):

@@ -25,7 +25,7 @@ from k2rl.config.rl_data import DynamicSamplingConfig
 from k2rl.errors import K2RLError
 from k2rl.trainer.checkpointing import record_batch
 from k2rl.trainer.dynamic_sampling import refill
-from k2rl.trainer.optimizers import OptimizerReset, muon_adamw
+from k2rl.trainer.optimizers import OptimizerReset, muon_adamw, muon_rate
 from k2rl.trainer.qk_clip import QKClip
 from k2rl.trainer.sampling import SamplerCheckpoint, prompt_sampler, round_successes, sampling_config
 from k2rl.trainer.step_cost import StepCost
@@ -63,7 +63,7 @@ class K2GRPOTrainer(TRLSeams):
         if self.optimizer is None and self.args.optimizer in ("muon", "muonclip"):
             model = self.model if model is None else model
             adamw_cls, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-            muon_lr = self.args.muon_learning_rate or self.args.learning_rate
+            muon_lr = self.args.muon_learning_rate or muon_rate(self.args.learning_rate)
             clip = QKClip(model, self.args.qk_clip_tau, self.record_metric).clip if self.args.optimizer == "muonclip" else None
             self.optimizer = muon_adamw(model, self.args.weight_decay, muon_lr, adamw_cls, adamw_kwargs,
                                         set(self.get_decay_parameter_names(model)), after_step=clip)

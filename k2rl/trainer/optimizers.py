@@ -1,13 +1,13 @@
 """The RL optimizer: TRL's AdamW, or Muon per matrix with AdamW on the rest (K2), MuonClip, and K1.5's reset.
 
 ``trainer.optimizer: muon`` hands every trainable 2-D parameter to :class:`k2rl.trainer.muon.BlockMuon`
-at ``trainer.muon_learning_rate`` (default: the AdamW rate) and everything else (biases, norms, e.g.
-PPO's value-head biases) to the Trainer's own AdamW at ``trainer.learning_rate``. Each routed expert's
+at ``trainer.muon_learning_rate`` (default: :func:`muon_rate` of the AdamW rate) and everything else
+(biases, norms, e.g. PPO's value-head biases) to the Trainer's own AdamW at ``trainer.learning_rate``. Each routed expert's
 LoRA A and B blocks are orthogonalised on their own (PEFT stacks all experts of a fused expert tensor
 into one parameter; :func:`k2rl.experts._peft.routed_expert_lora` says where each expert's block is);
 the shared expert's, attention's, dense MLP's LoRA matrices and a trainable router's weight are each
-one matrix. Updates use Moonshot's RMS matching per block, so an AdamW learning rate carries over; the
-weight decay is the Trainer's ``weight_decay`` (0 by default).
+one matrix. Updates use Moonshot's RMS matching per block, so rates stay comparable across block
+shapes and with AdamW's; the weight decay is the Trainer's ``weight_decay`` (0 by default).
 
 ``trainer.optimizer: muonclip`` adds K2's QK-Clip (:mod:`k2rl.trainer.qk_clip`) after every optimizer
 step; it needs trained MLA attention (``trainer.lora.targets`` with ``attention``), and the recipe is
@@ -60,6 +60,19 @@ class MuonAdamW(torch.optim.Optimizer):
     def reset(self) -> None:
         for opt in self.parts.values():
             opt.state.clear()
+
+
+# Muon's default rate per unit of AdamW's. Moonshot's RMS matching (0.2) matches the update size AdamW
+# settles at over a long run. An RL fine-tune is short: for its first tens of steps AdamW's second-moment
+# estimate has seen few gradients, so its per-element steps are close to +-lr, several times larger, and
+# its per-element normalisation gives rarely routed experts full-size steps too. benchmarks/optimizers.py
+# measures the rates; the README has the sweep.
+MUON_RATE_PER_ADAMW_RATE = 10.0
+
+
+def muon_rate(adamw_lr: float) -> float:
+    """Muon's learning rate when the recipe sets only AdamW's."""
+    return MUON_RATE_PER_ADAMW_RATE * adamw_lr
 
 
 def muon_groups(model) -> list[dict]:
