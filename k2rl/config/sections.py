@@ -145,7 +145,7 @@ class TrainerConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # prompt order: uniform, prioritized, curriculum
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)  # refill zero-variance groups
     optimizer: Literal["adamw", "muon", "muonclip"] = "adamw"  # muon: Muon per matrix/expert block, AdamW on the rest; muonclip: + QK-Clip
-    muon_learning_rate: float | None = None  # muon's rate (null: 10 x learning_rate, which stays AdamW's)
+    muon_learning_rate: float | None = None  # muon's rate (null: 5 x learning_rate, which stays AdamW's)
     reset_optimizer_every: int = 0  # K1.5: empty the optimizer state every N optimizer steps (0: never)
     qk_clip_tau: float = 100.0  # muonclip: a head whose largest attention logit passes this is rescaled (K2: 100)
     trl: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field (k2rl/trainer/trl_options.py)

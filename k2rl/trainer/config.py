@@ -44,7 +44,7 @@ class K2GRPOConfig(GRPOConfig):
     sampling: dict = field(default_factory=dict, metadata={"help": "trainer.sampling (k2rl.trainer.sampling)"})
     dynamic_sampling: dict = field(default_factory=dict, metadata={"help": "trainer.dynamic_sampling"})
     optimizer: str = field(default="adamw", metadata={"help": "adamw, muon or muonclip (k2rl.trainer.optimizers)"})
-    muon_learning_rate: float | None = field(default=None, metadata={"help": "muon: its rate (None: 10 x learning_rate)"})
+    muon_learning_rate: float | None = field(default=None, metadata={"help": "muon: its rate (None: 5 x learning_rate)"})
     reset_optimizer_every: int = field(default=0, metadata={"help": "empty the optimizer state every N steps (0: never)"})
     qk_clip_tau: float = field(default=100.0, metadata={"help": "muonclip: largest attention logit a head may keep"})
 

@@ -67,7 +67,7 @@ class MuonAdamW(torch.optim.Optimizer):
 # estimate has seen few gradients, so its per-element steps are close to +-lr, several times larger, and
 # its per-element normalisation gives rarely routed experts full-size steps too. benchmarks/optimizers.py
 # measures the rates; the README has the sweep.
-MUON_RATE_PER_ADAMW_RATE = 10.0
+MUON_RATE_PER_ADAMW_RATE = 5.0
 
 
 def muon_rate(adamw_lr: float) -> float:
