@@ -52,7 +52,7 @@ def train(overrides: list[str], out: Path, name: str) -> dict:
         code = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
     if code != 0:
-        raise SystemExit(f"sampling benchmark: run {name} failed (exit {code}); see {log}")
+        raise SystemExit(f"benchmark: run {name} failed (exit {code}); see {log}")
     records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines() if line.strip()]
     curve = sorted((r["step"], r["accuracy"]) for r in records if r["phase"] == "eval")
     summary = json.loads((out / name / "summary.json").read_text())

@@ -144,9 +144,10 @@ class TrainerConfig:
     save_total_limit: int = 2
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # prompt order: uniform, prioritized, curriculum
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)  # refill zero-variance groups
-    optimizer: Literal["adamw", "muon"] = "adamw"  # muon: torch's Muon on 2-D weights (LoRA A/B), AdamW on the rest
-    muon_learning_rate: float | None = None  # muon's rate (null: learning_rate, which stays AdamW's)
+    optimizer: Literal["adamw", "muon", "muonclip"] = "adamw"  # muon: Muon per matrix/expert block, AdamW on the rest; muonclip: + QK-Clip
+    muon_learning_rate: float | None = None  # muon's rate (null: 5 x learning_rate, which stays AdamW's)
     reset_optimizer_every: int = 0  # K1.5: empty the optimizer state every N optimizer steps (0: never)
+    qk_clip_tau: float = 100.0  # muonclip: a head whose largest attention logit passes this is rescaled (K2: 100)
     trl: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field (k2rl/trainer/trl_options.py)
 
     def __post_init__(self):
@@ -154,6 +155,11 @@ class TrainerConfig:
             raise ValueError(f"trainer.muon_learning_rate must be positive, got {self.muon_learning_rate}")
         if self.reset_optimizer_every < 0:
             raise ValueError(f"trainer.reset_optimizer_every must be 0 (never) or positive, got {self.reset_optimizer_every}")
+        if self.qk_clip_tau <= 0:
+            raise ValueError(f"trainer.qk_clip_tau must be positive, got {self.qk_clip_tau}")
+        if self.optimizer == "muonclip" and "attention" not in self.lora.targets:
+            raise ValueError("trainer.optimizer: muonclip clips attention logits, but no attention weights are trained "
+                             f"(trainer.lora.targets: {self.lora.targets}); use muon, or add attention to the targets")
 
 
 @dataclass

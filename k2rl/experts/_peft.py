@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 
 import torch
-from peft.tuners.lora.layer import ParamWrapper
+from peft.tuners.lora.layer import LoraLayer, ParamWrapper
 
 WRITTEN_AGAINST = "peft==0.21.2"
 
@@ -47,6 +47,27 @@ def expert_blocks(wrapper: ParamWrapper, adapter: str) -> tuple[int, int, torch.
     ``lora_A.weight`` and columns ``j*E + e`` (``j < r``) of ``lora_B.weight``.
     """
     return wrapper.num_experts, wrapper.r[adapter], wrapper.lora_A[adapter].weight, wrapper.lora_B[adapter].weight
+
+
+def routed_expert_lora(model: torch.nn.Module) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter, int]]:
+    """``(lora_A weight, lora_B weight, experts)`` of every adapter on a fused routed-expert tensor
+    (layout: :func:`expert_blocks`)."""
+    found = []
+    for _, wrapper in routed_expert_adapters(model):
+        for adapter in wrapper.lora_A:
+            experts, _, weight_a, weight_b = expert_blocks(wrapper, adapter)
+            found.append((weight_a, weight_b, experts))
+    return found
+
+
+def output_row_weights(linear: torch.nn.Module) -> list[torch.Tensor]:
+    """The trainable tensors whose rows are ``linear``'s output rows: each active LoRA adapter's ``lora_B``
+    weight on a PEFT-wrapped linear (the frozen base is left alone), else the linear's own weight when it
+    is trained; empty when neither."""
+    if isinstance(linear, LoraLayer) and not isinstance(linear, ParamWrapper):
+        return [linear.lora_B[a].weight for a in linear.active_adapters if a in linear.lora_B]
+    weight = getattr(linear, "weight", None)
+    return [weight] if weight is not None and weight.requires_grad else []
 
 
 @contextlib.contextmanager

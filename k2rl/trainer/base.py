@@ -15,8 +15,8 @@ k2rl adds here is small on purpose:
 - :meth:`K2GRPOTrainer.set_temperature` (driven by :class:`k2rl.trainer.schedules.TemperatureSchedule`)
   changes the sampling temperature mid-run and logs it as ``temperature``;
 - what each step costs, by part (``cost/*``, :mod:`k2rl.trainer.step_cost`);
-- ``optimizer: muon`` and ``reset_optimizer_every`` (:mod:`k2rl.trainer.optimizers`), through the
-  Trainer's public ``create_optimizer`` and a callback.
+- ``optimizer: muon`` / ``muonclip`` and ``reset_optimizer_every`` (:mod:`k2rl.trainer.optimizers`),
+  through the Trainer's public ``create_optimizer`` and a callback.
 Sampling, advantages and logging are otherwise TRL's.
 """
 
@@ -37,7 +37,8 @@ from k2rl.trainer.algorithms import GRPO
 from k2rl.trainer.checkpointing import record_batch
 from k2rl.trainer.config import budget_config
 from k2rl.trainer.dynamic_sampling import refill
-from k2rl.trainer.optimizers import OptimizerReset, muon_adamw
+from k2rl.trainer.optimizers import OptimizerReset, muon_adamw, muon_rate
+from k2rl.trainer.qk_clip import QKClip
 from k2rl.trainer.sampling import (
     PROMPT_INDEX, SamplerCheckpoint, prompt_sampler, round_successes, sampling_config, with_prompt_index,
 )
@@ -88,12 +89,13 @@ class K2GRPOTrainer(TRLSeams):
         self.algorithm.attach(self)
 
     def create_optimizer(self, model=None):
-        if self.optimizer is None and self.args.optimizer == "muon":
+        if self.optimizer is None and self.args.optimizer in ("muon", "muonclip"):
             model = self.model if model is None else model
             adamw_cls, adamw_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-            muon_lr = self.args.muon_learning_rate or self.args.learning_rate
+            muon_lr = self.args.muon_learning_rate or muon_rate(self.args.learning_rate)
+            clip = QKClip(model, self.args.qk_clip_tau, self.record_metric).clip if self.args.optimizer == "muonclip" else None
             self.optimizer = muon_adamw(model, self.args.weight_decay, muon_lr, adamw_cls, adamw_kwargs,
-                                        set(self.get_decay_parameter_names(model)))
+                                        set(self.get_decay_parameter_names(model)), after_step=clip)
         return super().create_optimizer(model)
 
     def prompt_sampler(self, default):

@@ -1,13 +1,17 @@
-"""The RL optimizer: TRL's AdamW, or Muon on 2-D weights with AdamW on the rest (K2), and K1.5's reset.
+"""The RL optimizer: TRL's AdamW, or Muon per matrix with AdamW on the rest (K2), MuonClip, and K1.5's reset.
 
-``trainer.optimizer: muon`` hands every trainable 2-D parameter (the expert LoRA A/B matrices, a
-trainable router's weight) to ``torch.optim.Muon`` at ``trainer.muon_learning_rate`` (default: the
-AdamW rate) and everything else (biases, norms, e.g. PPO's value-head biases) to the Trainer's own
-AdamW at ``trainer.learning_rate``. Muon uses Moonshot's ``match_rms_adamw`` step scaling (the
-"Muon is Scalable" rule K2 trains with), which is what lets it reuse an AdamW learning rate; its weight
-decay is the Trainer's ``weight_decay`` (0 by default), not torch's 0.1. Not done: MuonClip's
-QK-clip (the adapters never touch attention) and per-expert orthogonalisation: PEFT stacks the
-experts' LoRA matrices into one 2-D tensor, and Muon orthogonalises that tensor as a whole.
+``trainer.optimizer: muon`` hands every trainable 2-D parameter to :class:`k2rl.trainer.muon.BlockMuon`
+at ``trainer.muon_learning_rate`` (default: :func:`muon_rate` of the AdamW rate) and everything else
+(biases, norms, e.g. PPO's value-head biases) to the Trainer's own AdamW at ``trainer.learning_rate``. Each routed expert's
+LoRA A and B blocks are orthogonalised on their own (PEFT stacks all experts of a fused expert tensor
+into one parameter; :func:`k2rl.experts._peft.routed_expert_lora` says where each expert's block is);
+the shared expert's, attention's, dense MLP's LoRA matrices and a trainable router's weight are each
+one matrix. Updates use Moonshot's RMS matching per block, so rates stay comparable across block
+shapes and with AdamW's; the weight decay is the Trainer's ``weight_decay`` (0 by default).
+
+``trainer.optimizer: muonclip`` adds K2's QK-Clip (:mod:`k2rl.trainer.qk_clip`) after every optimizer
+step; it needs trained MLA attention (``trainer.lora.targets`` with ``attention``), and the recipe is
+refused at load time otherwise: without trained query/key weights there is nothing to clip.
 
 Both optimizers sit behind one :class:`MuonAdamW` that shares their parameter groups, so the
 Trainer's learning-rate schedule, gradient clipping and checkpoints handle it like any optimizer.
@@ -21,25 +25,29 @@ from __future__ import annotations
 import torch
 from transformers import TrainerCallback
 
-OPTIMIZERS = ("adamw", "muon")
+from k2rl.experts._peft import routed_expert_lora
+from k2rl.trainer.muon import BlockMuon, evaluate
+
+OPTIMIZERS = ("adamw", "muon", "muonclip")
 
 
 class MuonAdamW(torch.optim.Optimizer):
-    """Muon on the 2-D parameters and AdamW on the rest, as one optimizer (either part may be empty)."""
+    """Muon on the 2-D parameters and AdamW on the rest, as one optimizer (either part may be empty);
+    with ``after_step`` (QK-Clip), called after every update."""
 
-    def __init__(self, muon: torch.optim.Muon | None, adamw: torch.optim.Optimizer | None):
+    def __init__(self, muon: torch.optim.Optimizer | None, adamw: torch.optim.Optimizer | None, after_step=None):
         self.parts = {name: opt for name, opt in (("muon", muon), ("adamw", adamw)) if opt is not None}
+        self.after_step = after_step
         # The same group dicts as the parts': a scheduler setting ``lr`` here sets it for them.
         super().__init__([group for opt in self.parts.values() for group in opt.param_groups], {})
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate(closure)
         for opt in self.parts.values():
             opt.step()
+        if self.after_step is not None:
+            self.after_step()
         return loss
 
     def state_dict(self):
@@ -54,19 +62,47 @@ class MuonAdamW(torch.optim.Optimizer):
             opt.state.clear()
 
 
-def muon_adamw(model, weight_decay: float, muon_lr: float, adamw_cls, adamw_kwargs: dict, decay_names) -> MuonAdamW:
+# Muon's default rate per unit of AdamW's. Moonshot's RMS matching (0.2) matches the update size AdamW
+# settles at over a long run. An RL fine-tune is short: for its first tens of steps AdamW's second-moment
+# estimate has seen few gradients, so its per-element steps are close to +-lr, several times larger, and
+# its per-element normalisation gives rarely routed experts full-size steps too. benchmarks/optimizers.py
+# measures the rates; the README has the sweep.
+MUON_RATE_PER_ADAMW_RATE = 5.0
+
+
+def muon_rate(adamw_lr: float) -> float:
+    """Muon's learning rate when the recipe sets only AdamW's."""
+    return MUON_RATE_PER_ADAMW_RATE * adamw_lr
+
+
+def muon_groups(model) -> list[dict]:
+    """:class:`BlockMuon` parameter groups for ``model``'s trainable 2-D parameters: the routed experts'
+    stacked LoRA A (``expert_rows``) and B (``expert_cols``) matrices split per expert, every other one whole."""
+    trainable = {id(p): p for p in model.parameters() if p.requires_grad and p.ndim == 2}
+    groups, stacked = {}, set()
+    for weight_a, weight_b, experts in routed_expert_lora(model):
+        for layout, weight in (("expert_rows", weight_a), ("expert_cols", weight_b)):
+            if id(weight) in trainable:
+                groups.setdefault((layout, experts), []).append(weight)
+                stacked.add(id(weight))
+    whole = [p for key, p in trainable.items() if key not in stacked]
+    found = [{"params": params, "layout": layout, "experts": experts} for (layout, experts), params in groups.items()]
+    return found + ([{"params": whole, "layout": "matrix", "experts": 1}] if whole else [])
+
+
+def muon_adamw(model, weight_decay: float, muon_lr: float, adamw_cls, adamw_kwargs: dict, decay_names,
+               after_step=None) -> MuonAdamW:
     """The combined optimizer over ``model``'s trainable parameters (AdamW: the Trainer's class and kwargs,
     with its usual split into decayed and non-decayed groups by ``decay_names``)."""
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    matrices = [p for _, p in trainable if p.ndim == 2]
-    rest = [(n, p) for n, p in trainable if p.ndim != 2]
-    muon = torch.optim.Muon(matrices, lr=muon_lr, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw") if matrices else None
+    matrices = muon_groups(model)
+    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.ndim != 2]
+    muon = BlockMuon(matrices, lr=muon_lr, weight_decay=weight_decay) if matrices else None
     groups = [
         {"params": [p for n, p in rest if n in decay_names], "weight_decay": weight_decay},
         {"params": [p for n, p in rest if n not in decay_names], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    return MuonAdamW(muon, adamw_cls(groups, **adamw_kwargs) if groups else None)
+    return MuonAdamW(muon, adamw_cls(groups, **adamw_kwargs) if groups else None, after_step)
 
 
 def reset_state(optimizer) -> None:
