@@ -236,10 +236,24 @@ class RolloutConfig:
     overlap: bool = False  # score chunk k on a worker thread while chunk k+1 generates (same weights)
     chunks: int = 4
     queue_size: int = 2
+    # backend vllm: k2rl's own engine process (k2rl.rollouts.vllm_engine)
+    vllm_python: str | None = None  # the vLLM environment's python; default $K2RL_VLLM_PYTHON, then .venv-vllm
+    vllm_compile: bool = False  # vLLM's compiled mode; off: eager (CPU: with k2rl's rotary workaround)
+    vllm_max_model_len: int = 2048  # capped by the model's max_position_embeddings
+    vllm_check_every: int = 10  # steps between checks of vLLM's log-probs against the policy's (0: only at start)
+    vllm_check_threshold: float = 1.0e-3  # above it, training stops naming the likely cause
+    vllm_check_prompts: int = 8
 
     @property
     def enabled(self) -> bool:
         return bool(self.tools) or self.partial_rollouts or self.overlap or self.backend == "vllm"
+
+    def __post_init__(self):
+        if self.backend == "vllm" and self.vllm_mode == "server":
+            raise ValueError("rollout.vllm_mode: server is not available; k2rl runs vLLM as a child process of the run "
+                             "(colocate)")
+        if self.vllm_check_every < 0 or self.vllm_check_threshold <= 0 or self.vllm_check_prompts < 1:
+            raise ValueError("rollout: vllm_check_every must be >= 0, vllm_check_threshold > 0, vllm_check_prompts >= 1")
 
 
 @dataclass

@@ -74,6 +74,41 @@ def merged_parameter_adapters(model: torch.nn.Module) -> Iterator[torch.nn.Modul
             wrapper.merged_adapters.clear()
 
 
+def adapted_weights(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str, list[torch.Tensor]]]:
+    """Every weight an adapter changes: ``{peft name: (owner module, kind, the parameters it depends on)}``.
+
+    ``kind`` is ``"parameter"`` (a ``target_parameters`` adapter: the value is read while
+    :func:`merged_parameter_adapters` is active), ``"linear"`` (a LoRA linear: base weight plus
+    ``get_delta_weight``) or ``"full"`` (``modules_to_save``: a trained copy of the whole module).
+    """
+    from peft.tuners.lora.layer import LoraLayer
+    from peft.utils.other import ModulesToSaveWrapper
+
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ParamWrapper):
+            adapters = [a for a in module.active_adapters if a in module.lora_A]
+            sources = [p for a in adapters for p in (module.lora_A[a].weight, module.lora_B[a].weight)]
+            found[f"{name}.{module.parameter_name}"] = (module, "parameter", sources)
+        elif isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), torch.nn.Linear):
+            adapters = [a for a in module.active_adapters if a in module.lora_A]
+            sources = [p for a in adapters for p in (module.lora_A[a].weight, module.lora_B[a].weight)]
+            found[f"{name}.weight"] = (module, "linear", sources)
+        elif isinstance(module, ModulesToSaveWrapper) and module.active_adapters:
+            trained = module.modules_to_save[module.active_adapters[0]]
+            for parameter_name, parameter in trained.named_parameters():
+                found[f"{name}.{parameter_name}"] = (trained, "full", [parameter])
+    return found
+
+
+@torch.no_grad()
+def merged_linear_weight(module) -> torch.Tensor:
+    """A LoRA linear's weight with its active adapters folded in (a new tensor; the module is untouched)."""
+    weight = module.get_base_layer().weight
+    adapters = [a for a in module.active_adapters if a in module.lora_A]
+    return weight + sum(module.get_delta_weight(a) for a in adapters).to(weight.dtype) if adapters else weight.clone()
+
+
 def incompatibilities() -> list[str]:
     """What in the installed PEFT no longer matches what this module was written against (empty: fine)."""
     problems = []

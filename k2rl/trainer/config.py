@@ -84,6 +84,7 @@ OWNED = {
     "scale_rewards": "trainer.scale_rewards", "reward_weights": "rewards[].weight",
     "save_strategy": "trainer.save_steps", "save_steps": "trainer.save_steps",
     "use_vllm": "rollout.backend", "vllm_mode": "rollout.vllm_mode",
+    "vllm_importance_sampling_correction": "rollout.backend", "vllm_importance_sampling_mode": "rollout.backend",
     "sampling": "trainer.sampling", "dynamic_sampling": "trainer.dynamic_sampling",
 }
 
