@@ -71,6 +71,7 @@ class VLLMEngine:
                          "max_num_seqs": max_num_seqs, "seed": seed, "compile": compile,
                          "eos_token_ids": list(eos_token_ids)}
         self.process: subprocess.Popen | None = None
+        self._lock = threading.Lock()  # one request at a time (rollouts ahead run on another thread)
         self.connection = None
         self.info: dict = {}
         shm = Path("/dev/shm")
@@ -102,12 +103,16 @@ class VLLMEngine:
         listener.close()
         self.connection = accepted.get("connection")
         if self.connection is None:
-            self.close()
+            self._stop()
             raise K2RLError(f"the vLLM engine did not start ({self._last_log_line()}); see {self.log_path}")
-        self.info = self._request("start", timeout=self.start_timeout_s, **self._options)
+        self.info = {**self._request("start", timeout=self.start_timeout_s, **self._options), "pid": self.process.pid}
         return self.info
 
     def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def _stop(self) -> None:
         if self.connection is not None:
             try:
                 self.connection.send({"command": "close"})
@@ -157,6 +162,10 @@ class VLLMEngine:
         return {**reply, "write_s": round(written, 4), "push_s": round(time.perf_counter() - started, 4)}
 
     def _request(self, command: str, timeout: float | None = None, **payload) -> dict:
+        with self._lock:
+            return self._exchange(command, timeout, payload)
+
+    def _exchange(self, command: str, timeout: float | None, payload: dict) -> dict:
         if self.connection is None:
             raise K2RLError("the vLLM engine is not running")
         try:

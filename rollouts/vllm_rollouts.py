@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 
 from k2rl.errors import K2RLError
+from k2rl.rollouts.ahead import AheadRollouts
 from k2rl.rollouts.backends import VLLMBackend
 from k2rl.rollouts.vllm_check import logprob_gap, refuse
 from k2rl.rollouts.vllm_engine import VLLMEngine
@@ -35,9 +36,12 @@ class VLLMRollouts:
         self.gaps: list[float] = []
         self.push_s: list[float] = []
         self.pushes = 0
+        self.in_flight = None  # rollouts started ahead (rollout.max_staleness: 1): they finish before weights change
 
     def sync_weights(self) -> dict:
         """Push what changed; check every ``check_every`` steps. Called by TRL before a new step's rollouts."""
+        if self.in_flight is not None:
+            self.in_flight.wait()
         report = self.backend.push(self.model_fn())
         self.pushes += 1
         if report["tensors"]:
@@ -86,7 +90,8 @@ def start_vllm_rollouts(engine, rollout_config, trainer, run_dir: Path, seed: in
     resources.shared(("k2rl.rollouts.vllm", str(run_dir)), lambda: vllm)  # closed with the run, whatever happens
     vllm.start()
     backend = VLLMBackend(vllm, tokenizer.eos_token_id)
-    engine.backend = backend
+    ahead = engine if isinstance(engine, AheadRollouts) else None
+    (ahead.engine if ahead else engine).backend = backend
     rows = [trainer.train_dataset[i] for i in range(min(rollout_config.vllm_check_prompts, len(trainer.train_dataset)))]
     if not rows:
         raise K2RLError("rollout.backend=vllm: no training prompts to check the engine with")
@@ -96,6 +101,9 @@ def start_vllm_rollouts(engine, rollout_config, trainer, run_dir: Path, seed: in
         check_every=rollout_config.vllm_check_every, threshold=rollout_config.vllm_check_threshold,
         check_tokens=trainer.args.max_completion_length, temperature=trainer.args.temperature,
     )
+    if ahead is not None:
+        rollouts.in_flight = ahead
+        resources.shared(("k2rl.rollouts.ahead", str(run_dir)), lambda: ahead)  # closed before the engine
     rollouts.sync_weights()  # the adapters as they start (a resumed run's are pushed again at its first step)
     rollouts.check()  # before any training: the engine computes the policy, or the run stops here
     trainer.adopt_vllm_engine(rollouts)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from transformers.core_model_loading import revert_weight_conversion
 
-from k2rl.experts._peft import adapted_weights, merged_linear_weight
+from k2rl.experts._peft import adapted_value, adapted_weights
 from k2rl.experts.families import family_of
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.policy.build import vllm_config_fields
@@ -77,14 +77,10 @@ class WeightSync:
         merged = {}
         if any(kind == "parameter" for _, kind, _ in changed.values()):
             with merged_expert_adapters(model):
-                for name, (module, kind, _) in changed.items():
-                    if kind == "parameter":
-                        merged[checkpoint_name(name)] = module.get_param().detach().clone()
-        for name, (module, kind, _) in changed.items():
-            if kind == "linear":
-                merged[checkpoint_name(name)] = merged_linear_weight(module)
-            elif kind == "full":
-                merged[checkpoint_name(name)] = dict(module.named_parameters())[name.rpartition(".")[2]].detach().clone()
+                merged = {checkpoint_name(name): adapted_value(name, module, kind)
+                          for name, (module, kind, _) in changed.items() if kind == "parameter"}
+        merged.update({checkpoint_name(name): adapted_value(name, module, kind)
+                       for name, (module, kind, _) in changed.items() if kind != "parameter"})
         return checkpoint_weights(model, merged)
 
     def commit(self) -> None:
@@ -118,6 +114,7 @@ def write_engine_checkpoint(model: torch.nn.Module, tokenizer, out_dir: str | Pa
     config = base.config.to_dict()
     config.update(vllm_config_fields(config))
     config["torch_dtype"] = "float32"
+    config["architectures"] = [type(base).__name__]  # vLLM picks its model class (and the runner) by this
     (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
     if getattr(base, "generation_config", None) is not None:
         base.generation_config.save_pretrained(out)

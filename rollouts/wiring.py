@@ -24,6 +24,10 @@ def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer
     tools = build_tools(config.tools, backend=config.sandbox, timeout_s=config.tool_timeout_s)
     engine = RolloutEngine(tokenizer, tools=tools, limits=limits, reward_funcs=reward_funcs,
                            overlap=config.overlap, chunks=config.chunks, queue_size=config.queue_size)
+    if config.max_staleness:
+        from k2rl.rollouts.ahead import AheadRollouts
+
+        engine = AheadRollouts(engine)
     return engine, precomputed_rewards(reward_funcs)
 
 

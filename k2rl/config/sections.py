@@ -243,6 +243,7 @@ class RolloutConfig:
     vllm_check_every: int = 10  # steps between checks of vLLM's log-probs against the policy's (0: only at start)
     vllm_check_threshold: float = 1.0e-3  # above it, training stops naming the likely cause
     vllm_check_prompts: int = 8
+    max_staleness: int = 0  # 1: vLLM samples step t+1 while step t updates (k2rl.rollouts.ahead); 0: synchronous, as K2
 
     @property
     def enabled(self) -> bool:
@@ -254,6 +255,13 @@ class RolloutConfig:
                              "(colocate)")
         if self.vllm_check_every < 0 or self.vllm_check_threshold <= 0 or self.vllm_check_prompts < 1:
             raise ValueError("rollout: vllm_check_every must be >= 0, vllm_check_threshold > 0, vllm_check_prompts >= 1")
+        if self.max_staleness not in (0, 1):
+            raise ValueError(f"rollout.max_staleness must be 0 or 1, got {self.max_staleness}")
+        if self.max_staleness and self.backend != "vllm":
+            raise ValueError("rollout.max_staleness: 1 needs rollout.backend: vllm (transformers generates with the weights "
+                             "being updated)")
+        if self.max_staleness and self.partial_rollouts:
+            raise ValueError("rollout.max_staleness: 1 cannot be combined with rollout.partial_rollouts")
 
 
 @dataclass
@@ -283,5 +291,8 @@ class RunConfig:
             # Judging switches the model's active adapters, which would change the policy's weights under
             # the generation that overlap runs at the same time.
             raise ValueError("critic.refine_adapter: own cannot judge on rollout.overlap's scoring thread; turn one of them off")
+        if self.rollout.max_staleness and (self.trainer.sampling.method != "uniform" or self.trainer.dynamic_sampling.enabled):
+            # a batch returned one step late is not the rows TRL drew for that step
+            raise ValueError("rollout.max_staleness: 1 cannot be combined with trainer.sampling or trainer.dynamic_sampling")
         if self.data.filter is not None and self.rewards and self.rewards[0].name == "rubric":
             raise ValueError("data.filter scores prompts with the first reward, a verifier; put the rubric reward after it")

@@ -102,12 +102,18 @@ def adapted_weights(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, 
 
 
 @torch.no_grad()
-def merged_linear_weight(module) -> torch.Tensor:
-    """A LoRA linear's weight with its active adapters folded in (a new tensor; the module is untouched)."""
+def adapted_value(name: str, module, kind: str) -> torch.Tensor:
+    """The current merged value of an :func:`adapted_weights` entry (a copy; the module is untouched).
+
+    A ``"parameter"`` entry must be read inside :func:`merged_parameter_adapters` (that is what folds it in).
+    """
+    if kind == "parameter":
+        return module.get_param().detach().clone()
+    if kind == "full":
+        return dict(module.named_parameters())[name.rpartition(".")[2]].detach().clone()
     weight = module.get_base_layer().weight
     adapters = [a for a in module.active_adapters if a in module.lora_A]
     return weight + sum(module.get_delta_weight(a) for a in adapters).to(weight.dtype) if adapters else weight.clone()
-
 
 def incompatibilities() -> list[str]:
     """What in the installed PEFT no longer matches what this module was written against (empty: fine)."""
