@@ -78,9 +78,13 @@ class VLLMEngine:
         self._scratch = Path(tempfile.mkdtemp(prefix="k2rl-vllm-", dir=shm if shm.is_dir() else None))
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, cpu: bool = True) -> dict:
+    def start(self, cpu: bool | None = None) -> dict:
+        """Start the process and the engine in it (``cpu``: whether vLLM runs on CPU; default: no CUDA here)."""
         import json
 
+        import torch
+
+        cpu = not torch.cuda.is_available() if cpu is None else cpu
         key = secrets.token_bytes(32)
         address = str(self._scratch / "socket")
         listener = Listener(address, family="AF_UNIX", authkey=key)

@@ -49,3 +49,30 @@ def test_saved_k2_configs_carry_the_routing_vllm_reads():
         assert vllm_config_fields(config) == {}
     assert vllm_config_fields({"model_type": "deepseek_v3"}) == {"topk_method": "noaux_tc", "scoring_func": "sigmoid"}
     assert vllm_config_fields({"model_type": "qwen3_moe"}) == {}
+
+
+def test_a_failed_check_names_the_likely_cause():
+    from k2rl.rollouts.vllm_check import refuse
+
+    refuse(5e-4, 1e-3, {"dtype": "torch.float32"}, pushes=4, first_gap=1e-6)  # under the threshold: nothing
+    with pytest.raises(K2RLError, match="likely cause: dtype: the engine runs in torch.bfloat16"):
+        refuse(0.7, 1e-3, {"dtype": "torch.bfloat16"}, pushes=0, first_gap=None)
+    with pytest.raises(K2RLError, match="likely cause: kernel or config"):
+        refuse(3.0, 1e-3, {"dtype": "torch.float32"}, pushes=0, first_gap=None)  # wrong before any training
+    with pytest.raises(K2RLError, match="likely cause: unsynced tensor"):
+        refuse(0.2, 1e-3, {"dtype": "torch.float32"}, pushes=3, first_gap=1e-6)  # right at start, wrong after pushes
+
+
+def test_staleness_refuses_what_it_cannot_honour():
+    from k2rl.config import load_config
+
+    with pytest.raises(ValueError, match="max_staleness: 1 needs rollout.backend: vllm"):
+        RolloutConfig(max_staleness=1)
+    with pytest.raises(ValueError, match="partial_rollouts"):
+        RolloutConfig(backend="vllm", max_staleness=1, partial_rollouts=True)
+    with pytest.raises(ValueError, match="must be 0 or 1"):
+        RolloutConfig(backend="vllm", max_staleness=2)
+    recipe = "configs/quickstart.yaml"
+    with pytest.raises(K2RLError, match="trainer.sampling or trainer.dynamic_sampling"):
+        load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1", "trainer.dynamic_sampling.enabled=true"])
+    assert load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1"]).rollout.max_staleness == 1
