@@ -4,13 +4,14 @@ Each variant is one whole ``k2rl train`` process of the same recipe and seed (ru
 so each wall time is its own); the table is read from each run's ``metrics.jsonl`` and
 ``summary.json``:
 
-- tokens/s: completion tokens sampled per second of generation (``rollouts/generate_s``);
+- tokens/s: completion tokens sampled per second of generation (``rollouts/generate_s`` for k2rl's
+  engine, ``cost/generation_s`` for TRL's own HF generation), first step excluded;
 - step: the mean optimizer step, generation to update (``cost/step_s``), first step excluded (start-up);
 - push: the mean weight push into the engine (``vllm/push_s``: write to shared memory + swap + repack);
 - gap: the largest |vLLM - policy| log-probability on the engine's own samples (``vllm/logprob_max_abs_diff``);
 - delta: held-out accuracy after RL minus before (the run's own baseline).
 
-    OMP_NUM_THREADS=1 python benchmarks/rollout_backends.py                      # quickstart, 20 RL steps
+    OMP_NUM_THREADS=1 python benchmarks/rollout_backends.py                      # quickstart, 10 short RL steps
     python benchmarks/rollout_backends.py --recipe configs/quickstart.yaml -- trainer.max_steps=100
 
 Ratios are against the HF run of the same invocation.
@@ -44,8 +45,9 @@ def read_run(run_dir: Path) -> dict:
     rl = [r for r in records if r.get("phase") == "rl"]
     steps = [r for r in rl if "cost/step_s" in r][1:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    generated = [(r["rollouts/generate_s"], r.get("completions/mean_length", 0.0)) for r in rl if "rollouts/generate_s" in r]
-    batch = summary.get("rollout_batch")  # filled below from the config when absent
+    # the engine's own generation time where it ran (vLLM; one step ahead: the batch's, overlapped), else TRL's
+    key = "rollouts/generate_s" if any("rollouts/generate_s" in r for r in rl) else "cost/generation_s"
+    generated = [(r[key], r.get("completions/mean_length", 0.0)) for r in rl if key in r][1:]
     gaps = [r["vllm/logprob_max_abs_diff"] for r in rl if "vllm/logprob_max_abs_diff" in r]
     return {
         "generate_s": mean([g for g, _ in generated]),
@@ -57,7 +59,6 @@ def read_run(run_dir: Path) -> dict:
                              if "sampling/importance_sampling_ratio/min" in r], default=None),
         "delta": summary["delta_pts"],
         "wall_s": summary["wall_s"],
-        "batch": batch,
     }
 
 
@@ -85,7 +86,12 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary directory)")
     parser.add_argument("overrides", nargs="*", help="recipe overrides for every variant (after --)")
     args = parser.parse_args()
-    overrides = args.overrides or ["trainer.max_steps=20", "trainer.eval_steps=0", "data.eval_size=100"]
+    overrides = args.overrides or [  # a short run: what a step costs, not what RL reaches
+        "warm_start.max_steps=50", "trainer.max_steps=10", "trainer.eval_steps=0", "data.eval_size=50",
+        "eval.max_new_tokens=16",
+        # a reward that differs within groups from the first step, so the adapters (and the pushes) move
+        "rewards=[{name: exact_answer}, {name: length_penalty, options: {budget: 40, window: 40, unit: chars}}]",
+    ]
 
     from k2rl.config import load_config
 
