@@ -124,6 +124,12 @@ def incompatibilities() -> list[str]:
     if list(inspect.signature(ParamWrapper.get_delta_weight).parameters)[1:2] != ["adapter_name"]:
         problems.append("ParamWrapper.get_delta_weight no longer takes the adapter name")
     source = inspect.getsource(ParamWrapper)
+    if "self.parameter_name" not in source:  # adapted_weights names a parameter adapter's tensor by it
+        problems.append("ParamWrapper no longer records parameter_name")
+    from peft.utils.other import ModulesToSaveWrapper
+
+    if "modules_to_save" not in inspect.getsource(ModulesToSaveWrapper):
+        problems.append("ModulesToSaveWrapper no longer keeps its trained copy in modules_to_save")
     for name in ("merged_adapters", "num_experts", "lora_A", "lora_B", "disable_adapters"):
         if name not in source and name not in inspect.getsource(inspect.getmodule(ParamWrapper)):
             problems.append(f"ParamWrapper no longer refers to {name}")
