@@ -291,6 +291,9 @@ class RunConfig:
             # Judging switches the model's active adapters, which would change the policy's weights under
             # the generation that overlap runs at the same time.
             raise ValueError("critic.refine_adapter: own cannot judge on rollout.overlap's scoring thread; turn one of them off")
+        if self.rollout.backend == "vllm" and self.trainer.routing_replay:
+            raise ValueError("trainer.routing_replay needs the experts chosen during rollout, which the vLLM engine "
+                             "does not report; use rollout.backend: transformers")
         if self.rollout.max_staleness and (self.trainer.sampling.method != "uniform" or self.trainer.dynamic_sampling.enabled):
             # a batch returned one step late is not the rows TRL drew for that step
             raise ValueError("rollout.max_staleness: 1 cannot be combined with trainer.sampling or trainer.dynamic_sampling")
