@@ -78,6 +78,8 @@ def start_vllm_rollouts(engine, rollout_config, trainer, run_dir: Path, seed: in
     """Start the engine for ``trainer``'s policy, point the rollout engine at it, hand it to TRL, check it once."""
     from k2rl import resources
 
+    if trainer.accelerator.num_processes > 1:  # each process would start its own engine on the same files
+        raise K2RLError("rollout.backend=vllm runs one engine per run; launch the trainer as one process")
     model = trainer.accelerator.unwrap_model(trainer.model)
     tokenizer = trainer.processing_class
     checkpoint = write_engine_checkpoint(model, tokenizer, Path(run_dir) / "vllm" / "checkpoint")
