@@ -37,7 +37,7 @@ def prompts(tokenizer):
     return out
 
 
-@pytest.fixture(scope="module", params=["deepseek_v3", "qwen3_moe", "mixtral"])
+@pytest.fixture(scope="module", params=["deepseek_v3", "deepseek_v3_mla576", "qwen3_moe", "mixtral"])
 def pushed(request, tokenizer, tmp_path_factory):
     """``(policy, backend, pushes)``: an engine started from the base, then pushed to after one optimizer step."""
     policy = tiny_policy(request.param, tokenizer)
@@ -54,9 +54,12 @@ def pushed(request, tokenizer, tmp_path_factory):
     engine.close()
 
 
-def test_engine_runs_in_float32(pushed):
-    _, backend, _ = pushed
+def test_engine_runs_in_float32_with_mla_where_its_cpu_kernel_fits(pushed):
+    policy, backend, _ = pushed
     assert backend.engine.info["dtype"] == "torch.float32"
+    config = policy.get_base_model().config
+    mla = getattr(config, "kv_lora_rank", None)
+    assert backend.engine.info["mla_disabled"] == (mla is not None and mla + config.qk_rope_head_dim != 576)
 
 
 def test_greedy_tokens_equal_the_adapted_policys(pushed, tokenizer):

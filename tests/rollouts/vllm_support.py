@@ -27,16 +27,21 @@ SHAPES = {
                         num_key_value_heads=4, q_lora_rank=64, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16,
                         v_head_dim=32, n_routed_experts=16, num_experts_per_tok=2, n_shared_experts=1, n_group=1,
                         topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.827),
+    # DeepSeek's MLA latent width (512 + 64 = 576): vLLM's CPU MLA kernel runs it (no VLLM_MLA_DISABLE)
+    "deepseek_v3_mla576": dict(**DEEPSEEK_ROUTING, intermediate_size=256, moe_intermediate_size=48, first_k_dense_replace=1,
+                               num_key_value_heads=4, q_lora_rank=64, kv_lora_rank=512, qk_nope_head_dim=16,
+                               qk_rope_head_dim=64, v_head_dim=32, n_routed_experts=16, num_experts_per_tok=2,
+                               n_shared_experts=1, n_group=1, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.827),
     "qwen3_moe": dict(intermediate_size=256, moe_intermediate_size=48, num_key_value_heads=2, head_dim=32,
                       num_experts=16, num_experts_per_tok=2, decoder_sparse_step=1, mlp_only_layers=[0], norm_topk_prob=True),
     "mixtral": dict(intermediate_size=48, num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2),
 }
-TARGETS = {"deepseek_v3": ["routed_experts", "shared_experts"], "qwen3_moe": ["routed_experts"], "mixtral": ["routed_experts"]}
+TARGETS = {"deepseek_v3": ["routed_experts", "shared_experts"], "deepseek_v3_mla576": ["routed_experts", "shared_experts"], "qwen3_moe": ["routed_experts"], "mixtral": ["routed_experts"]}
 
 
 def tiny_policy(kind: str, tokenizer, seed: int = 0):
     """A random ``kind`` model with LoRA on its experts (B at zero, as training starts)."""
-    config = AutoConfig.for_model(kind, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+    config = AutoConfig.for_model(kind.split("_mla")[0], vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   **COMMON, **SHAPES[kind])
     torch.manual_seed(seed)
