@@ -16,12 +16,12 @@ invariants. Rows using the vLLM backend are skipped, with the reason, where vLLM
 from __future__ import annotations
 
 import copy
-import importlib.util
 import itertools
 import sys
 from pathlib import Path
 
 from k2rl.errors import K2RLError
+from k2rl.rollouts.vllm_engine import vllm_python
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "algorithm": ("grpo", "k2", "ppo"),
@@ -49,6 +49,8 @@ REFUSED: dict[tuple[str, str, str, str], str] = {
         "the rubric critic compares a group's answers, and partial rollouts score groups that finish across steps",
     ("algorithm", "ppo", "processes", "2"):
         "PPO's value head runs outside the model's forward, and DDP's unused-parameter search marks it ready twice",
+    ("rollout", "vllm", "processes", "2"):
+        "each process would start a vLLM engine of its own on the same weights; run vLLM on one process",
     ("rollout", "vllm", "routing_replay", "on"):
         "routing replay records the experts chosen by the policy's own forwards, which vLLM does not run",
 }
@@ -250,8 +252,8 @@ def recipe(row: dict[str, str]) -> dict:
 
 def skip_reason(row: dict[str, str]) -> str | None:
     """Why a row cannot run on this machine (None: it can)."""
-    if row["rollout"] == "vllm" and importlib.util.find_spec("vllm") is None:
-        return "vLLM is not installed"
+    if row["rollout"] == "vllm" and vllm_python() is None:
+        return "the vLLM environment (.venv-vllm, scripts/setup.sh) is not built"
     return None
 
 
@@ -276,7 +278,7 @@ def markdown() -> str:
     refused = sum(1 for p in _pairs() if refusal(*p))
     lines = [f"{len(rows)} rows cover every allowed pair of values of {len(FEATURES)} features; {refused} pairs are "
              "refused. Each row runs two real RL steps on a tiny policy in `tests/test_compat_matrix.py`; rows with "
-             "`rollout=vllm` skip, with the reason, where vLLM is not installed.", "",
+             "`rollout=vllm` skip, with the reason, where the vLLM environment is not built.", "",
              "| row | " + " | ".join(FEATURES) + " |", "|---" * (len(FEATURES) + 1) + "|"]
     lines += [f"| {i} | " + " | ".join(row[f] for f in FEATURES) + " |" for i, row in enumerate(rows)]
     lines += ["", "<details><summary>Every pair and its outcome</summary>", "", "| value | value | outcome |",

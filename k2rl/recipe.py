@@ -73,7 +73,7 @@ def train(config: RunConfig, resume: str | bool | None = None, data: TaskData | 
             extra_args=vllm_args(config.rollout), report_to=config.report_to,
         )
         evaluator.publish_to(trainer)  # held-out figures reach the trackers with the step's metrics
-        attach_backend(engine, config.rollout, trainer)
+        attach_backend(engine, config.rollout, trainer, run.dir, config.seed)
         critic.attach(trainer, policy.tokenizer)
 
         _, total = count_parameters(trainer.model)

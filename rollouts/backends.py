@@ -6,9 +6,9 @@ log-probability of each sampled token under the sampling distribution.
 
 - :class:`TransformersBackend` (default, CPU or one GPU): ``model.generate`` with the expert
   adapters folded in for the call (:func:`k2rl.experts.lora.merged_expert_adapters`).
-- :class:`VLLMBackend`: TRL's vLLM integration (``use_vllm=True``, server or colocate mode); TRL
-  pushes the merged weights before each step. **Not run in this repository's CPU CI**; see
-  :mod:`k2rl.rollouts.vllm_sync` for the fused-expert weight check.
+- :class:`VLLMBackend`: a vLLM engine in its own process, owned by k2rl (not TRL's ``use_vllm``):
+  k2rl pushes the adapted weights itself after each optimizer step (:mod:`k2rl.rollouts.vllm_sync`)
+  and checks the engine against the policy (:mod:`k2rl.rollouts.vllm_check`).
 """
 
 from __future__ import annotations
@@ -91,28 +91,40 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """Generation through TRL's vLLM client/engine (``trainer.vllm_generation``); GPU only.
+    """Generation in k2rl's own vLLM engine process (:mod:`k2rl.rollouts.vllm_engine`).
 
-    TRL syncs the (adapter-merged) weights before each step when a ``rollout_func`` is set. vLLM
-    samples with the trainer's ``temperature``/``top_p``/``top_k`` and ``max_completion_length``;
-    the engine trims each continuation to the row's own allowance afterwards.
+    The engine samples with the same temperature/top-p/top-k and returns the sampled tokens'
+    log-probabilities after temperature scaling (vLLM's ``processed_logprobs``), the quantity TRL's
+    importance-sampling correction compares with the policy's. :meth:`push` moves the adapted weights
+    that changed since the last push (:class:`k2rl.rollouts.vllm_sync.WeightSync`).
     """
 
-    def __init__(self, trainer):
-        if not getattr(trainer, "use_vllm", False):
-            from k2rl.errors import K2RLError
+    def __init__(self, engine, eos_id: int):
+        from k2rl.rollouts.vllm_sync import WeightSync
 
-            raise K2RLError("rollout.backend=vllm needs the trainer built with use_vllm (a GPU and vLLM installed)")
-        self.trainer = trainer
-        self.eos_id = trainer.processing_class.eos_token_id
+        self.engine, self.eos_id = engine, eos_id
+        self.sync = WeightSync()
+        self.last_push: dict = {}
 
     def generate(self, contexts: list[list[int]], max_new_tokens: list[int], sampling: Sampling):
-        _, completion_ids, logprobs, _ = self.trainer.vllm_generation.generate(
-            prompts=contexts, images=None, num_generations=1)
+        outputs = self.engine.generate(contexts, list(max_new_tokens), sampling.temperature, sampling.top_p, sampling.top_k)
         results = []
-        for ids, lps, limit in zip(completion_ids, logprobs, max_new_tokens, strict=True):
-            ids = list(ids)[:limit]
+        for (ids, logprobs), limit in zip(outputs, max_new_tokens, strict=True):
+            ids = ids[:limit]
             if self.eos_id in ids:
                 ids = ids[: ids.index(self.eos_id) + 1]
-            results.append((ids, [lp[0] for lp in lps[: len(ids)]]))
+            results.append((ids, logprobs[: len(ids)]))
         return results
+
+    def push(self, model) -> dict:
+        """Push the adapted weights of ``model`` (the PEFT policy) that changed; what moved, and how long it took."""
+        tensors = self.sync.tensors(model)
+        report = {"tensors": len(tensors), "megabytes": sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20}
+        if tensors:
+            report.update(self.engine.push(tensors))
+        self.sync.commit()
+        self.last_push = report
+        return report
+
+    def close(self) -> None:
+        self.engine.close()

@@ -209,13 +209,15 @@ class RolloutEngine:
         fn(arg)
         return time.perf_counter() - started
 
-    def _start(self, row: dict) -> Trajectory:
-        prompt = row["prompt"]
+    def prompt_ids(self, prompt) -> list[int]:
+        """A row's prompt (text, or chat messages) as the token ids a rollout starts from."""
         if isinstance(prompt, str):
-            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        else:
-            ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-            ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+            return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def _start(self, row: dict) -> Trajectory:
+        ids = self.prompt_ids(row["prompt"])
         # A copy: TRL writes the returned columns back into its batch rows, and a paused row outlives its batch.
         row = {k: v for k, v in row.items() if k not in OUTPUT_COLUMNS and not k.startswith("k2rl_reward_")}
         budget, per_task = self.limits.row_budget(row)

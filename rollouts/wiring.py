@@ -36,6 +36,10 @@ def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer
     )
     engine = RolloutEngine(tokenizer, environment=recipe_environment(config), limits=limits, reward_funcs=reward_funcs,
                            overlap=config.overlap, chunks=config.chunks, queue_size=config.queue_size)
+    if config.max_staleness:
+        from k2rl.rollouts.ahead import AheadRollouts
+
+        engine = AheadRollouts(engine)
     return engine, precomputed_rewards(reward_funcs)
 
 
@@ -55,14 +59,20 @@ def describe(config: RolloutConfig) -> str:
             f"partial rollouts {'on' if config.partial_rollouts else 'off'}, overlap {'on' if config.overlap else 'off'}")
 
 
-def attach_backend(engine: RolloutEngine | None, config: RolloutConfig, trainer) -> None:
-    """Pick the generation backend once the trainer exists (vLLM lives on the trainer)."""
+def attach_backend(engine: RolloutEngine | None, config: RolloutConfig, trainer, run_dir=None, seed: int = 0):
+    """Pick the generation backend once the trainer exists: for ``vllm``, start k2rl's engine process for the
+    trainer's policy (:func:`k2rl.rollouts.vllm_rollouts.start_vllm_rollouts`; closed with the run's resources).
+    Otherwise the engine builds a TransformersBackend on first use."""
     if engine is not None and config.backend == "vllm":
-        from k2rl.rollouts.backends import VLLMBackend
+        from k2rl.rollouts.vllm_rollouts import start_vllm_rollouts
 
-        engine.backend = VLLMBackend(trainer)  # otherwise the engine builds a TransformersBackend on first use
+        return start_vllm_rollouts(engine, config, trainer, run_dir or trainer.args.output_dir, seed)
+    return None
 
 
 def vllm_args(config: RolloutConfig) -> dict:
-    """GRPOConfig fields for ``rollout.backend=vllm`` (TRL's server or colocate mode)."""
-    return {"use_vllm": True, "vllm_mode": config.vllm_mode} if config.backend == "vllm" else {}
+    """GRPOConfig fields for ``rollout.backend=vllm``: TRL's token-level importance-sampling correction of the
+    engine's log-probabilities (TRL's own vLLM stays off; k2rl's engine is attached after the trainer is built)."""
+    if config.backend != "vllm":
+        return {}
+    return {"vllm_importance_sampling_correction": True, "vllm_importance_sampling_mode": "token_truncate"}

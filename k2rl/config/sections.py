@@ -246,6 +246,14 @@ class RolloutConfig:
     overlap: bool = False  # score chunk k on a worker thread while chunk k+1 generates (same weights)
     chunks: int = 4
     queue_size: int = 2
+    # backend vllm: k2rl's own engine process (k2rl.rollouts.vllm_engine)
+    vllm_python: str | None = None  # the vLLM environment's python; default $K2RL_VLLM_PYTHON, then .venv-vllm
+    vllm_compile: bool = False  # vLLM's compiled mode; off: eager (CPU: with k2rl's rotary workaround)
+    vllm_max_model_len: int = 2048  # capped by the model's max_position_embeddings
+    vllm_check_every: int = 10  # steps between checks of vLLM's log-probs against the policy's (0: only at start)
+    vllm_check_threshold: float = 1.0e-3  # above it, training stops naming the likely cause
+    vllm_check_prompts: int = 8
+    max_staleness: int = 0  # 1: vLLM samples step t+1 while step t updates (k2rl.rollouts.ahead); 0: synchronous, as K2
 
     @property
     def enabled(self) -> bool:
@@ -256,6 +264,20 @@ class RolloutConfig:
     def multi_turn(self) -> bool:
         """Rollouts may call tools: held-out evaluation runs the same loop."""
         return bool(self.tools) or self.environment is not None
+
+    def __post_init__(self):
+        if self.backend == "vllm" and self.vllm_mode == "server":
+            raise ValueError("rollout.vllm_mode: server is not available; k2rl runs vLLM as a child process of the run "
+                             "(colocate)")
+        if self.vllm_check_every < 0 or self.vllm_check_threshold <= 0 or self.vllm_check_prompts < 1:
+            raise ValueError("rollout: vllm_check_every must be >= 0, vllm_check_threshold > 0, vllm_check_prompts >= 1")
+        if self.max_staleness not in (0, 1):
+            raise ValueError(f"rollout.max_staleness must be 0 or 1, got {self.max_staleness}")
+        if self.max_staleness and self.backend != "vllm":
+            raise ValueError("rollout.max_staleness: 1 needs rollout.backend: vllm (transformers generates with the weights "
+                             "being updated)")
+        if self.max_staleness and self.partial_rollouts:
+            raise ValueError("rollout.max_staleness: 1 cannot be combined with rollout.partial_rollouts")
 
 
 @dataclass
@@ -288,5 +310,8 @@ class RunConfig:
         if any(spec.name == "environment" for spec in self.rewards) and self.rollout.environment is None:
             raise ValueError("rewards: environment is the score of rollout.environment; name an environment with "
                              "a reward of its own (e.g. rollout.environment: tool_use)")
+        if self.rollout.max_staleness and (self.trainer.sampling.method != "uniform" or self.trainer.dynamic_sampling.enabled):
+            # a batch returned one step late is not the rows TRL drew for that step
+            raise ValueError("rollout.max_staleness: 1 cannot be combined with trainer.sampling or trainer.dynamic_sampling")
         if self.data.filter is not None and self.rewards and self.rewards[0].name == "rubric":
             raise ValueError("data.filter scores prompts with the first reward, a verifier; put the rubric reward after it")

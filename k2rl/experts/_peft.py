@@ -95,6 +95,47 @@ def merged_parameter_adapters(model: torch.nn.Module) -> Iterator[torch.nn.Modul
             wrapper.merged_adapters.clear()
 
 
+def adapted_weights(model: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str, list[torch.Tensor]]]:
+    """Every weight an adapter changes: ``{peft name: (owner module, kind, the parameters it depends on)}``.
+
+    ``kind`` is ``"parameter"`` (a ``target_parameters`` adapter: the value is read while
+    :func:`merged_parameter_adapters` is active), ``"linear"`` (a LoRA linear: base weight plus
+    ``get_delta_weight``) or ``"full"`` (``modules_to_save``: a trained copy of the whole module).
+    """
+    from peft.tuners.lora.layer import LoraLayer
+    from peft.utils.other import ModulesToSaveWrapper
+
+    found = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ParamWrapper):
+            adapters = [a for a in module.active_adapters if a in module.lora_A]
+            sources = [p for a in adapters for p in (module.lora_A[a].weight, module.lora_B[a].weight)]
+            found[f"{name}.{module.parameter_name}"] = (module, "parameter", sources)
+        elif isinstance(module, LoraLayer) and isinstance(module.get_base_layer(), torch.nn.Linear):
+            adapters = [a for a in module.active_adapters if a in module.lora_A]
+            sources = [p for a in adapters for p in (module.lora_A[a].weight, module.lora_B[a].weight)]
+            found[f"{name}.weight"] = (module, "linear", sources)
+        elif isinstance(module, ModulesToSaveWrapper) and module.active_adapters:
+            trained = module.modules_to_save[module.active_adapters[0]]
+            for parameter_name, parameter in trained.named_parameters():
+                found[f"{name}.{parameter_name}"] = (trained, "full", [parameter])
+    return found
+
+
+@torch.no_grad()
+def adapted_value(name: str, module, kind: str) -> torch.Tensor:
+    """The current merged value of an :func:`adapted_weights` entry (a copy; the module is untouched).
+
+    A ``"parameter"`` entry must be read inside :func:`merged_parameter_adapters` (that is what folds it in).
+    """
+    if kind == "parameter":
+        return module.get_param().detach().clone()
+    if kind == "full":
+        return dict(module.named_parameters())[name.rpartition(".")[2]].detach().clone()
+    weight = module.get_base_layer().weight
+    adapters = [a for a in module.active_adapters if a in module.lora_A]
+    return weight + sum(module.get_delta_weight(a) for a in adapters).to(weight.dtype) if adapters else weight.clone()
+
 def incompatibilities() -> list[str]:
     """What in the installed PEFT no longer matches what this module was written against (empty: fine)."""
     problems = []
@@ -104,6 +145,12 @@ def incompatibilities() -> list[str]:
     if list(inspect.signature(ParamWrapper.get_delta_weight).parameters)[1:2] != ["adapter_name"]:
         problems.append("ParamWrapper.get_delta_weight no longer takes the adapter name")
     source = inspect.getsource(ParamWrapper)
+    if "self.parameter_name" not in source:  # adapted_weights names a parameter adapter's tensor by it
+        problems.append("ParamWrapper no longer records parameter_name")
+    from peft.utils.other import ModulesToSaveWrapper
+
+    if "modules_to_save" not in inspect.getsource(ModulesToSaveWrapper):
+        problems.append("ModulesToSaveWrapper no longer keeps its trained copy in modules_to_save")
     for name in ("merged_adapters", "num_experts", "lora_A", "lora_B", "disable_adapters"):
         if name not in source and name not in inspect.getsource(inspect.getmodule(ParamWrapper)):
             problems.append(f"ParamWrapper no longer refers to {name}")

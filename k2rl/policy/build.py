@@ -25,9 +25,25 @@ from k2rl.policy.tokenizer import build_tokenizer
 K2_ROUTED_SCALING_FACTOR = 2.827
 
 
-def k2_tiny_config(vocab_size: int, bos_token_id: int, eos_token_id: int, pad_token_id: int) -> DeepseekV3Config:
-    """DeepseekV3Config with K2's layout at a width that trains on two CPU cores."""
+# Routing fields real K2/DeepSeek-V3 configs carry and vLLM reads (transformers' DeepseekV3 classes
+# hard-code this routing and do not declare them; without them vLLM builds a softmax router with no bias).
+DEEPSEEK_ROUTING = {"topk_method": "noaux_tc", "scoring_func": "sigmoid"}
+
+
+def vllm_config_fields(config: dict) -> dict:
+    """Fields to add to a saved ``config.json`` so vLLM builds the same model (none for most families)."""
+    if config.get("model_type") in ("deepseek_v3", "kimi_k2"):
+        return {k: v for k, v in DEEPSEEK_ROUTING.items() if k not in config}
+    return {}
+
+
+def k2_tiny_config(vocab_size: int, bos_token_id: int, eos_token_id: int, pad_token_id: int, **widths) -> DeepseekV3Config:
+    """DeepseekV3Config with K2's layout at a width that trains on two CPU cores (``widths`` override sizes)."""
+    sizes = dict(kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=32)
+    sizes.update(widths)
     return DeepseekV3Config(
+        **DEEPSEEK_ROUTING,
+        **sizes,
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=384,  # the dense first layer's MLP
@@ -37,10 +53,6 @@ def k2_tiny_config(vocab_size: int, bos_token_id: int, eos_token_id: int, pad_to
         num_attention_heads=4,
         num_key_value_heads=4,
         q_lora_rank=64,
-        kv_lora_rank=32,
-        qk_nope_head_dim=16,
-        qk_rope_head_dim=16,
-        v_head_dim=32,
         n_routed_experts=96,
         num_experts_per_tok=2,
         n_shared_experts=1,
@@ -57,7 +69,13 @@ def k2_tiny_config(vocab_size: int, bos_token_id: int, eos_token_id: int, pad_to
     )
 
 
-PRESETS = {"k2-tiny": k2_tiny_config}
+def k2_tiny_mla576_config(vocab_size: int, bos_token_id: int, eos_token_id: int, pad_token_id: int) -> DeepseekV3Config:
+    """k2-tiny with DeepSeek's MLA latent width (kv_lora_rank 512 + rope 64 = 576), the only one vLLM's
+    CPU MLA kernel runs; k2-tiny itself runs in vLLM with MLA disabled (``VLLM_MLA_DISABLE=1``)."""
+    return k2_tiny_config(vocab_size, bos_token_id, eos_token_id, pad_token_id, kv_lora_rank=512, qk_rope_head_dim=64)
+
+
+PRESETS = {"k2-tiny": k2_tiny_config, "k2-tiny-mla576": k2_tiny_mla576_config}
 
 
 @dataclass

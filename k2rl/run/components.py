@@ -32,6 +32,9 @@ def check_components(config: RunConfig) -> None:
                         f"(known: {', '.join(BACKENDS)}){did_you_mean(config.rollout.sandbox, BACKENDS)}")
     if config.rollout.sandbox == "docker" and not _installed("docker"):
         raise K2RLError("rollout.sandbox: docker needs the docker package (pip install 'k2rl[docker]')")
-    if config.rollout.backend == "vllm" and not _installed("vllm"):
-        raise K2RLError("rollout.backend: vllm is not installed in this environment (pip install 'k2rl[vllm]'), "
-                        "or use rollout.backend=transformers")
+    if config.rollout.backend == "vllm":
+        from k2rl.rollouts.vllm_engine import vllm_python
+
+        if vllm_python(config.rollout.vllm_python) is None:  # the engine runs in its own environment
+            raise K2RLError("rollout.backend: vllm needs the vLLM environment (.venv-vllm, built by scripts/setup.sh; "
+                            "or set K2RL_VLLM_PYTHON / rollout.vllm_python), or use rollout.backend=transformers")

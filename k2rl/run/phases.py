@@ -151,6 +151,8 @@ def finish_run(run: Run, trainer, evaluator, before: float, trainable: int, tota
         "run_dir": str(run.dir),
         "environment": environment(),
     }
+    if callable(vllm := getattr(getattr(trainer, "vllm_generation", None), "summary", None)):
+        summary["vllm"] = vllm()  # k2rl's vLLM engine: the largest log-prob gap seen, pushes (k2rl.rollouts.vllm_rollouts)
     if is_main():
         write_summary(run.dir, summary)
         if summary["step_cost"]:

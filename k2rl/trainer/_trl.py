@@ -143,6 +143,18 @@ class TRLSeams(GRPOTrainer):
         add_fused_lm_head(base, temperature=temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32,
                           outputs=("log_probs", "entropy"))
 
+    def adopt_vllm_engine(self, generation) -> None:
+        """Let TRL treat k2rl's own vLLM engine as its vLLM generator.
+
+        TRL then calls ``generation.sync_weights()`` before the first rollouts of each new global step
+        (with a ``rollout_func``), and applies its importance-sampling correction
+        (``vllm_importance_sampling_*``) to the rollouts' log-probabilities against the policy's.
+        Nothing else of TRL's vLLM code runs: with a ``rollout_func`` it only reads these three fields.
+        """
+        self.use_vllm = True
+        self.vllm_generation = generation
+        self._last_loaded_step = self.state.global_step  # the caller has just pushed this step's weights
+
     # ---- the overrides ----------------------------------------------------------------------
 
     def _generate_single_turn(self, *args, **kwargs):
@@ -257,6 +269,11 @@ def incompatibilities() -> list[str]:
         if f'reward_kwargs["{key}"]' not in scoring or (attribute != "state" and not hasattr(GRPOTrainer, attribute)):
             problems.append(f"GRPOTrainer._calculate_rewards no longer passes {key} (self.{attribute}) to the rewards")
     problems += missing_attributes(inspect.getsource(GRPOTrainer.__init__))
+    generate = inspect.getsource(GRPOTrainer._generate)
+    if "self.vllm_generation.sync_weights()" not in generate or "_last_loaded_step" not in generate:
+        problems.append("GRPOTrainer._generate no longer syncs vllm_generation before a rollout_func (adopt_vllm_engine)")
+    if "vllm_importance_sampling_correction" not in inspect.getsource(GRPOTrainer._generate_and_score_completions):
+        problems.append("GRPOTrainer no longer applies vllm_importance_sampling_correction (adopt_vllm_engine)")
     if "_metrics" not in inspect.getsource(GRPOTrainer.log):
         problems.append("GRPOTrainer.log no longer reads self._metrics")
     return problems

@@ -83,6 +83,7 @@ OWNED = {
     **{f.name: f"trainer.{f.name}" for f in RECIPE_FIELDS},
     "reward_weights": "rewards[].weight", "save_strategy": "trainer.save_steps",
     "use_vllm": "rollout.backend", "vllm_mode": "rollout.vllm_mode",
+    "vllm_importance_sampling_correction": "rollout.backend", "vllm_importance_sampling_mode": "rollout.backend",
 }
 
 
