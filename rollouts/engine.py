@@ -13,7 +13,8 @@ One call (one generation batch of the trainer) goes like this:
 3. each chunk's finished groups are scored by the recipe's reward functions, on a worker thread
    while the next chunk generates when ``overlap`` is on (:mod:`k2rl.rollouts.overlap`);
 4. the rows go back to TRL with ``env_mask`` (1 only on tokens the policy sampled in this
-   iteration), one precomputed column per reward, which :func:`precomputed_rewards` hands to
+   iteration), one precomputed column per reward (and one of the rows it failed on), which
+   :func:`k2rl.rollouts.scores.precomputed_rewards` hands to
    TRL's own reward weighting, normalisation and logging, and the columns of the dataset row each
    trajectory started from (TRL writes them over its batch rows, so a carried group's row says which
    prompt it answers). Groups still paused go back with no reward at all, which TRL treats as
@@ -48,13 +49,13 @@ from k2rl.rollouts.environment import Environment, InfrastructureError, ToolsEnv
 from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.overlap import ScoringPipeline
 from k2rl.rollouts.partial import Group, PartialRollouts, is_complete
+from k2rl.rollouts.scores import FAILED_COLUMN, REWARD_COLUMN
 from k2rl.rollouts.tool_calls import parse_turn, tool_results_text
 from k2rl.rollouts.tools import execute
 from k2rl.rollouts.trajectory import PAUSED, RUNNING, Trajectory
 
 ENVIRONMENT_REWARD_COLUMN = "environment_reward"  # what the ``environment`` reward reads
 
-REWARD_COLUMN = "k2rl_reward_{}"
 OUTPUT_COLUMNS = frozenset({"prompt_ids", "completion_ids", "logprobs", "env_mask", "stop_reason"})
 
 
@@ -370,10 +371,11 @@ class RolloutEngine:
                 out = asyncio.run(out)
             per_func.append(list(out))
         # A row a reward failed on (raised, timed out) gets no reward at all, as on TRL's path (k2rl/trainer/_trl.py)
-        failed = {row for func in self.reward_funcs if callable(getattr(func, "failed_rows", None))
-                  for row in func.failed_rows()}
+        failed = [set(func.failed_rows()) if callable(getattr(func, "failed_rows", None)) else set()
+                  for func in self.reward_funcs]
         for i, t in enumerate(trajectories):
-            t.rewards = [None] * len(per_func) if i in failed else [scores[i] for scores in per_func]
+            t.reward_failures = [i in rows for rows in failed]
+            t.rewards = [None] * len(per_func) if any(t.reward_failures) else [scores[i] for scores in per_func]
 
     def _hand_on_extra_columns(self, trajectories: list[Trajectory]) -> None:
         """The ``log_extra`` columns the rewards wrote, one value per returned row, to the trainer's own."""
@@ -399,21 +401,8 @@ class RolloutEngine:
             output[key] = [t.row.get(key) for t in trajectories]  # each row's own columns, carried ones included
         for i in range(len(self.reward_funcs)):
             output[REWARD_COLUMN.format(i)] = [t.rewards[i] if t.rewards is not None else None for t in trajectories]
+            output[FAILED_COLUMN.format(i)] = [bool(t.reward_failures and t.reward_failures[i]) for t in trajectories]
         if self.limits.budget is not None and self.limits.budget.column:  # read by the budget_exceeded reward
             output[EXCEEDED_COLUMN] = [t.over_budget() for t in trajectories]
         return output
 
-
-def precomputed_rewards(reward_funcs) -> list:
-    """TRL-side stand-ins for rewards the engine already computed: same names, scores read from the row."""
-
-    def reader(index: int, name: str):
-        column = REWARD_COLUMN.format(index)
-
-        def reward(prompts, completions, **kwargs):
-            return kwargs[column]
-
-        reward.__name__ = name
-        return reward
-
-    return [reader(i, getattr(f, "__name__", f"reward_{i}")) for i, f in enumerate(reward_funcs)]

@@ -31,6 +31,7 @@ class Trajectory:
     status: str = RUNNING
     stop_reason: str | None = None  # answer | max_turns | max_tool_calls | token_budget | infrastructure_error
     rewards: list[float | None] | None = None
+    reward_failures: list[bool] | None = None  # per reward: it raised or timed out on this row
     budget: int = 256  # completion tokens this trajectory may use (its row's budget)
     per_task_budget: bool = False  # the budget came from the row's task type (trainer.budget)
     extra_columns: dict = field(default_factory=dict)  # what the rewards logged for it through log_extra

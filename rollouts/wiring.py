@@ -1,14 +1,15 @@
 """From a recipe's ``rollout`` section to a running engine: what the recipe calls, in one place.
 
 The engine owns scoring (that is what lets scoring overlap generation), so the trainer is handed
-:func:`~k2rl.rollouts.engine.precomputed_rewards` -- same names and weights, scores read from the
+:func:`~k2rl.rollouts.scores.precomputed_rewards` -- same names and weights, scores read from the
 rows -- and TRL's reward weighting, group normalisation and logging stay TRL's.
 """
 
 from __future__ import annotations
 
 from k2rl.config import RolloutConfig, TrainerConfig
-from k2rl.rollouts.engine import Limits, RolloutEngine, precomputed_rewards
+from k2rl.rollouts.engine import Limits, RolloutEngine
+from k2rl.rollouts.scores import precomputed_rewards
 from k2rl.errors import K2RLError
 from k2rl.rollouts.environment import Environment, build_environment
 from k2rl.rollouts.tools import build_tools

@@ -161,6 +161,7 @@ def test_row_runs_two_steps_with_its_invariants(index, tmp_path, monkeypatch):
         drawn = {r["step"]: r["prompts"] for r in read_data_order(run_dir) if r["process"] == 0}
         shutil.rmtree(run_dir / "rl_tmp" / "checkpoint-2")
         (run_dir / "rl_tmp" / "data_order.jsonl").unlink()
+        (run_dir / "summary.json").unlink()  # as a killed run leaves it: a finished run is not resumed
         _train(row, recipe_path, tmp_path / "runs", resume=True)
         again = {r["step"]: r["prompts"] for r in read_data_order(run_dir) if r["process"] == 0}
         assert again == {2: drawn[2]}

@@ -5,7 +5,8 @@ import pytest
 
 from k2rl.policy.build import load_policy
 from k2rl.rollouts.backends import Sampling, TransformersBackend
-from k2rl.rollouts.engine import Limits, RolloutEngine, precomputed_rewards
+from k2rl.rollouts.engine import Limits, RolloutEngine
+from k2rl.rollouts.scores import precomputed_rewards
 from k2rl.rollouts.tool_calls import tool_results_text
 from k2rl.rollouts.tools import PythonTool
 
@@ -166,3 +167,10 @@ def test_a_row_a_reward_failed_on_gets_no_reward_from_any(tiny_policy_dir):
     out = e.run([{"prompt": "a b c"}] * 2, 2, Sampling(temperature=1.0))
     assert out["k2rl_reward_0"] == [1.0, None]
     assert out["k2rl_reward_1"] == [0.5, None]
+    # the failure travels with the row, so the trainer counts rewards/<name>/failures on this path too
+    assert out["k2rl_reward_failed_0"] == [False, True] and out["k2rl_reward_failed_1"] == [False, False]
+    flaky_reader, steady_reader = precomputed_rewards(e.reward_funcs)
+    assert flaky_reader([], [], **{k: v for k, v in out.items() if k.startswith("k2rl_reward")}) == [1.0, None]
+    assert flaky_reader.failed_rows() == [1]
+    steady_reader([], [], **{k: v for k, v in out.items() if k.startswith("k2rl_reward")})
+    assert steady_reader.failed_rows() == []

@@ -9,7 +9,8 @@ import pytest
 from k2rl.errors import K2RLError
 from k2rl.rewards import get_reward
 from k2rl.rollouts.backends import Sampling, TransformersBackend
-from k2rl.rollouts.engine import Limits, RolloutEngine, precomputed_rewards
+from k2rl.rollouts.engine import Limits, RolloutEngine
+from k2rl.rollouts.scores import precomputed_rewards
 from k2rl.rollouts.environment import Environment, ToolUseEnvironment, build_environment
 from k2rl.rollouts.tools import PythonTool
 
