@@ -11,7 +11,7 @@ from k2rl.config import RolloutConfig, TrainerConfig
 from k2rl.rollouts.engine import Limits, RolloutEngine
 from k2rl.rollouts.scores import precomputed_rewards
 from k2rl.errors import K2RLError
-from k2rl.rollouts.environment import Environment, build_environment
+from k2rl.rollouts.environment import Environment, build_environment, environment_class
 from k2rl.rollouts.tools import build_tools
 
 
@@ -56,7 +56,8 @@ def describe(config: RolloutConfig) -> str:
     if not config.enabled:
         return "rollouts: TRL's own generation"
     where = f"environment {config.environment}" if config.environment else f"tools {config.tools or 'none'}"
-    return (f"rollout engine: {where}, max {config.max_turns} turns, "
+    own = environment_class(config.environment).max_turns if config.environment else None  # it wins, as in the engine
+    return (f"rollout engine: {where}, max {config.max_turns if own is None else own} turns, "
             f"partial rollouts {'on' if config.partial_rollouts else 'off'}, overlap {'on' if config.overlap else 'off'}")
 
 

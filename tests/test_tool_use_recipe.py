@@ -43,7 +43,9 @@ def test_tool_use_recipe_reports_tool_use_before_and_after(tmp_path, recipe, cap
         figures = summary["tool_use"][side]
         assert set(figures) == {"call_rate", "calls_per_completion", "calls_per_solved", "copy_rate", "failed_calls"}
         assert all(0.0 <= figures[k] <= 1.0 for k in ("call_rate", "copy_rate", "failed_calls"))
-    assert "held-out tool use (greedy): call rate" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "held-out tool use (greedy): call rate" in out
+    assert "environment tool_use, max 3 turns" in out  # the environment's own limit, which the engine applies
     rl = [r for r in records if r["phase"] == "rl" and "rollouts/infrastructure_failures" in r]
     assert rl and all(r["rollouts/infrastructure_failures"] == 0 for r in rl)
 
