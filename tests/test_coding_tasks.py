@@ -78,7 +78,7 @@ def test_fractions_outside_zero_one_are_refused():
 
 
 def test_the_removed_tool_variant_s_option_is_refused():
-    with pytest.raises(K2RLError, match="the coding task has no option 'tool_fraction'"):
+    with pytest.raises(K2RLError, match="data.options.tool_fraction: not an option of the built-in task 'coding'"):
         load_task_data(DataConfig(source="coding", options={"tool_fraction": 0.5}), seed=0)
 
 

@@ -76,5 +76,9 @@ def test_staleness_refuses_what_it_cannot_honour():
     with pytest.raises(K2RLError, match="trainer.sampling or trainer.dynamic_sampling"):
         load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1", "trainer.dynamic_sampling.enabled=true"])
     assert load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1"]).rollout.max_staleness == 1
-    with pytest.raises(K2RLError, match="routing_replay needs the experts chosen during rollout"):
-        load_config(recipe, ["rollout.backend=vllm", "trainer.routing_replay=true"])
+    from k2rl import compat
+
+    with pytest.raises(K2RLError, match="rollout=vllm does not compose with routing_replay=on"):
+        compat.check(load_config(recipe, ["rollout.backend=vllm", "trainer.routing_replay=true"]))
+    with pytest.raises(K2RLError, match="rollout=vllm does not compose with processes=2"):
+        compat.check(load_config(recipe, ["rollout.backend=vllm"]), num_processes=2)
