@@ -20,6 +20,8 @@ import torch
 from trl import GRPOTrainer
 from trl.trainer.utils import RepeatSampler, add_fused_lm_head
 
+from k2rl.trainer.losses import loss_mask
+
 WRITTEN_AGAINST = "trl==1.16.0"
 
 # (method, parameters after self) as this module calls or overrides them.
@@ -220,8 +222,7 @@ class TRLSeams(GRPOTrainer):
         start = self.accelerator.process_index * local
         unscored = self._unscored[start : start + local].to(output["completion_mask"].device)
         output["completion_mask"] = output["completion_mask"] * (~unscored).unsqueeze(1).to(output["completion_mask"].dtype)
-        mask = output["completion_mask"] if output.get("tool_mask") is None else output["completion_mask"] * output["tool_mask"]
-        output["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        output["num_items_in_batch"] = self.accelerator.gather(loss_mask(output).sum()).sum()
         return output
 
     def log(self, logs, start_time=None):

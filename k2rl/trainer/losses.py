@@ -16,8 +16,8 @@ def loss_mask(batch: dict) -> torch.Tensor:
     ``tool_mask`` (TRL's name for a ``rollout_func``'s ``env_mask``) is 0 on text the environment
     inserted and, with partial rollouts, on tokens sampled in an earlier iteration.
     """
-    mask = batch["completion_mask"]
-    return mask * batch["tool_mask"] if "tool_mask" in batch else mask
+    mask, sampled = batch["completion_mask"], batch.get("tool_mask")
+    return mask if sampled is None else mask * sampled
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
