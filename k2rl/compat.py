@@ -1,8 +1,8 @@
 """Which recipe features compose: every pair of feature values runs together in some row of a
 generated pairwise cover, or is refused at config time in one line.
 
-Features (each with its values; the first is "off"): the algorithm, how rollouts are generated, how
-prompts are sampled, and switches for routing replay, expert selection, per-task budgets, PTX, the
+Features (each with its values; the first is "off"): the algorithm, how rollouts are generated (vLLM
+synchronous or one step ahead among them), how prompts are sampled, the optimizer, and switches for routing replay, expert selection, per-task budgets, PTX, the
 ``k1.5_length`` reward, the rubric critic, two gloo processes and ``--resume``. :func:`cover` builds
 rows (full assignments) greedily until every allowed pair of values of two features appears in some
 row; :data:`REFUSED` lists the pairs that do not compose, and :func:`check` turns them into one
@@ -25,7 +25,7 @@ from k2rl.rollouts.vllm_engine import vllm_python
 
 FEATURES: dict[str, tuple[str, ...]] = {
     "algorithm": ("grpo", "k2", "ppo"),
-    "rollout": ("trl", "overlap", "tools", "partial", "vllm"),
+    "rollout": ("trl", "overlap", "tools", "partial", "vllm", "vllm_ahead"),
     "sampling": ("uniform", "prioritized", "curriculum", "dynamic", "filter"),
     "routing_replay": ("off", "on"),
     "expert_selection": ("off", "on"),
@@ -33,6 +33,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "ptx": ("off", "on"),
     "k15_length": ("off", "on"),
     "critic": ("off", "on"),
+    "optimizer": ("adamw", "muon", "muonclip"),
     "processes": ("1", "2"),
     "resume": ("off", "on"),
 }
@@ -53,6 +54,16 @@ REFUSED: dict[tuple[str, str, str, str], str] = {
         "each process would start a vLLM engine of its own on the same weights; run vLLM on one process",
     ("rollout", "vllm", "routing_replay", "on"):
         "routing replay records the experts chosen by the policy's own forwards, which vLLM does not run",
+    ("rollout", "vllm_ahead", "processes", "2"):
+        "each process would start a vLLM engine of its own on the same weights; run vLLM on one process",
+    ("rollout", "vllm_ahead", "routing_replay", "on"):
+        "routing replay records the experts chosen by the policy's own forwards, which vLLM does not run",
+    ("rollout", "vllm_ahead", "sampling", "prioritized"):
+        "a batch returned one step late is not the rows the sampler drew for that step, so success rates would follow the wrong prompts",
+    ("rollout", "vllm_ahead", "sampling", "curriculum"):
+        "a batch returned one step late is not the rows the sampler drew for that step, so success rates would follow the wrong prompts",
+    ("rollout", "vllm_ahead", "sampling", "dynamic"):
+        "a refill round needs this step's rows, and a batch returned one step late is the previous step's",
 }
 
 
@@ -75,7 +86,7 @@ def features_of(config, num_processes: int = 1) -> dict[str, str]:
     is not a recipe key: it composes with everything)."""
     trainer, rollout = config.trainer, config.rollout
     if rollout.backend == "vllm":
-        generation = "vllm"
+        generation = "vllm_ahead" if rollout.max_staleness else "vllm"
     elif rollout.partial_rollouts:
         generation = "partial"
     elif rollout.tools:
@@ -101,6 +112,7 @@ def features_of(config, num_processes: int = 1) -> dict[str, str]:
         "ptx": "on" if trainer.ptx.weight else "off",
         "k15_length": "on" if "k1.5_length" in names else "off",
         "critic": "on" if "rubric" in names else "off",
+        "optimizer": trainer.optimizer,
         "processes": "2" if num_processes > 1 else "1",
     }
 
@@ -119,7 +131,7 @@ def _pairs() -> list[tuple[str, str, str, str]]:
 
 # Values whose rows may be skipped on a machine without them: they get rows of their own, built after
 # every other pair is covered, so a skipped row never takes another pair with it.
-OPTIONAL = {("rollout", "vllm")}
+OPTIONAL = {("rollout", "vllm"), ("rollout", "vllm_ahead")}
 
 
 def _involves_optional(pair) -> bool:
@@ -216,6 +228,7 @@ SETTINGS: dict[tuple[str, str], dict] = {
     ("rollout", "tools"): {"rollout.tools": ["python"], "rollout.max_turns": 2},
     ("rollout", "partial"): {"rollout.partial_rollouts": True, "rollout.iteration_budget": 3},
     ("rollout", "vllm"): {"rollout.backend": "vllm"},
+    ("rollout", "vllm_ahead"): {"rollout.backend": "vllm", "rollout.max_staleness": 1},
     ("sampling", "prioritized"): {"trainer.sampling": {"method": "prioritized", "success_threshold": 0.5}},
     # easy first by the size of the answer: the arithmetic rows carry no other difficulty
     ("sampling", "curriculum"): {"trainer.sampling": {"method": "curriculum", "difficulty_column": "answer",
@@ -230,6 +243,8 @@ SETTINGS: dict[tuple[str, str], dict] = {
     ("critic", "on"): {"rewards+": {"name": "rubric", "weight": 0.1,
                                     "options": {"rubrics": [str(RUBRIC)], "verifier": "exact_answer"}},
                        "critic": {"prompt": "compact", "pairs_per_group": 1, "max_new_tokens": 2, "batch_size": 4}},
+    ("optimizer", "muon"): {"trainer.optimizer": "muon"},
+    ("optimizer", "muonclip"): {"trainer.optimizer": "muonclip", "trainer.lora.targets": ["routed_experts", "attention"]},
     ("resume", "on"): {"trainer.save_steps": 1, "trainer.save_total_limit": 5},
 }
 
@@ -252,7 +267,7 @@ def recipe(row: dict[str, str]) -> dict:
 
 def skip_reason(row: dict[str, str]) -> str | None:
     """Why a row cannot run on this machine (None: it can)."""
-    if row["rollout"] == "vllm" and vllm_python() is None:
+    if row["rollout"] in ("vllm", "vllm_ahead") and vllm_python() is None:
         return "the vLLM environment (.venv-vllm, scripts/setup.sh) is not built"
     return None
 

@@ -11,16 +11,41 @@ policy's at training time, so it corrects for exactly that lag, token by token.
 Because a returned batch is the one started a call earlier, its rows are not the rows TRL passed in
 this call: the rows' rewards are computed by the engine from their own columns, so they stay right,
 but features that tie a batch to TRL's rows (prompt samplers, dynamic sampling, partial rollouts) are
-refused with it. The first call has nothing in flight: it samples its batch synchronously and starts
+refused with it. A reward's logging keywords (``log_metric``, ``log_extra``) are recorded while its batch
+is scored in the background and replayed on the training thread when the batch is returned, so they
+land in the step that trains on those rows, never in the middle of TRL's own logging. The first call has nothing in flight: it samples its batch synchronously and starts
 the same rows again, so the second step trains on a second sample of the first prompts.
 Synchronous (the default, as K2 trains) is ``max_staleness: 0``.
 """
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from k2rl.rollouts.backends import Sampling
+
+
+class DeferredLogging:
+    """The trainer's reward keywords with the logging ones (``log_metric``, ``log_extra``) recorded instead
+    of called: a background batch's calls wait for :meth:`replay` on the training thread."""
+
+    LOGGING = ("log_metric", "log_extra")
+
+    def __init__(self, reward_kwargs: dict):
+        self.calls: list[tuple[str, tuple]] = []
+        self.kwargs = dict(reward_kwargs)
+        for key in self.LOGGING:
+            if key in reward_kwargs:
+                self.kwargs[key] = functools.partial(self._record, key)
+
+    def _record(self, key: str, *args) -> None:
+        self.calls.append((key, args))
+
+    def replay(self, reward_kwargs: dict) -> None:
+        for key, args in self.calls:
+            reward_kwargs[key](*args)
+        self.calls = []
 
 
 class AheadRollouts:
@@ -43,19 +68,22 @@ class AheadRollouts:
         rows = (trainer.batch_rows() if hasattr(trainer, "batch_rows") else None) or [{"prompt": p} for p in prompts]
         args = trainer.args
         sampling = Sampling(args.temperature, args.top_p, args.top_k)
+        live = trainer.reward_kwargs() if hasattr(trainer, "reward_kwargs") else {}
         if self._pending is None:
-            output, stats = self._run(rows, trainer.num_generations, sampling)
+            output, stats, logged = self._run(rows, trainer.num_generations, sampling, DeferredLogging(live))
         else:
-            output, stats = self._pending.result()
-        self._pending = self._pool.submit(self._run, rows, trainer.num_generations, sampling)
+            output, stats, logged = self._pending.result()
+        logged.replay(live)
+        self._pending = self._pool.submit(self._run, rows, trainer.num_generations, sampling, DeferredLogging(live))
         for key in ("generate_s", "score_s", "wall_s"):
             trainer.record_metric(f"rollouts/{key}", float(getattr(stats, key)))
         trainer.record_metric("rollouts/staleness", 1.0)
         return output
 
-    def _run(self, rows, group, sampling):
+    def _run(self, rows, group, sampling, logged: DeferredLogging):
+        self.engine.reward_kwargs = logged.kwargs  # one batch at a time: the previous one has been returned
         output = self.engine.run(rows, group, sampling, carry=False)
-        return output, self.engine.last_stats
+        return output, self.engine.last_stats, logged
 
     def wait(self) -> None:
         """Let the batch in flight finish (before weights change under it, or at the end of the run)."""

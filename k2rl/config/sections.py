@@ -310,8 +310,5 @@ class RunConfig:
         if any(spec.name == "environment" for spec in self.rewards) and self.rollout.environment is None:
             raise ValueError("rewards: environment is the score of rollout.environment; name an environment with "
                              "a reward of its own (e.g. rollout.environment: tool_use)")
-        if self.rollout.max_staleness and (self.trainer.sampling.method != "uniform" or self.trainer.dynamic_sampling.enabled):
-            # a batch returned one step late is not the rows TRL drew for that step
-            raise ValueError("rollout.max_staleness: 1 cannot be combined with trainer.sampling or trainer.dynamic_sampling")
         if self.data.filter is not None and self.rewards and self.rewards[0].name == "rubric":
             raise ValueError("data.filter scores prompts with the first reward, a verifier; put the rubric reward after it")

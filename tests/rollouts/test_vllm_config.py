@@ -73,10 +73,15 @@ def test_staleness_refuses_what_it_cannot_honour():
     with pytest.raises(ValueError, match="must be 0 or 1"):
         RolloutConfig(backend="vllm", max_staleness=2)
     recipe = "configs/quickstart.yaml"
-    with pytest.raises(K2RLError, match="trainer.sampling or trainer.dynamic_sampling"):
-        load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1", "trainer.dynamic_sampling.enabled=true"])
     assert load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1"]).rollout.max_staleness == 1
     from k2rl import compat
+
+    with pytest.raises(K2RLError, match="rollout=vllm_ahead does not compose with sampling=dynamic"):
+        compat.check(load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1",
+                                          "trainer.dynamic_sampling.enabled=true"]))
+    with pytest.raises(K2RLError, match="rollout=vllm_ahead does not compose with sampling=prioritized"):
+        compat.check(load_config(recipe, ["rollout.backend=vllm", "rollout.max_staleness=1",
+                                          "trainer.sampling.method=prioritized"]))
 
     with pytest.raises(K2RLError, match="rollout=vllm does not compose with routing_replay=on"):
         compat.check(load_config(recipe, ["rollout.backend=vllm", "trainer.routing_replay=true"]))
