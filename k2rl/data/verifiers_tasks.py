@@ -11,6 +11,10 @@ verifiers' code, with the task's data; ``NAME`` picks one of them. No server or 
 involved, so this serves single-turn tasks, and multi-turn ones whose tools k2rl's rollout engine
 provides (``rollout.tools`` / ``rollout.environment``).
 
+``data.options.env`` (a verifiers env config) instead of ``taskset`` runs each rollout as an episode
+of that verifiers ``Env``, its harness talking to the policy through k2rl's OpenAI-compatible
+endpoint (:mod:`k2rl.rollouts.verifiers_env`); the rows are its taskset's tasks.
+
 The optional extra ``k2rl[verifiers]`` installs verifiers.
 """
 
@@ -89,10 +93,23 @@ def _question(task) -> str:
                     f"(got {len(messages)} message(s))")
 
 
-def verifiers_splits(train_size: int, eval_size: int, seed: int, taskset: str | None = None) -> tuple[Dataset, Dataset]:
-    """(training rows, held-out rows): the taskset's tasks in a seeded order, the first ``eval_size`` held out."""
-    if taskset is None:
-        raise K2RLError("data.source: verifiers needs data.options.taskset: module:NAME")
+def verifiers_splits(train_size: int, eval_size: int, seed: int, taskset: str | None = None,
+                     env: dict | None = None) -> tuple[Dataset, Dataset]:
+    """(training rows, held-out rows): the taskset's tasks in a seeded order, the first ``eval_size`` held out.
+
+    ``env`` (a verifiers env config) instead of ``taskset``: the env's own taskset, and the rollouts run
+    through the env (:mod:`k2rl.rollouts.verifiers_env`).
+    """
+    if (taskset is None) == (env is None):
+        raise K2RLError("data.source: verifiers needs one of data.options.taskset: module:NAME (single-turn) "
+                        "or data.options.env: a verifiers env config (multi-turn)")
+    if env is not None:
+        from k2rl.rollouts.verifiers_env import load_env
+
+        found = load_env(env).taskset
+        taskset = f"{type(found).__module__}:{type(found).__name__}"  # held-out scoring rebuilds it by name
+        with _LOCK:
+            _TASKSETS.setdefault(taskset, {task.key: task for task in found})
     tasks = list(tasks_by_key(taskset).values())
     if any(getattr(t, "NEEDS_CONTAINER", False) for t in tasks):
         raise K2RLError(f"data.options.taskset: {taskset!r} has tasks that need a container runtime; "
