@@ -167,11 +167,15 @@ class VerifiersRollouts:
         from verifiers.v1.clients import ModelContext
         from verifiers.v1.configs.client import EvalClientConfig
 
-        os.environ[KEY_VARIABLE] = api_key
-        context = ModelContext(model=self.model_name, client=EvalClientConfig(base_url=base_url, api_key_var=KEY_VARIABLE))
-        async with self.env.serving():
-            return await asyncio.gather(*(self.env.run_slot(slot, context)
-                                          for task in tasks for slot in self.env.slots(task, 1)))
+        os.environ[KEY_VARIABLE] = api_key  # verifiers' client reads its key from the environment only
+        try:
+            context = ModelContext(model=self.model_name,
+                                   client=EvalClientConfig(base_url=base_url, api_key_var=KEY_VARIABLE))
+            async with self.env.serving():
+                return await asyncio.gather(*(self.env.run_slot(slot, context)
+                                              for task in tasks for slot in self.env.slots(task, 1)))
+        finally:
+            os.environ.pop(KEY_VARIABLE, None)
 
     def _outcome(self, index: int, episode, endpoint: ChatEndpoint) -> tuple[Assembled, dict | None, str]:
         """(the episode's tokens, its scores or None when it failed, why it stopped)."""

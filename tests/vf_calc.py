@@ -3,8 +3,9 @@
 verifiers loads a taskset and a harness by module id (this module: ``vf_calc``), each the one subclass
 ``__all__`` exports. The harness runs its agent loop in-process, as verifiers' harness contract allows:
 every model call goes to the endpoint verifiers hands it (verifiers' interception, which relays to
-k2rl's chat endpoint), and the ``multiply`` tool runs here. Its tool errors are answers the policy
-reads; a task whose prompt says ``crash`` makes the harness fail (an environment error).
+k2rl's chat endpoint), and the ``multiply`` tool runs here. A first reply that calls no tool gets one
+nudge (a user turn), so even an untrained policy plays multi-turn episodes. Tool errors are answers
+the policy reads; a task whose prompt says ``crash`` makes the harness fail (an environment error).
 """
 
 import json
@@ -50,6 +51,8 @@ class Products(vf.Taskset[ProductTask, ProductsConfig]):
 
 class CalcConfig(vf.HarnessConfig):
     max_model_calls: int = 3
+    nudge: str | None = "Use the multiply tool, then answer."  # sent once if the first reply calls no tool
+    max_tokens: int | None = None  # per model call
 
 
 def multiply(arguments: dict) -> str:
@@ -68,13 +71,19 @@ class CalcHarness(vf.Harness[CalcConfig]):
             raise RuntimeError("the calculator harness crashed")
         client = AsyncOpenAI(base_url=endpoint, api_key=secret, max_retries=0)
         messages = [{"role": "user", "content": data.prompt}]
+        cap = {"max_tokens": self.config.max_tokens} if self.config.max_tokens else {}
+        nudged = False
         try:
             for _ in range(self.config.max_model_calls):
-                reply = await client.chat.completions.create(model=ctx.model, messages=messages, tools=TOOLS)
+                reply = await client.chat.completions.create(model=ctx.model, messages=messages, tools=TOOLS, **cap)
                 message = reply.choices[0].message
                 messages.append(message.model_dump(exclude_none=True))
                 if not message.tool_calls:
-                    break
+                    if nudged or not self.config.nudge or any(m["role"] == "tool" for m in messages):
+                        break
+                    messages.append({"role": "user", "content": self.config.nudge})
+                    nudged = True
+                    continue
                 for call in message.tool_calls:
                     messages.append({"role": "tool", "tool_call_id": call.id,
                                      "content": multiply(json.loads(call.function.arguments))})
