@@ -32,6 +32,7 @@ from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.chat_endpoint import ChatEndpoint, Turn
 
 SCORES_COLUMN = "vf_scores"
+ENV_COLUMN = "vf_env"  # a row's env config (JSON), so held-out evaluation plays episodes too
 KEY_VARIABLE = "K2RL_CHAT_ENDPOINT_KEY"  # how verifiers' client reads the endpoint's key
 _ENVS: dict[str, object] = {}
 _LOCK = threading.Lock()
@@ -192,3 +193,38 @@ class VerifiersRollouts:
             return assembled, None, "infrastructure_error"
         trace = episode.traces[0]
         return assembled, {name: r.score for name, r in trace.rewards.items()}, turns[-1].finish_reason
+
+
+def _as_k2rl(message) -> dict:
+    """A verifiers message as k2rl's chat message (tool-call arguments as objects)."""
+    out = {"role": message.role, "content": message.content if isinstance(message.content, str) else
+           ("" if message.content is None else str(message.content))}
+    if message.role == "tool":
+        out["tool_call_id"] = message.tool_call_id
+    calls = getattr(message, "tool_calls", None) or []
+    if calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": _loads(c.arguments)}} for c in calls]
+    return out
+
+
+def _loads(arguments: str):
+    try:
+        return json.loads(arguments)
+    except (TypeError, ValueError):
+        return arguments
+
+
+def held_out_episodes(model, tokenizer, rows: list[dict], budget: int) -> tuple[list[list[dict]], list[str | None]]:
+    """Greedy episodes of the rows' env: each row's messages after its prompt, and its recorded scores (JSON)."""
+    rollouts = VerifiersRollouts(tokenizer, json.loads(rows[0][ENV_COLUMN]), budget)
+    was_training = model.training
+    model.eval()
+    try:
+        out = rollouts.run(rows, TransformersBackend(model, tokenizer).generate, Sampling(temperature=0.0))
+    finally:
+        if was_training:
+            model.train()
+    messages = [[_as_k2rl(node.message) for node in episode.traces[0].nodes[1:]] if len(episode.traces) == 1 else []
+                for episode in rollouts.last_episodes]
+    return messages, out[SCORES_COLUMN]

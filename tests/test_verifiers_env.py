@@ -230,6 +230,8 @@ def test_a_multi_turn_env_with_a_tool_trains_two_steps(tmp_path):
     assert len(rl) == 2
     assert all("rewards/correct/mean" in r and "rewards/used_tool/mean" in r for r in rl)
     assert all(r["rollouts/infrastructure_failures"] == 0 and r["rollouts/model_turns"] >= 2 for r in rl)  # multi-turn
+    held_out = [r for r in records if "tool_use/call_rate" in r]  # evaluated on greedy episodes of the env
+    assert held_out and all("correct/mean" in r for r in held_out)
 
 
 def test_verifiers_env_recipes_refuse_what_does_not_compose(tmp_path, capsys):

@@ -120,6 +120,11 @@ def verifiers_splits(train_size: int, eval_size: int, seed: int, taskset: str | 
     held = min(eval_size, len(tasks) // 2)
     rows = [{"question": _question(t), "answer": str(getattr(t.data, "answer", "") or ""), TASK_COLUMN: t.key,
              TASKSET_COLUMN: taskset} for t in tasks]
+    if env is not None:
+        from k2rl.rollouts.verifiers_env import ENV_COLUMN, env_key
+
+        for row in rows:
+            row[ENV_COLUMN] = env_key(env)
     return Dataset.from_list(rows[held:held + train_size]), Dataset.from_list(rows[:held])
 
 

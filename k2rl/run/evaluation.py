@@ -125,8 +125,16 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
     multi_turn = rollout is not None and rollout.multi_turn
+    episodes = "vf_env" in columns  # a verifiers env's rows: greedy episodes, scored by verifiers (k2rl.rollouts.verifiers_env)
+    greedy_columns = columns
     with merged_expert_adapters(model):
-        if multi_turn:
+        if episodes:
+            from k2rl.rollouts.verifiers_env import SCORES_COLUMN, held_out_episodes
+
+            rows = [{"prompt": p, **{c: v[i] for c, v in columns.items()}} for i, p in enumerate(prompts)]
+            greedy, scores_column = held_out_episodes(model, tokenizer, rows, eval_config.max_new_tokens)
+            greedy_columns = {**columns, SCORES_COLUMN: scores_column}  # pass@k samples stay one-turn, rescored
+        elif multi_turn:
             rows = [{"prompt": p, **{c: v[i] for c, v in columns.items()}} for i, p in enumerate(prompts)]
             greedy = tool_completions(model, tokenizer, prompts, rollout, eval_config.max_new_tokens,
                                       eval_config.batch_size, rows)
@@ -147,7 +155,8 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
             flat = as_completions(flat_prompts, [c for g in samples for c in g])
             flat = call_reward(reward, flat_prompts, flat, completion_token_ids(tokenizer, flat), repeated)
             sampled = [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
-        scores[label] = (call_reward(reward, prompts, greedy, completion_token_ids(tokenizer, greedy), columns), sampled)
+        scores[label] = (call_reward(reward, prompts, greedy, completion_token_ids(tokenizer, greedy), greedy_columns),
+                         sampled)
 
     def report(rows: list[int]) -> dict:
         return {"rows": len(rows), "rewards": {
@@ -158,7 +167,7 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
     result = report(list(range(len(prompts))))
     metric = rewards[0][0]
     result = {"metric": metric, "accuracy": result["rewards"][metric]["solved"], **result}
-    if multi_turn:  # the figures that say whether the tool is why
+    if multi_turn or episodes:  # the figures that say whether the tool is why
         result["tool_use"] = tool_use_report(greedy, full_scores(scores[metric][0]))
     if eval_config.by:
         groups = defaultdict(list)
