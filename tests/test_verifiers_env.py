@@ -108,7 +108,8 @@ def test_episode_rewards_equal_verifiers_alone_and_only_sampled_tokens_train(pol
         messages = [node.message for node in trace.nodes[1:]]
         assert [m.role for m in messages] == ["assistant", "tool", "assistant"]
         theirs = alone(rollouts.tasks[keys[i]], messages)
-        assert json.loads(out["vf_scores"][i]) == theirs == {"correct": 1.0, "used_tool": 1.0}
+        assert json.loads(out["vf_scores"][i]) == theirs
+        assert theirs["correct"] == theirs["used_tool"] == 1.0 and 0 < theirs["letters"] < 1
         ids, mask = out["completion_ids"][i], out["env_mask"][i]
         a, b = rollouts.tasks[keys[i]].data.prompt[len("What is "):-1].split(" * ")
         call = f"{SECTION_BEGIN}{format_call('multiply', {'a': int(a), 'b': int(b)})}{SECTION_END}{TURN_END}"
@@ -213,6 +214,7 @@ trainer: {{max_completion_length: 48, learning_rate: 1.0e-3}}
 rewards:
   - {{name: verifiers, label: correct, options: {{reward: correct}}}}
   - {{name: verifiers, label: used_tool, weight: 0.2, options: {{reward: used_tool}}}}
+  - {{name: verifiers, label: letters, weight: 0.1, options: {{reward: letters}}}}
 {extra}
 """)
     return str(recipe)
@@ -229,6 +231,8 @@ def test_a_multi_turn_env_with_a_tool_trains_two_steps(tmp_path):
     rl = [r for r in records if r["phase"] == "rl" and "loss" in r]
     assert len(rl) == 2
     assert all("rewards/correct/mean" in r and "rewards/used_tool/mean" in r for r in rl)
+    assert all(r["rewards/unscored"] == 0 for r in rl)
+    assert any(r["frac_reward_zero_std"] < 1 and r["grad_norm"] > 0 for r in rl)  # the episodes' tokens got a gradient
     assert all(r["rollouts/infrastructure_failures"] == 0 and r["rollouts/model_turns"] >= 2 for r in rl)  # multi-turn
     held_out = [r for r in records if "tool_use/call_rate" in r]  # evaluated on greedy episodes of the env
     assert held_out and all("correct/mean" in r for r in held_out)

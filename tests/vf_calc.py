@@ -35,6 +35,12 @@ class ProductTask(vf.Task[ProductData]):
     async def used_tool(self, trace) -> float:
         return float(any(str(m.content).strip() for m in trace.tool_messages))
 
+    @vf.reward(weight=0.1)
+    async def letters(self, trace) -> float:
+        """The share of the reply that is ASCII letters: it varies even between an untrained policy's replies."""
+        reply = trace.last_reply or ""
+        return sum(c.isascii() and c.isalpha() for c in reply) / max(len(reply), 1)
+
 
 class ProductsConfig(vf.TasksetConfig):
     crashing: int = 0  # this many extra tasks whose episodes fail in the harness (an environment error)
