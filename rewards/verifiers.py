@@ -20,8 +20,7 @@ from k2rl.rewards.registry import register_reward
 @register_reward("verifiers")
 def verifiers_reward(prompts, completions, reward: str | None = None, **kwargs) -> list[float | None]:
     """The task's own score named ``reward`` for each completion (None where verifiers recorded none)."""
-    from k2rl.data.verifiers_tasks import TASK_COLUMN, TASKSET_COLUMN, score, tasks_by_key
-    from k2rl.rollouts.verifiers_env import SCORES_COLUMN
+    from k2rl.data.verifiers_tasks import SCORES_COLUMN, TASK_COLUMN, TASKSET_COLUMN, score, tasks_by_key
 
     if not reward:
         raise K2RLError("reward 'verifiers' needs options.reward: the name of the task's @vf.reward method")

@@ -23,50 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 
+from k2rl.data.verifiers_tasks import ENV_COLUMN, SCORES_COLUMN, load_env
 from k2rl.errors import K2RLError
 from k2rl.rollouts.backends import Sampling, TransformersBackend
 from k2rl.rollouts.chat_endpoint import ChatEndpoint, Turn
 
-SCORES_COLUMN = "vf_scores"
-ENV_COLUMN = "vf_env"  # a row's env config (JSON), so held-out evaluation plays episodes too
 KEY_VARIABLE = "K2RL_CHAT_ENDPOINT_KEY"  # how verifiers' client reads the endpoint's key
-_ENVS: dict[str, object] = {}
-_LOCK = threading.Lock()
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def env_key(config: dict) -> str:
-    return json.dumps(config, sort_keys=True, default=str)
-
-
-def load_env(config: dict):
-    """The verifiers ``Env`` that ``config`` describes, built once per process."""
-    try:
-        from verifiers.v1.utils.loaders import load_environment, resolve_env_config
-    except ImportError as exc:
-        raise K2RLError("data.options.env needs the verifiers package: pip install 'k2rl[verifiers]'") from exc
-    if not isinstance(config, dict) or not isinstance(config.get("taskset"), dict) or not config["taskset"].get("id"):
-        raise K2RLError("data.options.env must be a verifiers env config with taskset.id "
-                        "(e.g. {taskset: {id: my_taskset}, agent: {runtime: {type: subprocess}}})")
-    key = env_key(config)
-    with _LOCK:
-        if key not in _ENVS:
-            try:
-                env = load_environment(resolve_env_config(dict(config)))
-            except Exception as exc:  # noqa: BLE001 - the user's env config or plugin: one line naming it
-                raise K2RLError(f"data.options.env: verifiers cannot build this env: {_first_line(exc)}") from exc
-            if not env.taskset.bounded:
-                raise K2RLError("data.options.env: the taskset is infinite; bound it")
-            _ENVS[key] = env
-        return _ENVS[key]
 
 
 class ContextBreak(Exception):

@@ -16,6 +16,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from k2rl.config import RewardSpec, RunConfig
+from k2rl.data.verifiers_tasks import ENV_COLUMN, SCORES_COLUMN
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.policy.generation import greedy_completions, sampled_completions
@@ -125,11 +126,11 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
     multi_turn = rollout is not None and rollout.multi_turn
-    episodes = "vf_env" in columns  # a verifiers env's rows: greedy episodes, scored by verifiers (k2rl.rollouts.verifiers_env)
+    episodes = ENV_COLUMN in columns  # a verifiers env's rows: greedy episodes, scored by verifiers (k2rl.rollouts.verifiers_env)
     greedy_columns = columns
     with merged_expert_adapters(model):
         if episodes:
-            from k2rl.rollouts.verifiers_env import SCORES_COLUMN, held_out_episodes
+            from k2rl.rollouts.verifiers_env import held_out_episodes
 
             rows = [{"prompt": p, **{c: v[i] for c, v in columns.items()}} for i, p in enumerate(prompts)]
             greedy, scores_column = held_out_episodes(model, tokenizer, rows, eval_config.max_new_tokens)
