@@ -103,7 +103,8 @@ class ChatEndpoint:
     """Serve ``generate`` (a backend's ``generate(contexts, max_new_tokens, sampling)``) as ``model`` on localhost.
 
     ``budget``: completion tokens one session may use in all (its sampled and inserted tokens), as a
-    rollout of k2rl's own engine. Requests are answered one at a time: the backend is not re-entrant.
+    rollout of k2rl's own engine. The backend is not re-entrant: requests that arrive while it samples
+    wait, and are then sampled together in one batch.
     A request must carry ``Authorization: Bearer <api_key>``; the key is random per endpoint.
     """
 
@@ -114,6 +115,8 @@ class ChatEndpoint:
         self._contexts: dict[str, tuple[list[dict], list[int], int]] = {}  # session -> (messages, ids, prompt length)
         self._lock, self._generate_lock = threading.Lock(), threading.Lock()
         self._ids = itertools.count()
+        self._pending: list[dict] = []  # requests waiting for the backend
+        self.batches = 0  # generate calls made (requests are batched while the backend is busy)
         self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -236,6 +239,30 @@ class ChatEndpoint:
         ids = self._render(messages, tools)
         return ids, len(ids)
 
+    def _sample(self, ids: list[int], allowance: int) -> tuple[list[int], list[float]]:
+        """Sample for one request, batched with the requests that arrived while the backend was busy.
+
+        Whoever holds the backend serves every request pending at that moment in one ``generate``
+        call, so concurrent episodes share batches instead of queueing one by one.
+        """
+        slot: dict = {"ids": ids, "allowance": allowance, "done": False}
+        with self._lock:
+            self._pending.append(slot)
+        with self._generate_lock:
+            if not slot["done"]:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                try:
+                    outputs = self.generate([s["ids"] for s in batch], [s["allowance"] for s in batch], self.sampling)
+                except Exception as exc:  # noqa: BLE001 - every request of the batch answers with it
+                    outputs = [exc] * len(batch)
+                for pending, output in zip(batch, outputs, strict=True):
+                    pending["output"], pending["done"] = output, True
+                self.batches += 1
+        if isinstance(slot["output"], Exception):
+            raise slot["output"]
+        return slot["output"]
+
     def complete(self, body: dict, session: str = "") -> dict:
         """One chat completion for ``body`` (already parsed JSON), recorded under ``session``."""
         cap = self._check(body)
@@ -243,11 +270,7 @@ class ChatEndpoint:
         ids, first = self._prompt(session, messages, body.get("tools"))
         room = self.budget - (len(ids) - first)
         allowance = min(room, cap) if cap is not None else room
-        if allowance < 1:
-            sampled, logprobs = [], []
-        else:
-            with self._generate_lock:
-                [(sampled, logprobs)] = self.generate([ids], [allowance], self.sampling)
+        sampled, logprobs = self._sample(ids, allowance) if allowance >= 1 else ([], [])
         eos = self.tokenizer.eos_token_id
         ended = bool(sampled) and sampled[-1] == eos
         message: dict = {"role": "assistant", "content": None}

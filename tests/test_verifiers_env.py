@@ -254,3 +254,40 @@ def test_verifiers_env_recipes_refuse_what_does_not_compose(tmp_path, capsys):
         load_task_data(DataConfig(source="verifiers", options={"env": {"agent": {}}}), seed=0)
     with pytest.raises(K2RLError, match="data.options.env: verifiers cannot build this env: "):
         load_task_data(DataConfig(source="verifiers", options={"env": {"taskset": {"id": "no_such_taskset_xyz"}}}), seed=0)
+
+
+def test_requests_that_arrive_while_the_backend_samples_are_batched(policy):
+    """Three concurrent requests: the first samples alone while the other two queue; they then share one batch."""
+    import threading
+
+    script, sizes, holding = ScriptedPolicy(policy.tokenizer), [], threading.Event()
+
+    def generate(contexts, max_new_tokens, sampling):
+        sizes.append(len(contexts))
+        if len(sizes) == 1:  # hold the backend until the other two requests wait for it
+            holding.set()
+            for _ in range(2000):
+                if len(endpoint._pending) == 2:
+                    break
+                threading.Event().wait(0.005)
+        return script(contexts, max_new_tokens, sampling)
+
+    with ChatEndpoint(policy.tokenizer, generate, sampling=Sampling(), budget=160) as endpoint:
+        url, replies = f"http://127.0.0.1:{endpoint._server.server_port}/v1", {}
+
+        def ask(a):
+            body = {"model": "k2rl-policy", "messages": [{"role": "user", "content": f"What is {a} * 3?"}]}
+            replies[a] = _post(url, body, endpoint.api_key)
+
+        first = threading.Thread(target=ask, args=(11,))
+        first.start()
+        holding.wait(60)
+        others = [threading.Thread(target=ask, args=(a,)) for a in (12, 13)]
+        for thread in [*others]:
+            thread.start()
+        for thread in [first, *others]:
+            thread.join(60)
+    assert sizes == [1, 2] and endpoint.batches == 2
+    for a, (status, reply) in replies.items():  # each request got its own answer
+        [call] = reply["choices"][0]["message"]["tool_calls"]
+        assert status == 200 and json.loads(call["function"]["arguments"]) == {"a": a, "b": 3}
