@@ -37,6 +37,7 @@ SUPPORTED_FIELDS = frozenset({"model", "messages", "tools", "tool_choice", "max_
                               "temperature", "top_p", "stream", "n", "parallel_tool_calls", "user"})
 ROLES = ("system", "user", "assistant", "tool")
 PATHS = ("/v1/chat/completions", "/chat/completions")
+MAX_BODY_BYTES = 16 * 2**20
 
 
 class RequestError(Exception):
@@ -187,6 +188,11 @@ class ChatEndpoint:
     def _json(request) -> dict:
         try:
             length = int(request.headers.get("Content-Length") or 0)
+        except ValueError as exc:
+            raise RequestError("Content-Length is not a number") from exc
+        if length > MAX_BODY_BYTES:
+            raise RequestError(f"the request body is over {MAX_BODY_BYTES} bytes", 413)
+        try:
             body = json.loads(request.rfile.read(length) or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(f"the request body is not JSON ({type(exc).__name__})") from exc

@@ -201,6 +201,16 @@ def test_the_endpoint_wants_its_key_and_json(policy):
         status, reply = _post(url, None, endpoint.api_key, raw=b"{not json")
         assert status == 400 and reply["error"]["message"] == "k2rl: error: the request body is not JSON (JSONDecodeError)"
         assert _post(url, None, endpoint.api_key, raw=b"[1, 2]")[0] == 400
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", endpoint._server.server_port, timeout=60)
+        connection.putrequest("POST", "/v1/chat/completions")
+        for name, value in (("Authorization", f"Bearer {endpoint.api_key}"), ("Content-Length", str(2**40))):
+            connection.putheader(name, value)
+        connection.endheaders()  # a huge body announced, none sent: refused before reading
+        response = connection.getresponse()
+        assert response.status == 413 and b"k2rl: error: the request body is over" in response.read()
+        connection.close()
         assert script.sampled == []
         assert _post(url, body, endpoint.api_key)[0] == 200
 
@@ -291,3 +301,25 @@ def test_requests_that_arrive_while_the_backend_samples_are_batched(policy):
     for a, (status, reply) in replies.items():  # each request got its own answer
         [call] = reply["choices"][0]["message"]["tool_calls"]
         assert status == 200 and json.loads(call["function"]["arguments"]) == {"a": a, "b": 3}
+
+
+def test_a_harness_that_rewrites_history_fails_its_episode_instead_of_training_on_unsampled_tokens(policy):
+    from k2rl.rollouts.verifiers_env import ContextBreak, trajectory_from_turns
+
+    script = ScriptedPolicy(policy.tokenizer)
+    endpoint = ChatEndpoint(policy.tokenizer, script, sampling=Sampling(), budget=160)
+    messages = [{"role": "user", "content": "What is 14 * 3?"}]
+    first = endpoint.complete({"model": "k2rl-policy", "messages": messages}, "s")["choices"][0]["message"]
+    call_id = first["tool_calls"][0]["id"]
+    edited = {**first, "tool_calls": [{**first["tool_calls"][0], "function": {"name": "multiply",
+                                                                                "arguments": '{"a": 1, "b": 1}'}}]}
+    endpoint.complete({"model": "k2rl-policy", "messages": [*messages, edited,
+                                                             {"role": "tool", "tool_call_id": call_id, "content": "1"}]}, "s")
+    turns = endpoint.take("s")
+    assert len(turns) == 2 and turns[1].prompt_ids[:len(turns[0].prompt_ids)] == turns[0].prompt_ids
+    assert turns[1].prompt_ids[:len(turns[0].prompt_ids + turns[0].completion_ids)] != \
+        turns[0].prompt_ids + turns[0].completion_ids  # rendered afresh: the edited call is not what was sampled
+    with pytest.raises(ContextBreak, match="does not extend"):
+        trajectory_from_turns(turns, 160)
+    with pytest.raises(ContextBreak, match="no model call"):
+        trajectory_from_turns([], 160)
