@@ -111,7 +111,6 @@ VERIFIERS_ENV_REFUSED: dict[tuple[str, str], str] = {
     ("rollout", "overlap"): "the env runs and scores its own episodes; there is no k2rl scoring to overlap",
     ("rollout", "tools"): "the env's harness runs its own turns and tools; drop rollout.tools / rollout.environment",
     ("rollout", "partial"): "an episode cannot be paused inside the env's harness",
-    ("rollout", "vllm"): "the chat endpoint serves the transformers backend only",
     ("algorithm", "ppo"): "PPO's value head scores TRL's own sequences, not the endpoint's trajectories",
     ("sampling", "dynamic"): "a refill round would rerun every episode through the env mid-step",
     ("sampling", "filter"): "the difficulty filter samples one-turn answers, not the env's episodes",
@@ -129,6 +128,9 @@ def check_verifiers_env(config, used: dict[str, str]) -> None:
         return
     if config.rollout.environment is not None:
         used = {**used, "rollout": "tools"}
+    if config.rollout.max_staleness:
+        raise K2RLError("data.options.env (a verifiers env) does not compose with rollout.max_staleness: 1: "
+                        "episodes run synchronously, one step's episodes on one step's weights")
     for feature, value in used.items():
         if reason := VERIFIERS_ENV_REFUSED.get((feature, value)):
             raise K2RLError(f"data.options.env (a verifiers env) does not compose with "

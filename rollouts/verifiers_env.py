@@ -74,7 +74,7 @@ class VerifiersRollouts:
         self.tokenizer, self.env_config, self.budget, self.model_name = tokenizer, env_config, budget, model_name
         self.env = load_env(env_config)
         self.tasks = {task.key: task for task in self.env.taskset}
-        self.backend = None
+        self.backend = None  # a VLLMBackend once rollout.backend: vllm attaches one; else the policy in-process
         self.last_stats: dict[str, float] = {}
         self.last_episodes: list = []
 
@@ -86,15 +86,24 @@ class VerifiersRollouts:
             raise RuntimeError("rollout rows and prompts disagree; the trainer must record its batch rows")
         args = trainer.args
         sampling = Sampling(args.temperature, args.top_p, args.top_k)
-        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
-                                         gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
-            backend = TransformersBackend(model, trainer.processing_class)
-            with backend.session():
-                output = self.run(rows, backend.generate, sampling)
+        if self.backend is not None:  # k2rl's vLLM engine (rollout.backend: vllm), pushed to by the trainer
+            output = self.run(rows, self.backend.generate, sampling)
+        else:
+            with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                             gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs) as model:
+                backend = TransformersBackend(model, trainer.processing_class)
+                with backend.session():
+                    output = self.run(rows, backend.generate, sampling)
         if hasattr(trainer, "record_metric"):
             for key, value in self.last_stats.items():
                 trainer.record_metric(f"rollouts/{key}", float(value))
         return output
+
+    def prompt_ids(self, prompt) -> list[int]:
+        """A row's prompt as token ids (the vLLM check samples from these; :mod:`k2rl.rollouts.vllm_rollouts`)."""
+        from k2rl.rollouts.engine import prompt_token_ids
+
+        return prompt_token_ids(self.tokenizer, prompt)
 
     def run(self, rows: list[dict], generate, sampling: Sampling = Sampling()) -> dict:
         """One episode per row through the env, the policy served by ``generate``; TRL's rollout output dict."""

@@ -252,7 +252,8 @@ def test_verifiers_env_recipes_refuse_what_does_not_compose(tmp_path, capsys):
     cases = [("rollout: {tools: [python], max_turns: 2}", "does not compose with rollout=tools"),
              ("rollout: {environment: tool_use}", "does not compose with rollout=tools"),
              ("trainer: {algorithm: ppo}", "does not compose with algorithm=ppo"),
-             ("trainer: {routing_replay: true}", "does not compose with routing_replay=on")]
+             ("trainer: {routing_replay: true}", "does not compose with routing_replay=on"),
+             ("rollout: {backend: vllm, max_staleness: 1}", "does not compose with rollout.max_staleness: 1")]
     for extra, message in cases:
         assert main(["train", _recipe(tmp_path, ENV_YAML, extra), f"output_dir={tmp_path}", "run_name=refused"]) != 0
         [line] = capsys.readouterr().err.strip().splitlines()
@@ -323,3 +324,20 @@ def test_a_harness_that_rewrites_history_fails_its_episode_instead_of_training_o
         trajectory_from_turns(turns, 160)
     with pytest.raises(ContextBreak, match="no model call"):
         trajectory_from_turns([], 160)
+
+
+@pytest.mark.skipif(__import__("k2rl.rollouts.vllm_engine", fromlist=["vllm_python"]).vllm_python() is None,
+                    reason="no vLLM environment (.venv-vllm or K2RL_VLLM_PYTHON); scripts/setup.sh builds it")
+def test_episodes_sample_from_k2rls_vllm_engine_behind_the_same_endpoint(tmp_path):
+    fast = ["warm_start.max_steps=2", "trainer.max_steps=2", "trainer.per_device_train_batch_size=4",
+            "trainer.num_generations=2", "trainer.eval_steps=0", "trainer.logging_steps=1", "eval.max_new_tokens=8",
+            "rollout.backend=vllm", "rollout.vllm_check_every=1", "rollout.vllm_check_prompts=2"]
+    assert main(["train", _recipe(tmp_path, ENV_YAML), f"output_dir={tmp_path}", "run_name=vf", *fast]) == 0
+    records = [json.loads(line) for line in (tmp_path / "vf" / "metrics.jsonl").read_text().splitlines()]
+    rl = [r for r in records if r["phase"] == "rl" and "loss" in r]
+    assert len(rl) == 2 and all(r["rollouts/model_turns"] >= 2 and r["rollouts/infrastructure_failures"] == 0 for r in rl)
+    assert all(r["vllm/logprob_max_abs_diff"] < 1e-3 for r in records if "vllm/logprob_max_abs_diff" in r)
+    # TRL's importance-sampling ratio on the episodes' trained tokens: the engine's recorded log-probs are the policy's
+    assert all(abs(r[f"sampling/importance_sampling_ratio/{end}"] - 1) < 1e-3 for r in rl for end in ("min", "max"))
+    summary = json.loads((tmp_path / "vf" / "summary.json").read_text())
+    assert summary["vllm"]["pushes"] >= 2
