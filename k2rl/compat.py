@@ -117,9 +117,42 @@ def features_of(config, num_processes: int = 1) -> dict[str, str]:
     }
 
 
+# A verifiers env (data.options.env: its episodes run through k2rl's chat endpoint) against each
+# feature value it does not compose with, and why. What is not listed composes (trainer-side features).
+VERIFIERS_ENV_REFUSED: dict[tuple[str, str], str] = {
+    ("rollout", "overlap"): "the env runs and scores its own episodes; there is no k2rl scoring to overlap",
+    ("rollout", "tools"): "the env's harness runs its own turns and tools; drop rollout.tools / rollout.environment",
+    ("rollout", "partial"): "an episode cannot be paused inside the env's harness",
+    ("algorithm", "ppo"): "PPO's value head scores TRL's own sequences, not the endpoint's trajectories",
+    ("sampling", "dynamic"): "a refill round would rerun every episode through the env mid-step",
+    ("sampling", "filter"): "the difficulty filter samples one-turn answers, not the env's episodes",
+    ("routing_replay", "on"): "routing replay records the rollout engine's own generation, not the endpoint's",
+    ("budgets", "on"): "per-task budgets cut the rollout engine's trajectories; the env's harness sets its own limits",
+    ("critic", "on"): "the rubric critic judges plain answers, not harness transcripts",
+    ("processes", "2"): "each process would serve its own endpoint and run every episode; use one process",
+}
+
+
+def check_verifiers_env(config, used: dict[str, str]) -> None:
+    """One line for the first feature a recipe with a verifiers env (``data.options.env``) uses with it."""
+    data = config.data
+    if data.source != "verifiers" or "env" not in (data.options or {}):
+        return
+    if config.rollout.environment is not None:
+        used = {**used, "rollout": "tools"}
+    if config.rollout.max_staleness:
+        raise K2RLError("data.options.env (a verifiers env) does not compose with rollout.max_staleness: 1: "
+                        "episodes run synchronously, one step's episodes on one step's weights")
+    for feature, value in used.items():
+        if reason := VERIFIERS_ENV_REFUSED.get((feature, value)):
+            raise K2RLError(f"data.options.env (a verifiers env) does not compose with "
+                            f"{describe_value(feature, value)}: {reason}")
+
+
 def check(config, num_processes: int = 1) -> None:
     """Raise the one-line error for the first refused pair the recipe uses (before any model loads)."""
     used = features_of(config, num_processes)
+    check_verifiers_env(config, used)
     for a, b in itertools.combinations(used, 2):
         if reason := refusal(a, used[a], b, used[b]):
             raise K2RLError(f"{describe_value(a, used[a])} does not compose with {describe_value(b, used[b])}: {reason}")

@@ -62,9 +62,10 @@ def train(config: RunConfig, resume: str | bool | None = None, data: TaskData | 
         selection = select_for_run(model, policy.tokenizer, train_prompts, config.trainer.lora.expert_selection, run.dir)
         if selection is not None:
             say(f"expert-selective LoRA: {sum(map(len, selection.values()))} routed experts adapted (routing_profile.png)")
-        engine, reward_funcs = rollout_engine(config.rollout, config.trainer, policy.tokenizer, reward_funcs)
+        engine, reward_funcs = rollout_engine(config.rollout, config.trainer, policy.tokenizer, reward_funcs,
+                                              data=config.data)
         if engine is not None:
-            say(describe(config.rollout))
+            say(describe(config.rollout, config.data))
         seed_everything(config.seed)
         trainer = build_trainer(
             model, policy.tokenizer, train_prompts, reward_funcs, reward_weights, config.trainer, run.layout.checkpoints,

@@ -59,6 +59,14 @@ ENVIRONMENT_REWARD_COLUMN = "environment_reward"  # what the ``environment`` rew
 OUTPUT_COLUMNS = frozenset({"prompt_ids", "completion_ids", "logprobs", "env_mask", "stop_reason"})
 
 
+def prompt_token_ids(tokenizer, prompt) -> list[int]:
+    """A prompt (text, or chat messages through the chat template) as token ids."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
 @dataclass(frozen=True)
 class Limits:
     """When a trajectory stops (``max_turns``, ``max_tool_calls``, ``token_budget``) or pauses (``iteration_budget``)."""
@@ -212,10 +220,7 @@ class RolloutEngine:
 
     def prompt_ids(self, prompt) -> list[int]:
         """A row's prompt (text, or chat messages) as the token ids a rollout starts from."""
-        if isinstance(prompt, str):
-            return list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        ids = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return prompt_token_ids(self.tokenizer, prompt)
 
     def _start(self, row: dict) -> Trajectory:
         ids = self.prompt_ids(row["prompt"])

@@ -44,15 +44,33 @@ def build_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer
     return engine, precomputed_rewards(reward_funcs)
 
 
-def rollout_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer, reward_funcs):
-    """``(engine, reward_funcs)`` when the recipe uses k2rl's engine, else ``(None, reward_funcs)`` unchanged."""
+def verifiers_env_config(data) -> dict | None:
+    """The verifiers env config of ``data.source: verifiers`` with ``data.options.env`` (else None)."""
+    if data is None or data.source != "verifiers":
+        return None
+    return (data.options or {}).get("env")
+
+
+def rollout_engine(config: RolloutConfig, trainer_config: TrainerConfig, tokenizer, reward_funcs, data=None):
+    """``(engine, reward_funcs)`` when the recipe uses k2rl's engine, else ``(None, reward_funcs)`` unchanged.
+
+    A verifiers env (``data.options.env``) runs its episodes through k2rl's chat endpoint instead
+    (:class:`~k2rl.rollouts.verifiers_env.VerifiersRollouts`); its rewards read the episodes' own scores.
+    """
+    if (env := verifiers_env_config(data)) is not None:
+        from k2rl.rollouts.verifiers_env import VerifiersRollouts
+
+        return VerifiersRollouts(tokenizer, env, budget=config.token_budget or trainer_config.max_completion_length), \
+            reward_funcs
     if not config.enabled:  # no tools, partial rollouts, overlap or vLLM: TRL's own generation runs
         return None, reward_funcs
     return build_engine(config, trainer_config, tokenizer, reward_funcs)
 
 
-def describe(config: RolloutConfig) -> str:
+def describe(config: RolloutConfig, data=None) -> str:
     """One line saying which engine features a run uses."""
+    if (env := verifiers_env_config(data)) is not None:
+        return f"rollouts: episodes of the verifiers env {env.get('taskset', {}).get('id')!r} through k2rl's chat endpoint"
     if not config.enabled:
         return "rollouts: TRL's own generation"
     where = f"environment {config.environment}" if config.environment else f"tools {config.tools or 'none'}"

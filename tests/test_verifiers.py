@@ -173,7 +173,7 @@ def test_bad_tasksets_and_reward_names_are_one_line_errors():
         _rows("test_verifiers:FAST")
     with pytest.raises(K2RLError, match="calling 'test_verifiers:SumData' failed: ValidationError"):
         _rows("test_verifiers:SumData")
-    with pytest.raises(K2RLError, match="needs data.options.taskset"):
+    with pytest.raises(K2RLError, match="needs one of data.options.taskset"):
         load_task_data(DataConfig(source="verifiers"), seed=0)
     row = _rows("test_verifiers:SumTaskset").train[0]
     with pytest.raises(K2RLError, match=r"records no reward 'nope' \(it records \['brief', 'correct'\]\)"):

@@ -11,6 +11,10 @@ verifiers' code, with the task's data; ``NAME`` picks one of them. No server or 
 involved, so this serves single-turn tasks, and multi-turn ones whose tools k2rl's rollout engine
 provides (``rollout.tools`` / ``rollout.environment``).
 
+``data.options.env`` (a verifiers env config) instead of ``taskset`` runs each rollout as an episode
+of that verifiers ``Env``, its harness talking to the policy through k2rl's OpenAI-compatible
+endpoint (:mod:`k2rl.rollouts.verifiers_env`); the rows are its taskset's tasks.
+
 The optional extra ``k2rl[verifiers]`` installs verifiers.
 """
 
@@ -28,7 +32,10 @@ from k2rl.errors import K2RLError
 
 TASK_COLUMN = "vf_task"
 TASKSET_COLUMN = "vf_taskset"
+ENV_COLUMN = "vf_env"  # a row's verifiers env config (JSON): its rollouts and held-out answers are episodes
+SCORES_COLUMN = "vf_scores"  # an episode's recorded scores (JSON), written by k2rl.rollouts.verifiers_env
 _TASKSETS: dict[str, dict] = {}  # taskset spec -> {task key -> task}, built once per process
+_ENVS: dict[str, object] = {}  # env config (JSON) -> verifiers Env, built once per process
 _LOCK = threading.Lock()
 
 
@@ -58,13 +65,43 @@ def load_taskset(spec: str):
         try:
             found = found()
         except Exception as exc:  # noqa: BLE001 - the user's factory: one line naming it
-            raise K2RLError(f"data.options.taskset: calling {spec!r} failed: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            raise K2RLError(f"data.options.taskset: calling {spec!r} failed: {_first_line(exc)}") from exc
     if not isinstance(found, vf.Taskset):
         raise K2RLError(f"data.options.taskset: {spec!r} is not a verifiers.v1 Taskset (got {type(found).__name__})")
     if not found.bounded:
         raise K2RLError(f"data.options.taskset: {spec!r} is infinite; bound it (e.g. return taskset.take(N))")
     return found
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def env_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def load_env(config: dict):
+    """The verifiers ``Env`` that ``config`` (``data.options.env``) describes, built once per process."""
+    try:
+        from verifiers.v1.utils.loaders import load_environment, resolve_env_config
+    except ImportError as exc:
+        raise K2RLError("data.options.env needs the verifiers package: pip install 'k2rl[verifiers]'") from exc
+    if not isinstance(config, dict) or not isinstance(config.get("taskset"), dict) or not config["taskset"].get("id"):
+        raise K2RLError("data.options.env must be a verifiers env config with taskset.id "
+                        "(e.g. {taskset: {id: my_taskset}, agent: {runtime: {type: subprocess}}})")
+    key = env_key(config)
+    with _LOCK:
+        if key not in _ENVS:
+            try:
+                env = load_environment(resolve_env_config(dict(config)))
+            except Exception as exc:  # noqa: BLE001 - the user's env config or plugin: one line naming it
+                raise K2RLError(f"data.options.env: verifiers cannot build this env: {_first_line(exc)}") from exc
+            if not env.taskset.bounded:
+                raise K2RLError("data.options.env: the taskset is infinite; bound it")
+            _ENVS[key] = env
+        return _ENVS[key]
 
 
 def tasks_by_key(spec: str) -> dict:
@@ -89,10 +126,21 @@ def _question(task) -> str:
                     f"(got {len(messages)} message(s))")
 
 
-def verifiers_splits(train_size: int, eval_size: int, seed: int, taskset: str | None = None) -> tuple[Dataset, Dataset]:
-    """(training rows, held-out rows): the taskset's tasks in a seeded order, the first ``eval_size`` held out."""
-    if taskset is None:
-        raise K2RLError("data.source: verifiers needs data.options.taskset: module:NAME")
+def verifiers_splits(train_size: int, eval_size: int, seed: int, taskset: str | None = None,
+                     env: dict | None = None) -> tuple[Dataset, Dataset]:
+    """(training rows, held-out rows): the taskset's tasks in a seeded order, the first ``eval_size`` held out.
+
+    ``env`` (a verifiers env config) instead of ``taskset``: the env's own taskset, and the rollouts run
+    through the env (:mod:`k2rl.rollouts.verifiers_env`).
+    """
+    if (taskset is None) == (env is None):
+        raise K2RLError("data.source: verifiers needs one of data.options.taskset: module:NAME (single-turn) "
+                        "or data.options.env: a verifiers env config (multi-turn)")
+    if env is not None:
+        found = load_env(env).taskset
+        taskset = f"{type(found).__module__}:{type(found).__name__}"  # held-out scoring rebuilds it by name
+        with _LOCK:
+            _TASKSETS.setdefault(taskset, {task.key: task for task in found})
     tasks = list(tasks_by_key(taskset).values())
     if any(getattr(t, "NEEDS_CONTAINER", False) for t in tasks):
         raise K2RLError(f"data.options.taskset: {taskset!r} has tasks that need a container runtime; "
@@ -103,6 +151,9 @@ def verifiers_splits(train_size: int, eval_size: int, seed: int, taskset: str | 
     held = min(eval_size, len(tasks) // 2)
     rows = [{"question": _question(t), "answer": str(getattr(t.data, "answer", "") or ""), TASK_COLUMN: t.key,
              TASKSET_COLUMN: taskset} for t in tasks]
+    if env is not None:
+        for row in rows:
+            row[ENV_COLUMN] = env_key(env)
     return Dataset.from_list(rows[held:held + train_size]), Dataset.from_list(rows[:held])
 
 

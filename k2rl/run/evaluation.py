@@ -16,6 +16,7 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from k2rl.config import RewardSpec, RunConfig
+from k2rl.data.verifiers_tasks import ENV_COLUMN, SCORES_COLUMN
 from k2rl.errors import K2RLError
 from k2rl.experts.lora import merged_expert_adapters
 from k2rl.policy.generation import greedy_completions, sampled_completions
@@ -125,8 +126,16 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
     prompts = list(dataset["prompt"])
     columns = {c: list(dataset[c]) for c in dataset.column_names if c != "prompt"}
     multi_turn = rollout is not None and rollout.multi_turn
+    episodes = ENV_COLUMN in columns  # a verifiers env's rows: greedy episodes, scored by verifiers (k2rl.rollouts.verifiers_env)
+    greedy_columns = columns
     with merged_expert_adapters(model):
-        if multi_turn:
+        if episodes:
+            from k2rl.rollouts.verifiers_env import held_out_episodes
+
+            rows = [{"prompt": p, **{c: v[i] for c, v in columns.items()}} for i, p in enumerate(prompts)]
+            greedy, scores_column = held_out_episodes(model, tokenizer, rows, eval_config.max_new_tokens)
+            greedy_columns = {**columns, SCORES_COLUMN: scores_column}  # pass@k samples stay one-turn, rescored
+        elif multi_turn:
             rows = [{"prompt": p, **{c: v[i] for c, v in columns.items()}} for i, p in enumerate(prompts)]
             greedy = tool_completions(model, tokenizer, prompts, rollout, eval_config.max_new_tokens,
                                       eval_config.batch_size, rows)
@@ -147,7 +156,8 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
             flat = as_completions(flat_prompts, [c for g in samples for c in g])
             flat = call_reward(reward, flat_prompts, flat, completion_token_ids(tokenizer, flat), repeated)
             sampled = [flat[i * k : (i + 1) * k] for i in range(len(prompts))]
-        scores[label] = (call_reward(reward, prompts, greedy, completion_token_ids(tokenizer, greedy), columns), sampled)
+        scores[label] = (call_reward(reward, prompts, greedy, completion_token_ids(tokenizer, greedy), greedy_columns),
+                         sampled)
 
     def report(rows: list[int]) -> dict:
         return {"rows": len(rows), "rewards": {
@@ -158,7 +168,7 @@ def evaluate(model, tokenizer, dataset: Dataset, rewards: list[tuple[str, object
     result = report(list(range(len(prompts))))
     metric = rewards[0][0]
     result = {"metric": metric, "accuracy": result["rewards"][metric]["solved"], **result}
-    if multi_turn:  # the figures that say whether the tool is why
+    if multi_turn or episodes:  # the figures that say whether the tool is why
         result["tool_use"] = tool_use_report(greedy, full_scores(scores[metric][0]))
     if eval_config.by:
         groups = defaultdict(list)
