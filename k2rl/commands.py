@@ -10,12 +10,10 @@ def _train(args: argparse.Namespace) -> int:
 
     if isinstance(args.resume, str) and "=" in args.resume:  # `--resume key=value`: a bare --resume
         args.overrides, args.resume = [*args.overrides, args.resume], True
-    config = load_config(args.config, args.overrides)  # a recipe mistake is reported before torch loads
-    from k2rl.data.arithmetic import check_task_options
-    from k2rl.run.components import check_components
+    config = load_config(args.config, args.overrides)
+    from k2rl.run.recipe_checks import check_recipe
 
-    check_components(config)
-    check_task_options(config.data.source, config.data.options, config.data.eval_size)
+    check_recipe(config)  # a recipe mistake is reported before torch loads
     from k2rl.recipe import train
 
     train(config, resume=args.resume)

@@ -12,7 +12,8 @@ from k2rl.cli import main
 from k2rl.config import EvalConfig, load_config
 from k2rl.errors import K2RLError
 from k2rl.policy.build import load_policy
-from k2rl.run.evaluation import by_line, eval_reward_specs, evaluate, flat_metrics
+from k2rl.run.eval_rewards import eval_reward_specs
+from k2rl.run.evaluation import by_line, evaluate, flat_metrics
 from test_train_smoke import FAST
 
 # Long enough a warm start that the held-out figures are not all zero; pass@2 on top of greedy.
