@@ -51,6 +51,10 @@ def run_dir(tmp_path_factory, request):
         patch.chdir(out)
         trackers = ",".join(["tensorboard", *INSTALLED])
         assert main(["train", str(recipe), f"output_dir={out}", "run_name=tb", f"report_to=[{trackers}]", *FAST]) == 0
+        if "wandb" in INSTALLED:  # what the end of the process does: W&B's writer flushes and closes the run file
+            import wandb
+
+            wandb.finish()
     return out / "tb"
 
 
