@@ -39,12 +39,15 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
 
 
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
-    """Raise K2RLError for the first recipe/data constraint the run would break later."""
-    num_processes = num_processes or state().num_processes
-    check_recipe(config, num_processes)  # the recipe alone (k2rl train ran it before torch loaded)
+    """Raise K2RLError for the first recipe/data constraint the run would break later (``num_processes``
+    given: a launch simulated in a test; TRL's own validation, which reads the real process count, is
+    then left out)."""
+    launched = state().num_processes
+    check_recipe(config, num_processes or launched)  # the recipe alone (k2rl train ran it before torch loaded)
     trl = rl_config.trl_options(config.trainer)  # unknown or mistyped TRL fields
-    shape = generation_shape(config.trainer, num_processes, trl)
-    check_trl_configs(config)
+    shape = generation_shape(config.trainer, num_processes or launched, trl)
+    if num_processes in (None, launched):
+        check_trl_configs(config)
     if len(data.train) < shape.prompts:
         raise K2RLError(
             f"data: {len(data.train)} training row(s), but each generation batch needs {shape.prompts} distinct prompts "
