@@ -57,6 +57,9 @@ CASES = {
     "TRL loss type": ("quickstart", ["trainer.loss_type=dapoo"], "trainer.loss_type: expected one of 'grpo'"),
     "LoRA targets": ("quickstart", ["trainer.lora.targets=[experts]"], "trainer.lora.targets: unknown ['experts']"),
     "policy preset": ("quickstart", ["policy.preset=k2-small"], "policy.preset: expected one of 'k2-tiny'"),
+    "policy path": ("coding", ["policy.preset=null", "policy.model=./no/such/model"],
+                    "model path does not exist: ./no/such/model"),
+    "policy dtype": ("quickstart", ["policy.dtype=fp8"], "policy.dtype: expected one of 'float32'"),
     "pair that does not compose": ("rubric_mix", ["rollout.tools=[python]"],
                                    "rollout=tools does not compose with critic=on"),
     "unknown reward": ("quickstart", ["rewards=[{name: exact_answr}]"], "unknown reward 'exact_answr'"),
@@ -119,3 +122,16 @@ def test_what_needs_trls_classes_is_still_one_line_before_any_model(overrides, m
     assert main(["train", str(ROOT / "configs" / "quickstart.yaml"), f"output_dir={tmp_path}", *overrides]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_the_recipe_names_the_presets_and_dtypes_the_policy_room_builds():
+    """The recipe's Literal lists (checked before torch loads) and the builders behind them are one set."""
+    import typing
+
+    from k2rl.config import PolicyConfig
+    from k2rl.policy.build import PRESETS
+    from k2rl.policy.precision import _DTYPES
+
+    hints = typing.get_type_hints(PolicyConfig)
+    assert set(typing.get_args(typing.get_args(hints["preset"])[0])) == set(PRESETS)
+    assert set(typing.get_args(hints["dtype"])) == set(_DTYPES)

@@ -19,7 +19,7 @@ class PolicyConfig:
     # build a random K2-architecture model locally (k2rl.policy.build.PRESETS: one builder per name)
     preset: Literal["k2-tiny", "k2-tiny-mla576"] | None = None
     model: str | None = None  # local path or hub id, loaded with from_pretrained
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # k2rl.policy.precision: float32 on a CPU
     trust_remote_code: bool = False
 
 

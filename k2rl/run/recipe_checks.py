@@ -20,6 +20,7 @@ from k2rl.config.sections import check_lora_targets
 from k2rl.data.arithmetic import check_task_options
 from k2rl.errors import K2RLError
 from k2rl.jsonl import data_file
+from k2rl.policy.source import resolve_model_source
 from k2rl.rewards import get_reward
 from k2rl.rollouts.budget import check_budget_config
 from k2rl.run.components import check_components
@@ -102,6 +103,8 @@ def check_recipe(config: RunConfig, num_processes: int | None = None, rows_given
     the launcher's, from the environment; ``rows_given``: the data comes from code, not ``data.source``)."""
     num_processes = num_processes or launched_processes()
     check_components(config)
+    if config.policy.model is not None:
+        resolve_model_source(config.policy.model)
     if not rows_given:
         check_task_options(config.data.source, config.data.options, config.data.eval_size)
         data_file(config.data.source)
