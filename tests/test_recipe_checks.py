@@ -24,14 +24,15 @@ PROBE = (
 )
 
 
-def _train(recipe: str, *overrides: str, cwd: Path = ROOT, env: dict | None = None):
-    """(exit code, stderr lines, heavy modules loaded) of `k2rl train configs/RECIPE.yaml OVERRIDES`."""
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, "train", str(ROOT / "configs" / f"{recipe}.yaml"), *overrides],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-    )
+def _k2rl(*argv: str, env: dict | None = None):
+    """(exit code, stderr lines, heavy modules loaded) of `k2rl ARGV`."""
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
     return done.returncode, done.stderr.strip().splitlines(), json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _train(recipe: str, *overrides: str, env: dict | None = None):
+    return _k2rl("train", str(ROOT / "configs" / f"{recipe}.yaml"), *overrides, env=env)
 
 
 # (recipe, overrides, the error line's text): one case per class of mistake.
@@ -78,6 +79,7 @@ CASES = {
     "environment": ("tool_use", ["rollout.environment=tool_uses"], "rollout.environment: unknown environment 'tool_uses'"),
     "sandbox": ("coding", ["rollout.sandbox=bogus"], "rollout.sandbox: unknown sandbox backend 'bogus'"),
     "unknown key": ("reasoning_gym", ["trainer.learning_rat=1e-3"], "did you mean"),
+    "override that is not YAML": ("quickstart", ["rewards=[{name:"], "its value is not valid YAML"),
 }
 
 
@@ -87,6 +89,16 @@ def test_a_recipe_mistake_is_one_line_before_any_heavy_import(case):
     code, lines, heavy = _train(recipe, *overrides)
     assert code == 2 and len(lines) == 1 and lines[0].startswith("k2rl: error: ") and message in lines[0], lines
     assert heavy == [], f"{heavy} imported before the error"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "configs/quickstart.yaml", "--model", "nowhere", "eval.kk=4"], "unknown key 'eval.kk'"),
+    (["eval", "configs/quickstart.yaml", "eval.k=-1", "--model", "nowhere"], "eval.k must be at least 0, got -1"),
+    (["rollouts", "configs/quickstart.yaml", "rewards=[{name: exact_answr}]"], "unknown reward 'exact_answr'"),
+])
+def test_eval_and_rollouts_report_a_recipe_mistake_before_any_heavy_import(argv, message):
+    code, lines, heavy = _k2rl(*argv)
+    assert code == 2 and len(lines) == 1 and message in lines[0] and heavy == [], (lines, heavy)
 
 
 def test_the_launchers_process_count_is_read_from_the_environment():
