@@ -88,9 +88,9 @@ class Trainer:
     def train(self, resume: str | bool | None = None) -> dict:
         """Run the recipe (``resume``: as ``k2rl train --resume``); returns the run's summary."""
         from k2rl.recipe import train
-        from k2rl.run.components import check_components
+        from k2rl.run.recipe_checks import check_recipe
 
-        check_components(self.config)
+        check_recipe(self.config, rows_given=self.train_dataset is not None)
         self.summary = train(self.config, resume=resume, data=self._task_data())
         return self.summary
 

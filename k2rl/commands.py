@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+
+def _recipe_first(target: str, overrides: list[str], check) -> None:
+    """``k2rl eval`` / ``rollouts``: a mistake in the recipe (a RUN_DIR's config.yaml) or an override is one
+    line before the model stack imports; ``check`` adds the command's own recipe checks."""
+    from k2rl.config import load_config
+    from k2rl.layout import RunLayout
+
+    path = Path(target)
+    recipe = RunLayout(path).config if path.is_dir() else path
+    if recipe.is_file():  # else the command itself says what is missing
+        check(load_config(recipe, overrides))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -10,12 +23,10 @@ def _train(args: argparse.Namespace) -> int:
 
     if isinstance(args.resume, str) and "=" in args.resume:  # `--resume key=value`: a bare --resume
         args.overrides, args.resume = [*args.overrides, args.resume], True
-    config = load_config(args.config, args.overrides)  # a recipe mistake is reported before torch loads
-    from k2rl.data.arithmetic import check_task_options
-    from k2rl.run.components import check_components
+    config = load_config(args.config, args.overrides)
+    from k2rl.run.recipe_checks import check_recipe
 
-    check_components(config)
-    check_task_options(config.data.source, config.data.options, config.data.eval_size)
+    check_recipe(config)  # a recipe mistake is reported before torch loads
     from k2rl.recipe import train
 
     train(config, resume=args.resume)
@@ -23,6 +34,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from k2rl.run.recipe_checks import check_eval_section
+
+    _recipe_first(args.target, args.overrides, check_eval_section)
     from k2rl.run.eval_command import run_eval
 
     run_eval(args.target, args.overrides, model=args.model, adapter=args.adapter, out=args.out)
@@ -30,6 +44,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _rollouts(args: argparse.Namespace) -> int:
+    from k2rl.run.recipe_checks import check_rewards
+
+    _recipe_first(args.target, args.overrides, check_rewards)
     from k2rl.run.rollouts_command import run_rollouts
 
     run_rollouts(args.target, args.overrides, n=args.n, per_prompt=args.per_prompt, model=args.model,

@@ -10,6 +10,20 @@ from pathlib import Path
 from k2rl.errors import K2RLError
 
 
+DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def data_file(source: str, key: str = "data.source") -> Path | None:
+    """``source`` as a local data file (by its suffix), or None for a dataset id or a built-in task; a file
+    that does not exist is a K2RLError now (checked with the recipe, before anything loads)."""
+    path = Path(source)
+    if path.suffix.lower() not in DATA_FILE_SUFFIXES:
+        return None
+    if not path.is_file():
+        raise K2RLError(f"dataset file not found: {source}" + ("" if key == "data.source" else f" ({key})"))
+    return path
+
+
 def json_objects(path: Path, what: str = "file") -> Iterator[tuple[int, dict]]:
     """``(line number, object)`` for each non-blank line of ``path`` (``what``: the kind of file, for errors)."""
     try:

@@ -19,9 +19,10 @@ from k2rl.policy.build import count_parameters
 from k2rl.rewards.composition import build_reward_funcs
 from k2rl.rollouts.wiring import attach_backend, describe, rollout_engine, vllm_args
 from k2rl.run.difficulty import difficulty_filter_phase
-from k2rl.run.evaluation import HeldOutEvalCallback, eval_rewards
+from k2rl.run.eval_rewards import eval_rewards
+from k2rl.run.evaluation import HeldOutEvalCallback
 from k2rl.run.outputs import MetricsCallback
-from k2rl.run.components import check_components
+from k2rl.run.recipe_checks import check_recipe
 from k2rl.run.preflight import check_before_building
 from k2rl.run.phases import (finish_run, finished_summary, open_run, say, seed_everything, starting_policy,
                              warm_start_phase)
@@ -39,7 +40,7 @@ def train(config: RunConfig, resume: str | bool | None = None, data: TaskData | 
         say(f"run {done['run_dir']} already finished ({done['rl_steps']} of {config.trainer.max_steps} RL steps); "
             "nothing to resume (raise trainer.max_steps in a new run to train further)")
         return done
-    check_components(config)  # trackers, sandbox, backend: known and installed, before any data is drawn
+    check_recipe(config, rows_given=data is not None)  # the recipe alone: components, sizes, shapes, rewards, before any data is drawn
     data = data if data is not None else load_task_data(config.data, config.seed)
     check_before_building(config, data)  # shapes and columns fail now, before any model exists
     run = open_run(config, resume)

@@ -72,11 +72,16 @@ def _clip(text: str, max_chars: int) -> str:
 BUILTIN_TOOLS = {"python": PythonTool}
 
 
-def build_tools(names: list[str], **python_options) -> dict[str, Tool]:
-    """Tools by name for a recipe's ``rollout.tools`` list."""
+def check_tool_names(names: list[str]) -> None:
+    """Every name in a recipe's ``rollout.tools`` is a tool k2rl has."""
     unknown = [n for n in names if n not in BUILTIN_TOOLS]
     if unknown:
         raise K2RLError(f"rollout.tools: unknown tool(s) {unknown} (known: {sorted(BUILTIN_TOOLS)})")
+
+
+def build_tools(names: list[str], **python_options) -> dict[str, Tool]:
+    """Tools by name for a recipe's ``rollout.tools`` list."""
+    check_tool_names(names)
     return {name: BUILTIN_TOOLS[name](**python_options) for name in names}
 
 

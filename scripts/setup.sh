@@ -25,7 +25,7 @@ fi
 # The CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build.
 # Every other package at the exact version the suite and the README's figures were measured with.
 "$VENV/bin/python" -m pip install -q -c constraints.txt torch==2.13.0
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test,docker,reasoning-gym,verifiers]"
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test,docker,reasoning-gym,verifiers,trackers]"
 
 # The vLLM engine's own environment (rollout.backend: vllm; k2rl.rollouts.vllm_engine): vLLM pins a transformers
 # release the trainer cannot use, so it gets its own interpreter. The wheel pulls CUDA builds of

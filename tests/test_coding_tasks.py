@@ -7,7 +7,7 @@ import pytest
 
 from k2rl import resources
 from k2rl.config import DataConfig
-from k2rl.data.coding import AGGREGATES, FILTERS, HELD_OUT_COMBINATIONS, coding_item, coding_splits
+from k2rl.data.coding import AGGREGATES, FILTERS, HELD_OUT_COMBINATIONS, coding_item, coding_splits, held_out_problems
 from k2rl.data.sources import load_task_data
 from k2rl.errors import K2RLError
 from k2rl.rewards import get_reward
@@ -43,7 +43,7 @@ def test_references_pass_and_every_slip_passes_some_tests_and_fails_others():
 
 
 def test_held_out_constants_and_combinations_never_appear_in_training():
-    train, held_out = coding_splits(3000, 10_000, seed=3, buggy_fraction=0.5)
+    train, held_out = coding_splits(3000, held_out_problems(), seed=3, buggy_fraction=0.5)
     train_parts = [_parts(q) for q in train["question"]]
     train_combinations = {c for c, _ in train_parts}
     train_constants = {k for _, k in train_parts}
@@ -70,6 +70,13 @@ def test_eval_size_cuts_both_held_out_splits():
     _, held_out = coding_splits(10, 40, seed=1)
     assert len(held_out) == 40
     assert set(held_out["heldout"]) == {"new_constants", "new_combinations"}
+
+
+def test_every_held_out_problem_is_the_largest_eval_size_and_more_is_refused_not_cut():
+    _, held_out = coding_splits(10, held_out_problems(), seed=2)
+    assert len(held_out) == held_out_problems() == len(set(held_out["question"])) == 264
+    with pytest.raises(K2RLError, match="coding task: data.eval_size 265 is more than the 264 held-out problems"):
+        coding_splits(10, 265, seed=2)
 
 
 def test_fractions_outside_zero_one_are_refused():

@@ -12,7 +12,7 @@ from k2rl.cli import main
 from k2rl.config import EvalConfig, load_config
 from k2rl.errors import K2RLError
 from k2rl.policy.build import load_policy
-from k2rl.run.evaluation import by_line, eval_reward_specs, evaluate, flat_metrics
+from k2rl.run.evaluation import by_line, evaluate, flat_metrics
 from test_train_smoke import FAST
 
 # Long enough a warm start that the held-out figures are not all zero; pass@2 on top of greedy.
@@ -129,6 +129,8 @@ def test_breakdown_by_column_and_pass_at_k(tiny_policy_dir):
 
 
 def test_eval_rewards_default_to_the_recipes_minus_rubric(request):
+    from k2rl.run.eval_rewards import eval_reward_specs
+
     root = request.config.rootpath / "configs"
     assert [label for label, _ in eval_reward_specs(load_config(root / "rubric_mix.yaml"))] == ["exact_answer"]
     chosen = eval_reward_specs(load_config(root / "quickstart.yaml", [

@@ -10,7 +10,7 @@ from k2rl.errors import K2RLError
 from k2rl.trainer.losses import clipped_value_loss, k2_policy_loss, lm_loss, terminal_reward_gae, whiten
 from k2rl.trainer.ptx import PtxBatches
 from k2rl.rewards import get_reward
-from k2rl.trainer.schedules import check_temperatures, temperature_at
+from k2rl.trainer.temperature import check_temperatures, temperature_at
 from k2rl.rollouts.budget import check_budget_config, cut_to_budgets, row_budgets
 
 

@@ -1,7 +1,15 @@
-"""`report_to: [tensorboard]`: the warm start and RL write TensorBoard event files, read back here with
-TensorBoard's own reader: the reward curve, the training loss and the held-out accuracy as scalars."""
+"""`report_to: [tensorboard, wandb, mlflow]`: the warm start and RL write each tracker's own files, read
+back here (TensorBoard's event reader, W&B's offline run file, MLflow's local file store): the reward
+curve, the held-out accuracy from step 0 and the failure counts, each the series metrics.jsonl holds.
+
+W&B runs offline (WANDB_MODE=offline) and MLflow on a local file store; k2rl[trackers] installs both.
+trackio is not in it (every release asks for pillow<13, and the pins hold 13.0.0), so it is not tested here;
+without it, preflight refuses ``report_to: [trackio]`` in one line (tests/test_fail_fast.py)."""
 
 from __future__ import annotations
+
+import importlib.util
+import json
 
 import pytest
 
@@ -19,11 +27,34 @@ def _scalars(phase_dir):
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
 
 
+def _offline(tracker: str, where) -> dict[str, str]:
+    """The environment that keeps ``tracker`` on this machine, writing under ``where``."""
+    return {
+        "wandb": {"WANDB_MODE": "offline", "WANDB_DIR": str(where), "WANDB_SILENT": "true"},
+        "mlflow": {"MLFLOW_TRACKING_URI": f"file:{where / 'mlruns'}", "MLFLOW_ALLOW_FILE_STORE": "true"},
+    }[tracker]
+
+
+OFFLINE = ("wandb", "mlflow")
+INSTALLED = [tracker for tracker in OFFLINE if importlib.util.find_spec(tracker) is not None]
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, request):
+    """One short run reporting to TensorBoard and to every offline tracker installed here."""
     out = tmp_path_factory.mktemp("runs")
     recipe = request.config.rootpath / "configs" / "quickstart.yaml"
-    assert main(["train", str(recipe), f"output_dir={out}", "run_name=tb", "report_to=[tensorboard]", *FAST]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        for tracker in INSTALLED:
+            for key, value in _offline(tracker, out).items():
+                patch.setenv(key, value)
+        patch.chdir(out)
+        trackers = ",".join(["tensorboard", *INSTALLED])
+        assert main(["train", str(recipe), f"output_dir={out}", "run_name=tb", f"report_to=[{trackers}]", *FAST]) == 0
+        if "wandb" in INSTALLED:  # what the end of the process does: W&B's writer flushes and closes the run file
+            import wandb
+
+            wandb.finish()
     return out / "tb"
 
 
@@ -79,24 +110,59 @@ def test_progress_png_has_a_panel_per_reward_accuracy_failures_and_length(run_di
     assert (run_dir / "progress.png").stat().st_size > 10_000
 
 
-OFFLINE = {  # tracker -> (environment for its offline mode, what it writes under the working directory)
-    "wandb": ({"WANDB_MODE": "offline"}, "wandb"),
-    "mlflow": ({"MLFLOW_TRACKING_URI": "file:./mlruns"}, "mlruns"),
-    "trackio": ({"TRACKIO_DIR": "./trackio"}, "trackio"),
-}
+def _wandb_series(out) -> dict[str, list[tuple[int, float]]]:
+    """W&B's offline run file: a LevelDB-style log (32 KiB blocks of checksum, length, kind and payload,
+    after a 7-byte ``:W&B`` header) of protobuf Records; each history row carries its trainer step as
+    ``train/global_step``."""
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    position, pending, series = 7, b"", {}
+    while position + 7 <= len(data):
+        if (room := 32768 - position % 32768) < 7:  # a block's tail too short for a header is padding
+            position += room
+            continue
+        length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
+        pending += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind not in (1, 4):  # a record continues in the next chunk
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        pending = b""
+        if record.WhichOneof("record_type") == "history":
+            row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}
+            for key, value in row.items():
+                if key.startswith("train/") and isinstance(value, (int, float)):
+                    series.setdefault(key.removeprefix("train/"), []).append((row["train/global_step"], value))
+    return series
 
 
-@pytest.mark.parametrize("tracker", sorted(OFFLINE))
-def test_each_tracker_runs_offline_where_installed(tracker, tmp_path, request, monkeypatch):
-    import importlib.util
+def _mlflow_series(out) -> dict[str, list[tuple[int, float]]]:
+    """The RL run in MLflow's file store (the warm start is a run of its own, with no reward)."""
+    from mlflow.tracking import MlflowClient
 
-    if importlib.util.find_spec(tracker) is None:
-        pytest.skip(f"{tracker} is not installed (preflight refuses it in one line: tests/test_fail_fast.py)")
-    env, written = OFFLINE[tracker]
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
-    recipe = request.config.rootpath / "configs" / "quickstart.yaml"
-    assert main(["train", str(recipe), f"output_dir={tmp_path / 'runs'}", "run_name=t", f"report_to=[{tracker}]",
-                 *FAST]) == 0
-    assert (tmp_path / written).exists()
+    client = MlflowClient(f"file:{out / 'mlruns'}")
+    (rl,) = [run for run in client.search_runs(["0"]) if "reward" in run.data.metrics]
+    return {key: [(m.step, m.value) for m in client.get_metric_history(rl.info.run_id, key)]
+            for key in rl.data.metrics}
+
+
+READERS = {"wandb": _wandb_series, "mlflow": _mlflow_series}
+
+
+@pytest.mark.parametrize("tracker", OFFLINE)
+def test_each_offline_tracker_gets_the_series_metrics_jsonl_holds(tracker, run_dir):
+    if tracker not in INSTALLED:
+        pytest.skip(f"{tracker} is not installed (scripts/setup.sh installs k2rl[trackers])")
+    series = READERS[tracker](run_dir.parent)
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = sorted((r["step"], r["accuracy"]) for r in logged if r["phase"] == "eval")
+    rewards = sorted((r["step"], r["reward"]) for r in logged if r["phase"] == "rl" and "reward" in r)
+    assert [s for s, _ in evals] == [0, 2, 3] and [s for s, _ in rewards] == [1, 2, 3]
+    assert sorted(series["heldout/accuracy"]) == [(s, pytest.approx(v)) for s, v in evals]  # step 0 included
+    assert sorted(series["reward"]) == [(s, pytest.approx(v)) for s, v in rewards]
+    assert sorted(series["rewards/exact_answer/failures"]) == [(1, 0), (2, 0), (3, 0)]
+    assert sorted(series["heldout/exact_answer/mean"])[0][0] == 0

@@ -155,7 +155,12 @@ def _apply_override(tree: dict, override: str, sources: Sources, value: Any = _U
         raise K2RLError(f"override {override!r} must look like key.path=value")
     dotted, raw = override.split("=", 1)
     if value is _UNSET:
-        value = _parse_yaml(raw) if raw.strip() else ""
+        try:
+            value = _parse_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:  # e.g. a flow mapping the shell split at a space: quote the override
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise K2RLError(f"override {override!r}: its value is not valid YAML ({problem}); "
+                            "quote the whole override if it holds spaces") from None
     else:
         override = f"{dotted}={value!r}"
     parts = dotted.strip().split(".")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from k2rl.errors import K2RLError
 from k2rl.config.rl_data import DifficultyFilterConfig, DynamicSamplingConfig, SamplingConfig
 
 
@@ -15,9 +16,10 @@ from k2rl.config.rl_data import DifficultyFilterConfig, DynamicSamplingConfig, S
 class PolicyConfig:
     """Where the policy comes from: a fresh preset (built into the run directory) or a checkpoint."""
 
-    preset: str | None = None  # e.g. "k2-tiny": build a random K2-architecture model locally
+    # build a random K2-architecture model locally (k2rl.policy.build.PRESETS: one builder per name)
+    preset: Literal["k2-tiny", "k2-tiny-mla576"] | None = None
     model: str | None = None  # local path or hub id, loaded with from_pretrained
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"  # k2rl.policy.precision: float32 on a CPU
     trust_remote_code: bool = False
 
 
@@ -64,6 +66,19 @@ class ExpertSelectionConfig:
     threshold_p: float | None = None
     score: Literal["gate", "share"] = "gate"  # average gate weight, or share of token selections
     profile_prompts: int = 256
+
+
+# What trainer.lora.targets may name (k2rl.experts.lora attaches each).
+LORA_TARGETS = ("routed_experts", "shared_experts", "mlp", "attention")
+
+
+def check_lora_targets(targets: list[str]) -> None:
+    """``trainer.lora.targets`` names known groups, at least one (checked with the recipe, and again
+    when the adapters are attached)."""
+    unknown = set(targets) - set(LORA_TARGETS)
+    if unknown or not targets:
+        raise K2RLError(f"trainer.lora.targets: unknown {sorted(unknown) or 'empty list'}; "
+                        f"choose from {sorted(LORA_TARGETS)}")
 
 
 @dataclass
@@ -122,7 +137,7 @@ class TrainerConfig:
     cliprange_value: float = 0.2  # ppo: value predictions move at most this far from the rollout's
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     ptx: PtxConfig = field(default_factory=PtxConfig)
-    loss_type: str = "dapo"
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"] = "dapo"  # TRL's
     max_steps: int = 100
     learning_rate: float = 5e-4
     per_device_train_batch_size: int = 32
@@ -133,7 +148,7 @@ class TrainerConfig:
     beta: float = 0.0
     epsilon: float = 0.2
     num_iterations: int = 1
-    scale_rewards: str = "group"
+    scale_rewards: Literal["group", "batch", "none"] = "group"  # TRL's advantage scaling
     logging_steps: int = 5
     eval_steps: int = 25
     max_grad_norm: float = 1.0

@@ -205,6 +205,10 @@ def check_task_options(source: str, options: dict, eval_size: int | None = None)
         if key not in known:
             raise K2RLError(f"data.options.{key}: not an option of the built-in task {source!r} "
                             f"(its options: {', '.join(known)}){did_you_mean(key, known)}")
+    if source == "coding" and eval_size is not None:
+        from k2rl.data.coding import check_eval_size
+
+        check_eval_size(eval_size)
     if source == "arithmetic" and eval_size is not None:
         terms, max_operand = options.get("terms", 2), options.get("max_operand", 99)
         if isinstance(terms, int) and isinstance(max_operand, int) and isinstance(

@@ -114,6 +114,19 @@ def combinations() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     return [c for c in every if c not in HELD_OUT_COMBINATIONS], list(HELD_OUT_COMBINATIONS)
 
 
+def held_out_problems() -> int:
+    """How many distinct held-out problems exist (every held-out constant with every combination; the
+    seed only chooses which constants)."""
+    return round(len(CONSTANTS) * HELD_OUT_CONSTANT_SHARE) * sum(map(len, combinations()))
+
+
+def check_eval_size(eval_size: int) -> None:
+    """The coding task's held-out side is a fixed set: a larger ``data.eval_size`` is refused, not cut."""
+    if eval_size > (total := held_out_problems()):
+        raise K2RLError(f"coding task: data.eval_size {eval_size} is more than the {total} held-out problems "
+                        f"that exist; lower data.eval_size (at most {total})")
+
+
 def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: float = 0.0) -> tuple[Dataset, Dataset]:
     """Training rows (a problem may repeat, each time with its own demonstration draw) and held-out rows.
 
@@ -122,6 +135,7 @@ def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: fl
     """
     if not 0.0 <= buggy_fraction <= 1.0:
         raise K2RLError(f"coding task: buggy_fraction must be between 0 and 1, got {buggy_fraction}")
+    check_eval_size(eval_size)
     train_constants, held_out_constants = split_constants(seed)
     train_combinations, held_out_combinations = combinations()
     rng = random.Random(f"coding-{seed}")
@@ -137,8 +151,7 @@ def coding_splits(train_size: int, eval_size: int, seed: int, buggy_fraction: fl
                 for f, a in combos for k in held_out_constants]
         rng.shuffle(rows)
         held_out.append(rows)
-    total = sum(len(rows) for rows in held_out)
-    if eval_size < total:
+    if eval_size < (total := sum(len(rows) for rows in held_out)):
         first = max(1, round(eval_size * len(held_out[0]) / total))
         held_out = [held_out[0][:first], held_out[1][: max(eval_size - first, 1)]]
     from datasets import Dataset  # imported here: recipe checks read this module before heavy imports

@@ -12,10 +12,12 @@ one. Each row keeps its task (``task`` column, for ``eval.by: task``) and its re
 from __future__ import annotations
 
 import json
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from k2rl.errors import K2RLError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 EXTRA = "reasoning-gym is not installed: pip install 'k2rl[reasoning-gym]'"
 
@@ -78,4 +80,6 @@ def reasoning_gym_splits(train_size: int, eval_size: int, seed: int, tasks=None,
         held = _items(rg, name, config, held_out_per_task, 2 * base + 1, set())
         held_out += held
         train += _items(rg, name, config, per_task, 2 * base, {row["question"] for row in held})
+    from datasets import Dataset  # here, so the reasoning_gym reward loads without datasets
+
     return Dataset.from_list(train), Dataset.from_list(held_out)

@@ -23,7 +23,7 @@ from datasets import Dataset
 from k2rl.config import DataConfig
 from k2rl.config.loading import source_of
 from k2rl.errors import K2RLError
-from k2rl.jsonl import json_objects
+from k2rl.jsonl import data_file, json_objects
 from k2rl.data.arithmetic import BUILTIN_TASKS, check_task_options, demonstration_text
 from k2rl.data.humaneval import humaneval
 
@@ -49,11 +49,9 @@ def _check_jsonl(path: Path) -> None:
 
 
 def _load_source(source: str, split: str) -> Dataset:
-    path = Path(source)
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json", ".parquet"):
-        if not path.is_file():
-            raise K2RLError(f"dataset file not found: {source}")
+    path = data_file(source)
+    if path is not None:
+        suffix = path.suffix.lower()
         if suffix == ".jsonl":
             _check_jsonl(path)
         builder = "parquet" if suffix == ".parquet" else "json"

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import random
-
-from datasets import Dataset
+from typing import TYPE_CHECKING
 
 from k2rl.errors import K2RLError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 ANSWER_FORMAT = "The answer is {answer}."  # what the exact_answer reward reads (the arithmetic task's format too)
 
@@ -122,6 +124,8 @@ def tool_use_splits(train_size: int, eval_size: int, seed: int, tool_fraction: f
             raise K2RLError(f"tool_use task: {option} must be between 0 and 1, got {value}")
     held_out = _draw(eval_size, 2 * seed + 1, two_call_fraction, 0.0, set(), named)
     train = _draw(train_size, 2 * seed, two_call_fraction, tool_fraction, {r["factors"] for r in held_out}, named)
+
+    from datasets import Dataset  # imported here: recipe checks read this module's options before heavy imports
 
     def strip(rows):
         return Dataset.from_list([{k: v for k, v in r.items() if k != "factors"} for r in rows])

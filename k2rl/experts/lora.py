@@ -20,12 +20,12 @@ import contextlib
 import torch
 from peft import LoraConfig
 
+from k2rl.config.sections import check_lora_targets
 from k2rl.errors import K2RLError
 from k2rl.experts._peft import merged_parameter_adapters
 from k2rl.experts.families import dense_linears, family_of, model_type
 from k2rl.experts.replay import replayable_routers
 
-TARGETS = {"routed_experts", "shared_experts", "mlp", "attention"}
 MOE_TARGETS = ("routed_experts", "shared_experts")
 
 
@@ -37,9 +37,7 @@ def expert_lora_config(model: torch.nn.Module, targets: list[str], r: int, alpha
     layers' MLP and attention linears (a dense model, or an MoE model's dense layers). ``router=True``
     also trains the MoE routers' weights in full (PEFT ``modules_to_save``: saved with the adapter).
     """
-    unknown = set(targets) - TARGETS
-    if unknown or not targets:
-        raise K2RLError(f"trainer.lora.targets: unknown {sorted(unknown) or 'empty list'}; choose from {sorted(TARGETS)}")
+    check_lora_targets(targets)
     family = family_of(model, "trainer.lora.targets")
     if family is None and (moe := [t for t in targets if t in MOE_TARGETS] + (["router"] if router else [])):
         raise K2RLError(f"trainer.lora.targets: {', '.join(moe)} need an MoE model; {model_type(model)!r} is dense "

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DeepseekV3Config, PreTrainedModel
 
 from k2rl.errors import K2RLError
+from k2rl.policy.source import resolve_model_source
 from k2rl.policy.precision import policy_dtype
 from k2rl.policy.tokenizer import build_tokenizer
 
@@ -122,17 +123,6 @@ def _kimi_k2_as_deepseek_v3(path: Path) -> DeepseekV3Config | None:
         return None
     fields = {k: v for k, v in raw.items() if k not in ("model_type", "auto_map", "architectures")}
     return DeepseekV3Config(**fields)
-
-
-def resolve_model_source(name_or_path: str) -> str:
-    """Fail early, in one line, on a local-looking path that does not exist."""
-    looks_local = name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path.strip("/").split("/", 1)[-1]
-    expanded = os.path.expanduser(name_or_path)
-    if os.path.exists(expanded):
-        return expanded
-    if looks_local or name_or_path.count("/") > 1:
-        raise K2RLError(f"model path does not exist: {name_or_path}")
-    return name_or_path  # a hub id such as "moonshotai/Moonlight-16B-A3B-Instruct"
 
 
 def load_policy(

@@ -1,5 +1,6 @@
-"""Checks of a recipe that need no data and no heavy import: every tracker, sandbox and generation
-backend it names is known and installed. ``k2rl train`` runs them before torch loads."""
+"""Checks of a recipe that need no data and no heavy import: every tracker, tool, sandbox and
+generation backend it names is known and installed. ``k2rl train`` runs them before torch loads
+(with the rest of :mod:`.recipe_checks`)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ def _installed(module: str) -> bool:
 
 
 def check_components(config: RunConfig) -> None:
-    """Every tracker, sandbox and generation backend the recipe names is known and installed (checked
+    """Every tracker, tool, sandbox and generation backend the recipe names is known and installed (checked
     before any data is drawn or model built: a missing one would otherwise fail minutes in)."""
+    from k2rl.rollouts.tools import check_tool_names
     from k2rl.sandboxes import BACKENDS
 
     for name in config.report_to:
         if not any(map(_installed, TRACKER_MODULES[name])):
             raise K2RLError(f"report_to: {name} is not installed (pip install {TRACKER_MODULES[name][0]}), "
                             f"or drop it from report_to")
+    check_tool_names(config.rollout.tools)
     if config.rollout.sandbox not in BACKENDS:
         raise K2RLError(f"rollout.sandbox: unknown sandbox backend {config.rollout.sandbox!r} "
                         f"(known: {', '.join(BACKENDS)}){did_you_mean(config.rollout.sandbox, BACKENDS)}")

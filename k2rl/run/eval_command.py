@@ -21,8 +21,10 @@ from k2rl.config import load_config
 from k2rl.data.sources import held_out_data
 from k2rl.errors import K2RLError
 from k2rl.layout import RunLayout
-from k2rl.policy.build import load_policy, resolve_model_source
-from k2rl.run.evaluation import eval_rewards, evaluate
+from k2rl.policy.build import load_policy
+from k2rl.policy.source import resolve_model_source
+from k2rl.run.eval_rewards import eval_rewards
+from k2rl.run.evaluation import evaluate
 from k2rl.run.preflight import check_eval_inputs
 
 

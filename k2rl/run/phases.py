@@ -18,7 +18,8 @@ import torch
 from k2rl.config import RunConfig
 from k2rl.data.sources import TaskData
 from k2rl.layout import RunLayout
-from k2rl.policy.build import Policy, init_policy, load_policy, resolve_model_source
+from k2rl.policy.build import Policy, init_policy, load_policy
+from k2rl.policy.source import resolve_model_source
 from k2rl.distributed import from_main, is_main, wait_for_everyone
 from k2rl.run.environment import environment
 from k2rl.run.evaluation import by_line

@@ -8,15 +8,15 @@ module adds what needs the recipe and the data together. The README's "Fail fast
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from datasets import Dataset
 
-from k2rl import compat
 from k2rl.config import RunConfig
-from k2rl.run.components import check_components
 from k2rl.data.sources import TaskData
 from k2rl.errors import K2RLError
 from k2rl.distributed import state
-from k2rl.run.evaluation import eval_rewards
+from k2rl.run.recipe_checks import check_eval_section, check_recipe
 from k2rl.trainer import config as rl_config, warm_start as sft
 from k2rl.trainer.shapes import generation_shape
 
@@ -39,26 +39,22 @@ def _required_columns(config: RunConfig) -> dict[str, str]:
 
 
 def check_before_building(config: RunConfig, data: TaskData, num_processes: int | None = None) -> None:
-    """Raise K2RLError for the first recipe/data constraint the run would break later."""
-    check_components(config)
-    num_processes = num_processes or state().num_processes
-    compat.check(config, num_processes)  # a pair of features that does not compose
-    trl = rl_config.trl_options(config.trainer)  # unknown, owned or mistyped TRL fields
-    sft.trl_options(config.warm_start)
-    shape = generation_shape(config.trainer, num_processes, trl)
+    """Raise K2RLError for the first recipe/data constraint the run would break later (``num_processes``
+    given: a launch simulated in a test; TRL's own validation, which reads the real process count, is
+    then left out)."""
+    launched = state().num_processes
+    check_recipe(config, num_processes or launched)  # the recipe alone (k2rl train ran it before torch loaded)
+    trl = rl_config.trl_options(config.trainer)  # unknown or mistyped TRL fields
+    shape = generation_shape(config.trainer, num_processes or launched, trl)
+    if num_processes in (None, launched):
+        check_trl_configs(config)
     if len(data.train) < shape.prompts:
         raise K2RLError(
             f"data: {len(data.train)} training row(s), but each generation batch needs {shape.prompts} distinct prompts "
             f"({shape.completions} completions / trainer.num_generations {config.trainer.num_generations}); "
             "add rows or lower trainer.per_device_train_batch_size"
         )
-    if config.warm_start.enabled:
-        for key in ("max_steps", "batch_size"):
-            if getattr(config.warm_start, key) < 1:
-                raise K2RLError(f"warm_start.{key} must be at least 1, got {getattr(config.warm_start, key)} "
-                                "(or warm_start.enabled=false)")
     check_eval_inputs(config, data.eval)
-    check_environment(config)
     for split, rows in (("training", data.train), ("held-out", data.eval)):
         for column, key in _required_columns(config).items():
             if column not in rows.column_names:
@@ -66,31 +62,23 @@ def check_before_building(config: RunConfig, data: TaskData, num_processes: int 
                                 f"(columns: {', '.join(rows.column_names)})")
 
 
-def check_environment(config: RunConfig) -> None:
-    """``rollout.environment`` imports and fits the recipe (built later, when the engine is)."""
-    rollout = config.rollout
-    if rollout.environment is None:
-        if rollout.environment_options:
-            raise K2RLError("rollout.environment_options without rollout.environment; name the environment")
-        return
-    from k2rl.rollouts.environment import Environment, environment_class
+def check_trl_configs(config: RunConfig) -> None:
+    """TRL's own validation of the two configs the run will build (``trainer.trl`` / ``warm_start.trl``
+    combinations it refuses), now rather than after the warm start."""
+    from k2rl.rollouts.wiring import vllm_args
 
-    if rollout.tools:
-        raise K2RLError("rollout.tools and rollout.environment: an environment names its own tools; give one")
-    cls = environment_class(rollout.environment)
-    if any(spec.name == "environment" for spec in config.rewards) and cls.reward is Environment.reward:
-        raise K2RLError(f"rewards: environment, but the environment {rollout.environment} has no reward of its own")
+    out = Path(config.output_dir)
+    sft.trl_options(config.warm_start)  # unknown or mistyped SFTConfig fields
+    if config.warm_start.enabled:
+        sft.warm_start_args(config.warm_start, out, config.seed, report_to=config.report_to)
+    weights = [spec.weight for spec in config.rewards]
+    rl_config.grpo_config(config.trainer, weights, out, config.seed, report_to=config.report_to,
+                          **vllm_args(config.rollout))
 
 
 def check_eval_inputs(config: RunConfig, held_out: Dataset) -> None:
     """The ``eval`` section against the held-out rows (also what ``k2rl eval`` checks before loading a model)."""
-    for key in ("max_new_tokens", "batch_size"):
-        if getattr(config.eval, key) < 1:
-            raise K2RLError(f"eval.{key} must be at least 1, got {getattr(config.eval, key)}")
-    if config.eval.k < 0 or config.eval.temperature <= 0:
-        raise K2RLError(f"eval.k must be at least 0 and eval.temperature positive, got {config.eval.k} and "
-                        f"{config.eval.temperature}")
-    eval_rewards(config)  # every evaluation reward resolves, with its options
+    check_eval_section(config)
     if config.eval.by is not None and config.eval.by not in held_out.column_names:
         raise K2RLError(f"eval.by names column {config.eval.by!r}, which the held-out data does not have "
                         f"(columns: {', '.join(held_out.column_names)})")

@@ -22,8 +22,8 @@ from k2rl.errors import K2RLError
 from k2rl.policy.precision import trainer_precision
 from k2rl.rollouts.budget import check_budget_config
 from k2rl.trainer.optimizers import OPTIMIZERS
-from k2rl.trainer.schedules import check_temperatures
-from k2rl.trainer.trl_options import COMMON_DEFAULTS, build_trl_config, trl_fields
+from k2rl.trainer.temperature import check_temperatures
+from k2rl.trainer.trl_options import COMMON_DEFAULTS, GRPO_OWNED, RECIPE_FIELDS, build_trl_config, trl_fields
 
 ALGORITHMS = ("grpo", "k2", "ppo")  # k2rl.trainer.build.ALGORITHMS maps each to its object
 
@@ -46,7 +46,6 @@ def _recipe_field(spec: dataclasses.Field, annotation):
 
 # Every key of the recipe's ``trainer`` section (TrainerConfig) is a field of K2GRPOConfig: GRPOConfig's
 # own where it has one, else one generated here. ``trl`` is the escape hatch to GRPOConfig's other fields.
-RECIPE_FIELDS = [f for f in dataclasses.fields(TrainerConfig) if f.name != "trl"]
 _TYPES = typing.get_type_hints(TrainerConfig)
 
 
@@ -78,18 +77,9 @@ def budget_config(args) -> BudgetConfig:
     return BudgetConfig(**args.budget)
 
 
-# GRPOConfig fields k2rl sets from recipe keys (``trainer.trl`` may not set them).
-OWNED = {
-    **{f.name: f"trainer.{f.name}" for f in RECIPE_FIELDS},
-    "reward_weights": "rewards[].weight", "save_strategy": "trainer.save_steps",
-    "use_vllm": "rollout.backend", "vllm_mode": "rollout.vllm_mode",
-    "vllm_importance_sampling_correction": "rollout.backend", "vllm_importance_sampling_mode": "rollout.backend",
-}
-
-
 def trl_options(recipe: TrainerConfig) -> dict:
     """The recipe's ``trainer.trl`` fields, checked against K2GRPOConfig (see :mod:`.trl_options`)."""
-    return trl_fields(K2GRPOConfig, recipe.trl, OWNED, "trainer.trl")
+    return trl_fields(K2GRPOConfig, recipe.trl, GRPO_OWNED, "trainer.trl")
 
 
 def grpo_config(

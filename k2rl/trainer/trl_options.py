@@ -15,6 +15,7 @@ import types
 import typing
 from collections.abc import Mapping
 
+from k2rl.config import TrainerConfig
 from k2rl.config.loading import convert_value
 from k2rl.errors import K2RLError
 
@@ -29,6 +30,23 @@ COMMON_OWNED = {
     "gradient_checkpointing": "policy.dtype (precision follows the device)",
     "activation_checkpointing": "policy.dtype (precision follows the device)",
     "resume_from_checkpoint": "k2rl train --resume",
+}
+
+# Every key of the recipe's ``trainer`` section but the escape hatch itself: each is a K2GRPOConfig field.
+RECIPE_FIELDS = [f for f in dataclasses.fields(TrainerConfig) if f.name != "trl"]
+
+# GRPOConfig fields k2rl sets from recipe keys (``trainer.trl`` may not set them).
+GRPO_OWNED = {
+    **{f.name: f"trainer.{f.name}" for f in RECIPE_FIELDS},
+    "reward_weights": "rewards[].weight", "save_strategy": "trainer.save_steps",
+    "use_vllm": "rollout.backend", "vllm_mode": "rollout.vllm_mode",
+    "vllm_importance_sampling_correction": "rollout.backend", "vllm_importance_sampling_mode": "rollout.backend",
+}
+# SFTConfig fields the ``warm_start`` section sets (``warm_start.trl`` may not set them).
+SFT_OWNED = {
+    "max_steps": "warm_start.max_steps", "learning_rate": "warm_start.learning_rate",
+    "per_device_train_batch_size": "warm_start.batch_size", "warmup_steps": "warm_start.warmup_ratio",
+    "warmup_ratio": "warm_start.warmup_ratio",
 }
 
 # Defaults k2rl chooses for every Trainer config it builds (the ``trl:`` keys may override them):
@@ -46,6 +64,15 @@ def _annotation(tp):
     return tp
 
 
+def check_not_owned(options: Mapping, owned: Mapping[str, str], section: str) -> None:
+    """No field in ``options`` that k2rl sets from a recipe key (checked without TRL's classes, so before
+    they import)."""
+    owned = {**COMMON_OWNED, **owned}
+    for name in options:
+        if name in owned:
+            raise K2RLError(f"{section}.{name}: k2rl sets {name} itself; use {owned[name]} instead")
+
+
 def trl_fields(config_class, options: Mapping, owned: Mapping[str, str], section: str) -> dict:
     """``options`` checked against ``config_class``'s fields; returns them with values converted.
 
@@ -54,12 +81,10 @@ def trl_fields(config_class, options: Mapping, owned: Mapping[str, str], section
     """
     fields = {f.name: f for f in dataclasses.fields(config_class) if f.init}
     hints = typing.get_type_hints(config_class)
-    owned = {**COMMON_OWNED, **owned}
+    check_not_owned(options, owned, section)
     checked = {}
     for name, value in options.items():
         key = f"{section}.{name}"
-        if name in owned:
-            raise K2RLError(f"{key}: k2rl sets {name} itself; use {owned[name]} instead")
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""

@@ -17,20 +17,13 @@ from k2rl.config import WarmStartConfig
 from k2rl.errors import K2RLError
 from k2rl.data.sources import sft_dataset
 from k2rl.policy.precision import trainer_precision
-from k2rl.trainer.trl_options import COMMON_DEFAULTS, build_trl_config, trl_fields
+from k2rl.trainer.trl_options import COMMON_DEFAULTS, SFT_OWNED, build_trl_config, trl_fields
 
 
 # SFTConfig fields k2rl sets from other recipe keys (``warm_start.trl`` may not set them).
-OWNED = {
-    "max_steps": "warm_start.max_steps", "learning_rate": "warm_start.learning_rate",
-    "per_device_train_batch_size": "warm_start.batch_size", "warmup_steps": "warm_start.warmup_ratio",
-    "warmup_ratio": "warm_start.warmup_ratio",
-}
-
-
 def trl_options(config: WarmStartConfig) -> dict:
     """The recipe's ``warm_start.trl`` fields, checked against SFTConfig (see :mod:`.trl_options`)."""
-    return trl_fields(SFTConfig, config.trl, OWNED, "warm_start.trl")
+    return trl_fields(SFTConfig, config.trl, SFT_OWNED, "warm_start.trl")
 
 
 def warm_start_args(
