@@ -1,10 +1,11 @@
-"""`report_to: [tensorboard, wandb, mlflow]`: the warm start and RL write each tracker's own files, read
-back here (TensorBoard's event reader, W&B's offline run file, MLflow's local file store): the reward
-curve, the held-out accuracy from step 0 and the failure counts, each the series metrics.jsonl holds.
+"""`report_to: [tensorboard, wandb, mlflow, trackio]`: the warm start and RL write each tracker's own files,
+read back here (TensorBoard's event reader, W&B's offline run file, MLflow's local file store, trackio's
+local SQLite store): the reward curve, the held-out accuracy from step 0 and the failure counts, each the
+series metrics.jsonl holds.
 
-W&B runs offline (WANDB_MODE=offline) and MLflow on a local file store; k2rl[trackers] installs both.
-trackio is not in it (every release asks for pillow<13, and the pins hold 13.0.0), so it is not tested here;
-without it, preflight refuses ``report_to: [trackio]`` in one line (tests/test_fail_fast.py)."""
+W&B runs offline (WANDB_MODE=offline), MLflow on a local file store and trackio without a Space
+(TRACKIO_DIR); k2rl[trackers] installs all three. Where one is missing, preflight refuses it in
+``report_to`` in one line (tests/test_fail_fast.py)."""
 
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ def _offline(tracker: str, where) -> dict[str, str]:
     return {
         "wandb": {"WANDB_MODE": "offline", "WANDB_DIR": str(where), "WANDB_SILENT": "true"},
         "mlflow": {"MLFLOW_TRACKING_URI": f"file:{where / 'mlruns'}", "MLFLOW_ALLOW_FILE_STORE": "true"},
+        "trackio": {"TRACKIO_DIR": str(where / "trackio")},  # no space_id: trackio's local SQLite store
     }[tracker]
 
 
-OFFLINE = ("wandb", "mlflow")
+OFFLINE = ("wandb", "mlflow", "trackio")
 INSTALLED = [tracker for tracker in OFFLINE if importlib.util.find_spec(tracker) is not None]
 
 
@@ -150,7 +152,25 @@ def _mlflow_series(out) -> dict[str, list[tuple[int, float]]]:
             for key in rl.data.metrics}
 
 
-READERS = {"wandb": _wandb_series, "mlflow": _mlflow_series}
+def _trackio_series(out) -> dict[str, list[tuple[int, float]]]:
+    """The RL run in trackio's local SQLite store (one database per project, one run per phase).
+    transformers' trackio callback files every series under ``train/``; the prefix is dropped here."""
+    from trackio.sqlite_storage import SQLiteStorage
+
+    for project in SQLiteStorage.get_projects():
+        for run in SQLiteStorage.get_runs(project):
+            logs = SQLiteStorage.get_logs(project, run)
+            if any("train/reward" in entry for entry in logs):
+                series: dict[str, list[tuple[int, float]]] = {}
+                for entry in logs:
+                    for key, value in entry.items():
+                        if key.startswith("train/") and isinstance(value, (int, float)):
+                            series.setdefault(key.removeprefix("train/"), []).append((entry["step"], value))
+                return series
+    raise AssertionError(f"no trackio run with a reward under {out / 'trackio'}")
+
+
+READERS = {"wandb": _wandb_series, "mlflow": _mlflow_series, "trackio": _trackio_series}
 
 
 @pytest.mark.parametrize("tracker", OFFLINE)
