@@ -39,3 +39,28 @@ def test_single_turn_demonstrations_train_the_whole_completion(tiny_policy_dir, 
     tokenizer, train, batch = _first_batch(tiny_policy_dir, tmp_path, {"tool_fraction": 0.0})
     trained = [_trained_text(tokenizer, ids, labels) for ids, labels in zip(batch["input_ids"], batch["labels"])]
     assert all(text.startswith("The answer is") and text.endswith("<|im_end|>") for text in trained)
+
+
+def test_answer_drills_train_the_answer_after_the_tool_result_and_not_the_first_turn(tiny_policy_dir, tmp_path):
+    data = load_task_data(DataConfig(source="tool_use", train_size=8, eval_size=2,
+                                     options={"tool_fraction": 0.5, "named": True}), seed=0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_policy_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_policy_dir)
+    tool_rows = sum(bool(r) for r in data.train["demonstration_messages"])
+    trainer = warm_start_trainer(model, tokenizer, data.train, WarmStartConfig(max_steps=1, answer_drills=2), tmp_path, seed=0)
+    rows = trainer.train_dataset
+    assert 0 < tool_rows < 8 and len(rows) == 8 + 2 * tool_rows
+    trained = [tokenizer.decode([i for i in row["labels"] if i != -100]) for row in rows]
+    drills = [t for row, t in zip(rows, trained) if "Return of" in tokenizer.decode(row["input_ids"])
+              and "<|tool_calls_section_begin|>" not in t]
+    assert len(drills) == 2 * tool_rows
+    assert all(t.startswith("The answer is") and t.endswith("<|im_end|>") for t in drills)
+
+
+def test_negative_answer_drills_are_refused_before_any_work(tmp_path, request, capsys):
+    from k2rl.cli import main
+
+    recipe = request.config.rootpath / "configs" / "tool_use.yaml"
+    assert main(["train", str(recipe), f"output_dir={tmp_path}", "warm_start.answer_drills=-1"]) != 0
+    assert "warm_start.answer_drills must be at least 0, got -1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

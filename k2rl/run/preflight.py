@@ -57,6 +57,8 @@ def check_before_building(config: RunConfig, data: TaskData, num_processes: int 
             if getattr(config.warm_start, key) < 1:
                 raise K2RLError(f"warm_start.{key} must be at least 1, got {getattr(config.warm_start, key)} "
                                 "(or warm_start.enabled=false)")
+        if config.warm_start.answer_drills < 0:
+            raise K2RLError(f"warm_start.answer_drills must be at least 0, got {config.warm_start.answer_drills}")
     check_eval_inputs(config, data.eval)
     check_environment(config)
     for split, rows in (("training", data.train), ("held-out", data.eval)):

@@ -75,6 +75,26 @@ def _has_tool_results(rows: Dataset) -> bool:
     return any(message["role"] == "tool" for completion in rows["completion"] for message in completion)
 
 
+def answer_drill_rows(rows: Dataset, copies: int) -> Dataset | None:
+    """``copies`` of the last step of each demonstration that holds tool results (``warm_start.answer_drills``):
+    prompt = the question and every turn up to the last tool result, completion = the final answer."""
+    drills = [{"prompt": row["prompt"] + row["completion"][:-1], "completion": row["completion"][-1:]}
+              for row in rows if any(m["role"] == "tool" for m in row["completion"])]
+    if not copies or not drills:
+        return None
+    return _conversations(drills * copies)
+
+
+def _conversations(rows: list[dict]) -> Dataset:
+    """Prompt/completion rows as one dataset: every message with the same keys, so Arrow gives the
+    columns one type whether a prompt holds tool calls (a drill) or not."""
+    def same_keys(messages):
+        return [{"role": m["role"], "content": m["content"], "tool_calls": m.get("tool_calls"),
+                 "tool_call_id": m.get("tool_call_id")} for m in messages]
+
+    return Dataset.from_list([{"prompt": same_keys(r["prompt"]), "completion": same_keys(r["completion"])} for r in rows])
+
+
 def _longest_demonstration(rows: Dataset, tokenizer, context: int | None) -> int:
     """Tokens in the longest prompt + demonstration: the warm start must never cut a demonstration short
     (a cut one teaches an answer without its end). One longer than the model's context is refused."""
@@ -95,6 +115,9 @@ def warm_start_trainer(
     args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None, report_to=report_to,
                            multi_turn=_has_tool_results(rows))
     args.max_length = max(args.max_length, _longest_demonstration(rows, tokenizer, _context_length(model)))
+    drills = answer_drill_rows(rows, config.answer_drills)
+    if drills is not None:
+        rows = _conversations([*rows.to_list(), *drills.to_list()]).shuffle(seed=seed)
     if extra_rows is not None:
         rows = concatenate_datasets([rows, extra_rows.select_columns(["prompt", "completion"])]).shuffle(seed=seed)
     return SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer, callbacks=list(callbacks))
