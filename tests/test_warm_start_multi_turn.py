@@ -2,6 +2,8 @@
 
 import json
 
+from datasets import Dataset
+
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from k2rl.config import DataConfig, WarmStartConfig
@@ -47,9 +49,12 @@ def test_answer_drills_train_the_answer_after_the_tool_result_and_not_the_first_
     model = AutoModelForCausalLM.from_pretrained(tiny_policy_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy_dir)
     tool_rows = sum(bool(r) for r in data.train["demonstration_messages"])
-    trainer = warm_start_trainer(model, tokenizer, data.train, WarmStartConfig(max_steps=1, answer_drills=2), tmp_path, seed=0)
+    critic_like = Dataset.from_list([{"prompt": [{"role": "user", "content": "Which is better?"}],
+                                      "completion": [{"role": "assistant", "content": "A"}]}])  # extra rows join them
+    trainer = warm_start_trainer(model, tokenizer, data.train, WarmStartConfig(max_steps=1, answer_drills=2), tmp_path,
+                                 seed=0, extra_rows=critic_like)
     rows = trainer.train_dataset
-    assert 0 < tool_rows < 8 and len(rows) == 8 + 2 * tool_rows
+    assert 0 < tool_rows < 8 and len(rows) == 8 + 2 * tool_rows + 1
     trained = [tokenizer.decode([i for i in row["labels"] if i != -100]) for row in rows]
     drills = [t for row, t in zip(rows, trained) if "Return of" in tokenizer.decode(row["input_ids"])
               and "<|tool_calls_section_begin|>" not in t]

@@ -75,14 +75,12 @@ def _has_tool_results(rows: Dataset) -> bool:
     return any(message["role"] == "tool" for completion in rows["completion"] for message in completion)
 
 
-def answer_drill_rows(rows: Dataset, copies: int) -> Dataset | None:
+def answer_drill_rows(rows: Dataset, copies: int) -> list[dict]:
     """``copies`` of the last step of each demonstration that holds tool results (``warm_start.answer_drills``):
     prompt = the question and every turn up to the last tool result, completion = the final answer."""
     drills = [{"prompt": row["prompt"] + row["completion"][:-1], "completion": row["completion"][-1:]}
               for row in rows if any(m["role"] == "tool" for m in row["completion"])]
-    if not copies or not drills:
-        return None
-    return _conversations(drills * copies)
+    return drills * copies
 
 
 def _conversations(rows: list[dict]) -> Dataset:
@@ -115,11 +113,12 @@ def warm_start_trainer(
     args = warm_start_args(config, out_dir, seed, long_prompts=extra_rows is not None, report_to=report_to,
                            multi_turn=_has_tool_results(rows))
     args.max_length = max(args.max_length, _longest_demonstration(rows, tokenizer, _context_length(model)))
+    extra = extra_rows.select_columns(["prompt", "completion"]) if extra_rows is not None else None
     drills = answer_drill_rows(rows, config.answer_drills)
-    if drills is not None:
-        rows = _conversations([*rows.to_list(), *drills.to_list()]).shuffle(seed=seed)
-    if extra_rows is not None:
-        rows = concatenate_datasets([rows, extra_rows.select_columns(["prompt", "completion"])]).shuffle(seed=seed)
+    if drills:
+        rows = _conversations([*rows.to_list(), *drills, *(extra.to_list() if extra is not None else [])]).shuffle(seed=seed)
+    elif extra is not None:
+        rows = concatenate_datasets([rows, extra]).shuffle(seed=seed)
     return SFTTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer, callbacks=list(callbacks))
 
 
