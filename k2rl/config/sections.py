@@ -51,6 +51,10 @@ class WarmStartConfig:
     # Critic prompts with *random* verdicts mixed in: teaches a small policy the verdict format for the
     # rubric reward without telling it which answer is better (judgment comes from critic refinement).
     critic_format_rows: int = 0
+    # Extra copies of each tool demonstration's last step: the conversation up to its last tool result as
+    # the prompt, the final answer as the completion. They train reading the tool's output without
+    # training the first token, so how often the warm-started policy opens a tool call stays as the data has it.
+    answer_drills: int = 0
     trl: dict[str, Any] = field(default_factory=dict)  # any other SFTConfig field (k2rl/trainer/trl_options.py)
 
 

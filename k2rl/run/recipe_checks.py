@@ -35,7 +35,7 @@ AT_LEAST = {
     "trainer.logging_steps": 1, "trainer.eval_steps": 0, "trainer.save_steps": 0, "trainer.save_total_limit": 1,
     "trainer.lora.r": 1, "trainer.lora.alpha": 1, "trainer.lora.expert_selection.profile_prompts": 1,
     "trainer.ptx.batch_size": 1, "trainer.ptx.max_length": 1,
-    "reward_failures.min_samples": 0,
+    "reward_failures.min_samples": 0, "warm_start.answer_drills": 0,
     "rollout.max_turns": 1, "rollout.max_tool_calls": 0, "rollout.token_budget": 1, "rollout.iteration_budget": 1,
     "rollout.chunks": 1, "rollout.queue_size": 1,
     "critic.pairs_per_group": 1, "critic.max_new_tokens": 1, "critic.batch_size": 1, "critic.refine_max_examples": 1,
