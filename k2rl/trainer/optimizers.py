@@ -67,7 +67,7 @@ class MuonAdamW(torch.optim.Optimizer):
 # directions; AdamW sizes every element on its own. The two steps differ by a factor no formula gives,
 # so it is measured: benchmarks/optimizers.py sweeps it, and the README's "Choosing Muon" has the sweep
 # and the acceptance runs at this default.
-MUON_RATE_PER_ADAMW_RATE = 3.0
+MUON_RATE_PER_ADAMW_RATE = 2.0
 
 
 def muon_rate(adamw_lr: float) -> float:
