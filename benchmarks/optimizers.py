@@ -8,7 +8,7 @@ parameters); MuonClip needs trained attention, so its rows add ``attention`` to 
 (the row says so) and log the largest attention logit per head (``qk_clip/*`` in ``metrics.jsonl``).
 
     OMP_NUM_THREADS=1 python benchmarks/optimizers.py [--seeds 0 1] [--max-steps 50] [--eval-steps 10]
-        [--adamw 1e-3 2e-3 4e-3] [--muon 2e-3 6e-3 2e-2] [--muonclip 6e-3] [--jobs 2] [--warm-start DIR]
+        [--adamw 1e-3 2e-3 4e-3] [--muon 2e-3 4e-3 8e-3] [--muonclip 4e-3] [--jobs 2] [--warm-start DIR]
         [key=value overrides ...]
 
 Prints one table: per optimizer, rate and seed the held-out accuracy at each evaluation, the first
@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.9, help="held-out accuracy to reach")
     parser.add_argument("--adamw", type=float, nargs="*", default=[1e-3, 2e-3, 4e-3], help="AdamW learning rates")
-    parser.add_argument("--muon", type=float, nargs="*", default=[2e-3, 6e-3, 2e-2], help="Muon learning rates")
-    parser.add_argument("--muonclip", type=float, nargs="*", default=[6e-3], help="MuonClip learning rates")
+    parser.add_argument("--muon", type=float, nargs="*", default=[2e-3, 4e-3, 8e-3], help="Muon learning rates")
+    parser.add_argument("--muonclip", type=float, nargs="*", default=[4e-3], help="MuonClip learning rates")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (after the warm start)")
     parser.add_argument("--warm-start", help="a warm-started policy directory to share (default: the first run's)")
     parser.add_argument("--out", type=Path, help="where the runs go (default: a temporary directory)")

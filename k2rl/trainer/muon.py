@@ -14,8 +14,8 @@ bias-corrected momentum RMS over the square root of its bias-corrected mean squa
 second-moment scalar per block, AdamW's ``beta2``). Moonshot's "Muon is Scalable" rule fixes that RMS
 at ``0.2`` (``0.2 * sqrt(max(rows, cols))`` times the orthogonal factor), the figure AdamW settles at
 over a long pre-training run. A short RL fine-tune is not that run: its LoRA B blocks start at zero and
-their gradients are mostly noise (few groups with a non-zero advantage, rarely routed experts), and a
-fixed-RMS step turns noise into full-size, momentum-correlated steps, so Muon drifts the adapters several
+their gradients are mostly noise (a policy gradient from a few dozen samples; rarely routed experts see
+a few tokens), and a fixed-RMS step turns noise into full-size, momentum-correlated steps, so Muon drifts the adapters several
 times further than AdamW does and degrades the policy after it has learned (benchmarks/optimizers.py
 and the README's "Choosing Muon" show it). AdamW's step shrinks where the momentum averages noise out;
 measuring that ratio per block keeps Muon's directions (all singular values equal) and AdamW's sizes,
@@ -87,8 +87,8 @@ def evaluate(closure):
 
 
 class BlockMuon(torch.optim.Optimizer):
-    """Muon (Nesterov momentum, then per-block orthogonalisation and RMS matching) over parameter groups
-    that each carry a ``layout`` (:data:`LAYOUTS`) and, for expert layouts, the number of ``experts``."""
+    """Muon (Nesterov momentum, then per-block orthogonalisation, each block's step sized as AdamW's) over
+    parameter groups that each carry a ``layout`` (:data:`LAYOUTS`) and, for expert layouts, the number of ``experts``."""
 
     def __init__(self, groups: list[dict], lr: float, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = NS_STEPS, beta2: float = SECOND_MOMENT_DECAY,
