@@ -8,13 +8,14 @@ parameters); MuonClip needs trained attention, so its rows add ``attention`` to 
 (the row says so) and log the largest attention logit per head (``qk_clip/*`` in ``metrics.jsonl``).
 
     OMP_NUM_THREADS=1 python benchmarks/optimizers.py [--seeds 0 1] [--max-steps 50] [--eval-steps 10]
-        [--adamw 1e-3 2e-3 4e-3] [--muon 2e-3 6e-3 2e-2] [--muonclip 6e-3] [--jobs 2] [--warm-start DIR]
-        [key=value overrides ...]
+        [--adamw 1e-3 2e-3 4e-3] [--muon 2e-3 4e-3 8e-3] [--muonclip 4e-3] [--jobs 2] [--warm-start DIR]
+        [--out DIR [--reuse]] [key=value overrides ...]
 
 Prints one table: per optimizer, rate and seed the held-out accuracy at each evaluation, the first
 evaluated step reaching ``--target`` ("-": never) and the final accuracy; then per optimizer and rate
 the means over seeds, with the ratio of mean final accuracy against AdamW at ``trainer.learning_rate``
-of the recipe (the quickstart's rate) measured in the same invocation.
+of the recipe (the quickstart's rate) measured in the same invocation (or, with ``--reuse``, read back
+from an earlier invocation into the same ``--out``: the same runs, not re-run).
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def overrides(optimizer: str, lr: float) -> list[str]:
     return [f"trainer.optimizer={optimizer}", f"trainer.muon_learning_rate={lr}", *extra]
 
 
+def finished(run_dir: Path) -> dict:
+    """A finished row's result, read back from its run directory (the fields ``train`` returns)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    curve = sorted((r["step"], r["accuracy"]) for r in records if r["phase"] == "eval")
+    return {"curve": curve, "final": summary["accuracy_after"], "wall": summary["wall_s"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -47,11 +56,13 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=10)
     parser.add_argument("--target", type=float, default=0.9, help="held-out accuracy to reach")
     parser.add_argument("--adamw", type=float, nargs="*", default=[1e-3, 2e-3, 4e-3], help="AdamW learning rates")
-    parser.add_argument("--muon", type=float, nargs="*", default=[2e-3, 6e-3, 2e-2], help="Muon learning rates")
-    parser.add_argument("--muonclip", type=float, nargs="*", default=[6e-3], help="MuonClip learning rates")
+    parser.add_argument("--muon", type=float, nargs="*", default=[2e-3, 4e-3, 8e-3], help="Muon learning rates")
+    parser.add_argument("--muonclip", type=float, nargs="*", default=[4e-3], help="MuonClip learning rates")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (after the warm start)")
     parser.add_argument("--warm-start", help="a warm-started policy directory to share (default: the first run's)")
     parser.add_argument("--out", type=Path, help="where the runs go (default: a temporary directory)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="read rows already finished under --out (an interrupted or extended sweep) instead of re-running them")
     parser.add_argument("extra", nargs="*", help="key.path=value overrides passed to every run")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="k2rl-optimizers-"))
@@ -62,15 +73,21 @@ def main() -> None:
     rows = [(opt, lr, seed) for seed in args.seeds for opt in ("adamw", "muon", "muonclip") for lr in getattr(args, opt)]
     name = lambda opt, lr, seed: f"{opt}-lr{lr:g}-s{seed}"  # noqa: E731
     results, warm_start = {}, args.warm_start
+
+    def reused(row) -> dict | None:
+        run_dir = out / name(*row)
+        return finished(run_dir) if args.reuse and (run_dir / "summary.json").exists() else None
     if warm_start is None:  # the first row warm-starts; its warm start is everyone's
         opt, lr, seed = rows[0]
-        results[rows[0]] = train([f"seed={seed}", *common, *overrides(opt, lr)], out, name(*rows[0]))
+        results[rows[0]] = reused(rows[0]) or train([f"seed={seed}", *common, *overrides(opt, lr)], out, name(*rows[0]))
         warm_start = str(out / name(*rows[0]) / "warm_start")
         print(f"  finished {name(*rows[0])}", flush=True)
     shared = ["policy.preset=null", f"policy.model={warm_start}", "warm_start.enabled=false"]
 
     def run(row):
         opt, lr, seed = row
+        if (result := reused(row)) is not None:
+            return row, result
         result = train([f"seed={seed}", *common, *shared, *overrides(opt, lr)], out, name(*row))
         print(f"  finished {name(*row)}", flush=True)
         return row, result

@@ -1,4 +1,4 @@
-"""BlockMuon: each routed expert's LoRA blocks are orthogonalised on their own, with Moonshot's RMS matching."""
+"""BlockMuon: each routed expert's LoRA blocks are orthogonalised on their own, each step sized as AdamW's would be."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from peft import get_peft_model
 
 from k2rl.experts.lora import expert_lora_config
 from k2rl.policy.build import load_policy
-from k2rl.trainer.muon import MATCH_ADAMW_RMS, BlockMuon, as_blocks, from_blocks, orthogonalise
+from k2rl.trainer.muon import BlockMuon, as_blocks, from_blocks, orthogonalise
 from k2rl.trainer.optimizers import muon_groups
 
 EXPERTS, RANK, ROWS, COLS = 6, 3, 20, 12
@@ -55,7 +55,7 @@ def test_one_experts_update_does_not_depend_on_another_experts_gradient(layout, 
 
 @pytest.mark.parametrize("layout, shape", [("expert_rows", (EXPERTS * RANK, COLS)), ("expert_cols", (ROWS, RANK * EXPERTS)),
                                            ("matrix", (ROWS, COLS))])
-def test_each_blocks_update_has_near_equal_singular_values_and_adamw_rms(layout, shape):
+def test_each_blocks_update_has_near_equal_singular_values_and_adamws_first_step_rms(layout, shape):
     torch.manual_seed(1)
     grad = torch.zeros(shape)
     view = as_blocks(grad, layout, EXPERTS)  # a view: filling it fills grad
@@ -67,15 +67,39 @@ def test_each_blocks_update_has_near_equal_singular_values_and_adamw_rms(layout,
     update = _step(torch.nn.Parameter(torch.zeros(shape)), grad, layout, lr)
     blocks = as_blocks(update, layout, EXPERTS)
     for block in blocks:
-        scale = lr * MATCH_ADAMW_RMS * math.sqrt(max(block.shape))
+        scale = lr * math.sqrt(max(block.shape))
         singular = torch.linalg.svdvals(block / scale)
         assert singular.min() > 0.6 and singular.max() < 1.25, singular  # the quintic's band around 1
-        # Moonshot's scaling: the block's update RMS is about 0.2 * lr, whatever its shape
+        # a first step has AdamW's first-step RMS, lr, whatever the block's shape
         rms = block.pow(2).mean().sqrt().item()
-        assert 0.6 * MATCH_ADAMW_RMS * lr < rms < 1.25 * MATCH_ADAMW_RMS * lr
+        assert 0.6 * lr < rms < 1.25 * lr
     # the raw gradient's condition number is far from 1
     raw = torch.linalg.svdvals(as_blocks(grad, layout, EXPERTS)[0])
     assert raw.max() / raw.min() > 10
+
+
+def test_a_block_fed_noise_takes_steps_as_small_as_adamws_and_one_fed_signal_full_steps():
+    """Why the step is sized per block: a fixed-RMS step would move a noise-fed expert as far as a learning one."""
+    torch.manual_seed(3)
+    shape = (EXPERTS * RANK, COLS)
+    param = torch.nn.Parameter(torch.zeros(shape))
+    twin = torch.nn.Parameter(torch.zeros(shape))
+    muon = BlockMuon([{"params": [param], "layout": "expert_rows", "experts": EXPERTS}], lr=0.01)
+    adamw = torch.optim.AdamW([twin], lr=0.01, betas=(0.95, 0.999), weight_decay=0.0)
+    signal = torch.randn(shape)
+    for _ in range(60):
+        grad = torch.randn(shape)
+        as_blocks(grad, "expert_rows", EXPERTS)[0].mul_(0.1).add_(as_blocks(signal, "expert_rows", EXPERTS)[0])
+        before, twin_before = param.detach().clone(), twin.detach().clone()
+        param.grad, twin.grad = grad.clone(), grad.clone()
+        muon.step()
+        adamw.step()
+    rms = as_blocks(param.detach() - before, "expert_rows", EXPERTS).pow(2).mean(dim=(1, 2)).sqrt()
+    adamw_rms = as_blocks(twin.detach() - twin_before, "expert_rows", EXPERTS).pow(2).mean(dim=(1, 2)).sqrt()
+    assert 0.6 * 0.01 < rms[0] < 1.25 * 0.01  # expert 0: a steady gradient, full steps
+    assert (rms[1:] < 0.4 * 0.01).all()  # the others: noise, which momentum averages out
+    assert rms[0] > 3 * rms[1:].max()  # a fixed-RMS step would make them all equal
+    assert (rms[1:] < 2 * adamw_rms[1:]).all() and (rms[1:] > adamw_rms[1:] / 2).all()  # about AdamW's size
 
 
 def test_orthogonalise_batches_like_one_block_at_a_time():

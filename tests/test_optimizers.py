@@ -55,7 +55,7 @@ def test_muon_gets_exactly_the_two_dimensional_trainable_parameters(tiny_policy_
 
 def test_muons_default_rate_is_a_multiple_of_adamws(tiny_policy_dir, tmp_path):
     optimizer = _trainer(tiny_policy_dir, tmp_path, optimizer="muon", max_steps=1, learning_rate=1e-3).create_optimizer()
-    assert {g["lr"] for g in optimizer.parts["muon"].param_groups} == {muon_rate(1e-3)} == {5e-3}
+    assert {g["lr"] for g in optimizer.parts["muon"].param_groups} == {muon_rate(1e-3)} == {2e-3}
 
 
 def test_adamw_stays_the_trainers_own(tiny_policy_dir, tmp_path):

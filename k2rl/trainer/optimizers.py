@@ -6,8 +6,8 @@ at ``trainer.muon_learning_rate`` (default: :func:`muon_rate` of the AdamW rate)
 LoRA A and B blocks are orthogonalised on their own (PEFT stacks all experts of a fused expert tensor
 into one parameter; :func:`k2rl.experts._peft.routed_expert_lora` says where each expert's block is);
 the shared expert's, attention's, dense MLP's LoRA matrices and a trainable router's weight are each
-one matrix. Updates use Moonshot's RMS matching per block, so rates stay comparable across block
-shapes and with AdamW's; the weight decay is the Trainer's ``weight_decay`` (0 by default).
+one matrix. Each block's step has the RMS AdamW's would have for that block (see :mod:`k2rl.trainer.muon`),
+so rates stay comparable across block shapes and with AdamW's; the weight decay is the Trainer's ``weight_decay`` (0 by default).
 
 ``trainer.optimizer: muonclip`` adds K2's QK-Clip (:mod:`k2rl.trainer.qk_clip`) after every optimizer
 step; it needs trained MLA attention (``trainer.lora.targets`` with ``attention``), and the recipe is
@@ -62,12 +62,12 @@ class MuonAdamW(torch.optim.Optimizer):
             opt.state.clear()
 
 
-# Muon's default rate per unit of AdamW's. Moonshot's RMS matching (0.2) matches the update size AdamW
-# settles at over a long run. An RL fine-tune is short: for its first tens of steps AdamW's second-moment
-# estimate has seen few gradients, so its per-element steps are close to +-lr, several times larger, and
-# its per-element normalisation gives rarely routed experts full-size steps too. benchmarks/optimizers.py
-# measures the rates; the README has the sweep.
-MUON_RATE_PER_ADAMW_RATE = 5.0
+# Muon's default rate per unit of AdamW's. BlockMuon sizes a block's step by one scalar (the block's
+# momentum RMS over its root mean squared gradient) and spreads it evenly over the block's singular
+# directions; AdamW sizes every element on its own. The two steps differ by a factor no formula gives,
+# so it is measured: benchmarks/optimizers.py sweeps it, and the README's "Choosing Muon" has the sweep
+# and the acceptance runs at this default.
+MUON_RATE_PER_ADAMW_RATE = 2.0
 
 
 def muon_rate(adamw_lr: float) -> float:
