@@ -144,3 +144,31 @@ def test_block_muon_state_round_trips():
     optimizer.step()
     restored.step()
     assert torch.equal(param, twin)
+
+
+def test_moonshots_rule_fixes_every_blocks_step_rms_at_a_fifth_of_the_rate():
+    """``trainer.muon_step_rms: moonshot``: K2's published rule, 0.2 x lr per block, noise or signal alike."""
+    torch.manual_seed(3)
+    shape = (EXPERTS * RANK, COLS)
+    param = torch.nn.Parameter(torch.zeros(shape))
+    muon = BlockMuon([{"params": [param], "layout": "expert_rows", "experts": EXPERTS}], lr=0.01, step_rms="moonshot")
+    signal = torch.randn(shape)
+    for _ in range(20):
+        grad = torch.randn(shape)
+        as_blocks(grad, "expert_rows", EXPERTS)[0].mul_(0.1).add_(as_blocks(signal, "expert_rows", EXPERTS)[0])
+        before = param.detach().clone()
+        param.grad = grad
+        muon.step()
+    rms = as_blocks(param.detach() - before, "expert_rows", EXPERTS).pow(2).mean(dim=(1, 2)).sqrt()
+    assert ((0.6 * 0.2 * 0.01 < rms) & (rms < 1.25 * 0.2 * 0.01)).all(), rms  # the noise-fed experts too
+    with pytest.raises(ValueError, match="unknown step RMS rule 'fixed'"):
+        BlockMuon([{"params": [param]}], lr=0.01, step_rms="fixed")
+
+
+def test_the_recipe_key_reaches_the_trainers_arguments(tmp_path):
+    from k2rl.config import load_config
+    from k2rl.trainer.config import grpo_config
+
+    config = load_config("configs/quickstart.yaml", ["trainer.optimizer=muon", "trainer.muon_step_rms=moonshot"])
+    assert grpo_config(config.trainer, [1.0], tmp_path, 0).muon_step_rms == "moonshot"
+    assert grpo_config(load_config("configs/quickstart.yaml", []).trainer, [1.0], tmp_path, 0).muon_step_rms == "adamw"

@@ -164,7 +164,10 @@ class TrainerConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # prompt order: uniform, prioritized, curriculum
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)  # refill zero-variance groups
     optimizer: Literal["adamw", "muon", "muonclip"] = "adamw"  # muon: Muon per matrix/expert block, AdamW on the rest; muonclip: + QK-Clip
-    muon_learning_rate: float | None = None  # muon's rate (null: 5 x learning_rate, which stays AdamW's)
+    muon_learning_rate: float | None = None  # muon's rate (null: 2 x learning_rate, which stays AdamW's)
+    # Each Muon block's step RMS: "adamw" (the RMS AdamW's step would have for that block now) or "moonshot"
+    # (fixed at 0.2, "Muon is Scalable"; drifts on short, noisy LoRA fine-tunes: README "Choosing Muon")
+    muon_step_rms: Literal["adamw", "moonshot"] = "adamw"
     reset_optimizer_every: int = 0  # K1.5: empty the optimizer state every N optimizer steps (0: never)
     qk_clip_tau: float = 100.0  # muonclip: a head whose largest attention logit passes this is rescaled (K2: 100)
     trl: dict[str, Any] = field(default_factory=dict)  # any other GRPOConfig field (k2rl/trainer/trl_options.py)

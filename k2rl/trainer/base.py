@@ -95,7 +95,8 @@ class K2GRPOTrainer(TRLSeams):
             muon_lr = self.args.muon_learning_rate or muon_rate(self.args.learning_rate)
             clip = QKClip(model, self.args.qk_clip_tau, self.record_metric).clip if self.args.optimizer == "muonclip" else None
             self.optimizer = muon_adamw(model, self.args.weight_decay, muon_lr, adamw_cls, adamw_kwargs,
-                                        set(self.get_decay_parameter_names(model)), after_step=clip)
+                                        set(self.get_decay_parameter_names(model)), after_step=clip,
+                                        step_rms=self.args.muon_step_rms)
         return super().create_optimizer(model)
 
     def prompt_sampler(self, default):

@@ -38,6 +38,8 @@ import torch
 # The quintic Newton-Schulz coefficients and step count Muon uses (also torch.optim.Muon's defaults).
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 NS_STEPS = 5
+MOONSHOT_RMS = 0.2  # "Muon is Scalable": every step's RMS fixed at AdamW's long-run figure (step_rms="moonshot")
+STEP_RMS_RULES = ("adamw", "moonshot")
 SECOND_MOMENT_DECAY = 0.999  # AdamW's default beta2: the per-block mean squared gradient's decay
 EPS = 1e-8  # AdamW's default epsilon, added to the root of the second moment
 
@@ -92,12 +94,15 @@ class BlockMuon(torch.optim.Optimizer):
 
     def __init__(self, groups: list[dict], lr: float, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, ns_steps: int = NS_STEPS, beta2: float = SECOND_MOMENT_DECAY,
-                 eps: float = EPS):
+                 eps: float = EPS, step_rms: str = "adamw"):
+        if step_rms not in STEP_RMS_RULES:
+            raise ValueError(f"unknown step RMS rule {step_rms!r} (known: {', '.join(STEP_RMS_RULES)})")
         for group in groups:
             if group.get("layout", "matrix") not in LAYOUTS:
                 raise ValueError(f"unknown block layout {group['layout']!r}")
         defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay,
-                    "ns_steps": ns_steps, "beta2": beta2, "eps": eps, "layout": "matrix", "experts": 1}
+                    "ns_steps": ns_steps, "beta2": beta2, "eps": eps, "step_rms": step_rms, "layout": "matrix",
+                    "experts": 1}
         super().__init__(groups, defaults)
 
     @torch.no_grad()
@@ -127,7 +132,10 @@ class BlockMuon(torch.optim.Optimizer):
         momentum_rms = as_blocks(buffer, layout, experts).float().pow(2).mean(dim=(-2, -1)).sqrt() / (1 - beta**step)
         grad_rms = (state["block_sq"] / (1 - beta2**step)).sqrt() + group["eps"]
         # An orthogonal factor's RMS is 1/sqrt(max(rows, cols)); this scale gives the step that RMS times lr.
-        scale = (momentum_rms / grad_rms * math.sqrt(max(blocks.shape[-2:]))).view(-1, 1, 1)
+        if group["step_rms"] == "moonshot":  # K2's rule as published: a fixed RMS, whatever the gradient's noise
+            scale = torch.full((blocks.size(0), 1, 1), MOONSHOT_RMS * math.sqrt(max(blocks.shape[-2:])))
+        else:
+            scale = (momentum_rms / grad_rms * math.sqrt(max(blocks.shape[-2:]))).view(-1, 1, 1)
         ortho = orthogonalise(blocks, group["ns_steps"]) * scale
         param.mul_(1 - group["lr"] * group["weight_decay"])
         param.add_(from_blocks(ortho, layout, param.shape).to(param.dtype), alpha=-group["lr"])

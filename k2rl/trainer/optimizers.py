@@ -91,12 +91,12 @@ def muon_groups(model) -> list[dict]:
 
 
 def muon_adamw(model, weight_decay: float, muon_lr: float, adamw_cls, adamw_kwargs: dict, decay_names,
-               after_step=None) -> MuonAdamW:
+               after_step=None, step_rms: str = "adamw") -> MuonAdamW:
     """The combined optimizer over ``model``'s trainable parameters (AdamW: the Trainer's class and kwargs,
     with its usual split into decayed and non-decayed groups by ``decay_names``)."""
     matrices = muon_groups(model)
     rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.ndim != 2]
-    muon = BlockMuon(matrices, lr=muon_lr, weight_decay=weight_decay) if matrices else None
+    muon = BlockMuon(matrices, lr=muon_lr, weight_decay=weight_decay, step_rms=step_rms) if matrices else None
     groups = [
         {"params": [p for n, p in rest if n in decay_names], "weight_decay": weight_decay},
         {"params": [p for n, p in rest if n not in decay_names], "weight_decay": 0.0},
