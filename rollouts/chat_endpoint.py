@@ -41,7 +41,7 @@ MAX_BODY_BYTES = 16 * 2**20
 
 
 class RequestError(Exception):
-    """A request the endpoint does not serve: answered with ``status`` and one line."""
+    """A request the endpoint does not serve: answered with the HTTP ``status`` and one line."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
@@ -166,19 +166,19 @@ class ChatEndpoint:
                 raise RequestError("missing or wrong API key (Authorization: Bearer ...)", 401)
             path = request.path.split("?", 1)[0].rstrip("/")
             if request.command == "GET" and path in ("/v1/models", "/models"):
-                status, body = 200, {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "k2rl"}]}
+                http_status, body = 200, {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "k2rl"}]}
             elif request.command == "POST" and path in PATHS:
-                status, body = 200, self.complete(self._json(request), request.headers.get(SESSION_HEADER) or "")
+                http_status, body = 200, self.complete(self._json(request), request.headers.get(SESSION_HEADER) or "")
             else:
                 raise RequestError(f"{request.command} {path}: not served here (POST /v1/chat/completions)", 404)
         except RequestError as exc:
-            status, body = exc.status, {"error": {"message": f"k2rl: error: {exc}", "type": "invalid_request_error",
-                                                  "code": exc.status}}
+            http_status, body = exc.status, {"error": {"message": f"k2rl: error: {exc}", "type": "invalid_request_error",
+                                                       "code": exc.status}}
         except Exception as exc:  # noqa: BLE001 - the policy's side failed: one line, the run's log has the rest
-            status, body = 500, {"error": {"message": f"k2rl: error: generation failed: {type(exc).__name__}: {exc}",
-                                           "type": "server_error", "code": 500}}
+            http_status, body = 500, {"error": {"message": f"k2rl: error: generation failed: {type(exc).__name__}: {exc}",
+                                                "type": "server_error", "code": 500}}
         data = json.dumps(body).encode()
-        request.send_response(status)
+        request.send_response(http_status)
         request.send_header("Content-Type", "application/json")
         request.send_header("Content-Length", str(len(data)))
         request.end_headers()
