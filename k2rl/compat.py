@@ -50,18 +50,15 @@ REFUSED: dict[tuple[str, str, str, str], str] = {
         "the rubric critic compares a group's answers, and partial rollouts score groups that finish across steps",
     ("algorithm", "ppo", "processes", "2"):
         "PPO's value head runs outside the model's forward, and DDP's unused-parameter search marks it ready twice",
-    ("rollout", "vllm", "processes", "2"):
-        "each process would start a vLLM engine of its own on the same weights; run vLLM on one process",
-    ("rollout", "vllm", "routing_replay", "on"):
-        "routing replay records the experts chosen by the policy's own forwards, which vLLM does not run",
-    ("rollout", "vllm_ahead", "processes", "2"):
-        "each process would start a vLLM engine of its own on the same weights; run vLLM on one process",
-    ("rollout", "vllm_ahead", "routing_replay", "on"):
-        "routing replay records the experts chosen by the policy's own forwards, which vLLM does not run",
-    ("rollout", "vllm_ahead", "sampling", "prioritized"):
-        "a batch returned one step late is not the rows the sampler drew for that step, so success rates would follow the wrong prompts",
-    ("rollout", "vllm_ahead", "sampling", "curriculum"):
-        "a batch returned one step late is not the rows the sampler drew for that step, so success rates would follow the wrong prompts",
+    **{("rollout", engine, feature, value): reason
+       for engine in ("vllm", "vllm_ahead")  # synchronous or one step ahead: the same engine, the same limits
+       for (feature, value), reason in {
+           ("processes", "2"): "each process would start a vLLM engine of its own on the same weights; run vLLM on one process",
+           ("routing_replay", "on"):
+               "routing replay records the experts chosen by the policy's own forwards, which vLLM does not run",
+       }.items()},
+    **{("rollout", "vllm_ahead", "sampling", sampler): "a batch returned one step late is not the rows the sampler drew "
+       "for that step, so success rates would follow the wrong prompts" for sampler in ("prioritized", "curriculum")},
     ("rollout", "vllm_ahead", "sampling", "dynamic"):
         "a refill round needs this step's rows, and a batch returned one step late is the previous step's",
 }
